@@ -1,0 +1,3 @@
+from fleetrel.cli import main
+
+main()
