@@ -1,0 +1,37 @@
+"""fleetrel: batch releases for the AWS IoT Software Package Catalog.
+
+    import anyio
+    from fleetrel import load_plan, run
+
+    plan = load_plan("plans/demo.yaml")
+    result = anyio.run(lambda: run(plan, endpoint_url="http://127.0.0.1:5000"))
+    print(result.status, result.succeeded, result.failed)   # complete 200 0
+
+`run` resumes from the plan's journal when there is one; see `fleetrel.engine.run`.
+"""
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("fleetrel")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+# Imported on first use, so `fleetrel validate` does not pay for aioboto3's import.
+_EXPORTS = {
+    "run": ("fleetrel.engine", "run"),
+    "RunResult": ("fleetrel.engine", "RunResult"),
+    "load_plan": ("fleetrel.plan", "load"),
+    "PlanError": ("fleetrel.plan", "PlanError"),
+    "ReleasePlan": ("fleetrel.plan", "ReleasePlan"),
+    "Step": ("fleetrel.plan", "Step"),
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'fleetrel' has no attribute {name!r}")

@@ -1,0 +1,74 @@
+"""The aioboto3 session and IoT client, configured for an engine that owns its retries.
+
+    async with iot_client(Target(region="us-east-1"), concurrency=16) as client:
+        await client.update_package_version(packageName="p", versionName="1.0", action="PUBLISH")
+"""
+from __future__ import annotations
+
+import ipaddress
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+import aioboto3
+from botocore.config import Config
+
+# Credentials fleetrel uses against a local emulator when none are configured: the
+# emulator accepts any, and a user rehearsing a release should not need an AWS account.
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "fleetrel-emulator", "aws_secret_access_key": "fleetrel-emulator"}
+
+
+class AwsSetupError(Exception):
+    """The user's AWS setup cannot give a client (no region, unknown profile)."""
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    if not endpoint_url:
+        return False
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def client_config(concurrency: int, *, connect_timeout: float = 5.0, read_timeout: float = 20.0) -> Config:
+    """botocore 1.40.61 defaults to the legacy retry mode with 5 attempts, blind to our
+    limiter and with a fresh clientToken per retry: switch it off, the engine retries.
+    The connection pool defaults to 10; a smaller pool than the concurrency queues calls
+    inside aiohttp where the limiter cannot see them."""
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=max(10, concurrency),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+
+
+@asynccontextmanager
+async def iot_client(
+    *,
+    region: str | None = None,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+    concurrency: int = 16,
+) -> AsyncIterator[Any]:
+    """An aiobotocore IoT client: profile/region/env/config resolved the AWS way."""
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = aioboto3.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound as exc:
+        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
+    region = session.region_name or ("us-east-1" if is_loopback(endpoint_url) else None)
+    if region is None:
+        raise AwsSetupError("no AWS region: set target.region in the plan, pass --region, or set AWS_REGION")
+    extra: dict[str, str] = {}
+    if is_loopback(endpoint_url) and await session.get_credentials() is None:
+        extra = EMULATOR_CREDENTIALS
+    async with session.client(
+        "iot", region_name=region, endpoint_url=endpoint_url, config=client_config(concurrency), **extra
+    ) as client:
+        yield client
