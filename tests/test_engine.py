@@ -1,0 +1,195 @@
+"""The engine against the emulator over real HTTP: throttling, faults, kill and resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from botocore.config import Config
+
+from fleetrel import load_plan, run
+from fleetrel.journal import JournalError, TERMINAL, Journal, replay
+
+PKG = "thermostat-fw"
+
+
+def write_plan(path: Path, versions: list[dict], *, name: str = "engine-test", rate: float = 50, burst: int = 10,
+               concurrency: int = 8, abort: dict | None = None) -> Path:
+    doc = {"plan": name, "limits": {"rate": rate, "burst": burst, "concurrency": concurrency},
+           "versions": versions}
+    if abort:
+        doc["abort"] = abort
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def version_names(n: int) -> list[str]:
+    return [f"4.{i // 100}.{i % 100}" for i in range(n)]
+
+
+def boto(url: str):
+    return boto3.client("iot", region_name="us-east-1", endpoint_url=url, aws_access_key_id="t",
+                        aws_secret_access_key="t", config=Config(retries={"total_max_attempts": 1}))
+
+
+def statuses(url: str, package: str, versions: list[str]) -> dict[str, str]:
+    client = boto(url)
+    return {v: client.get_package_version(packageName=package, versionName=v)["status"] for v in versions}
+
+
+def journal_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def terminal_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for rec in journal_records(path):
+        if rec["event"] in TERMINAL:
+            counts[rec["step"]] = counts.get(rec["step"], 0) + 1
+    return counts
+
+
+def update_calls(record: dict) -> int:
+    return sum(record["operations"].get("UpdatePackageVersion", {}).values())
+
+
+async def test_all_steps_succeed_under_throttling_and_every_attempt_passes_the_limiter(emulator, tmp_path):
+    versions = version_names(60)
+    emulator.seed([(PKG, v) for v in versions])
+    emulator.configure(operations={"UpdatePackageVersion": {"rate": 20, "burst": 5}})
+    plan = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
+                                rate=20, burst=5))
+    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+
+    assert result.status == "complete" and result.succeeded == 60 and result.failed == 0
+    record = emulator.record()
+    # botocore sent nothing on its own: the service saw exactly the attempts the engine counted
+    assert update_calls(record) == result.attempts
+    assert record["throttled"].get("UpdatePackageVersion", 0) == result.throttles
+    assert result.throttles <= 0.2 * result.attempts
+    assert set(statuses(emulator.url, PKG, versions).values()) == {"PUBLISHED"}
+    assert all(n == 1 for n in terminal_counts(tmp_path / "j.jsonl").values())
+
+
+async def test_faults_do_not_lose_steps(emulator, tmp_path):
+    versions = version_names(80)
+    emulator.seed([(PKG, v) for v in versions])
+    emulator.configure(fail_rate=0.10, drop_rate=0.05)
+    plan = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
+                                rate=200, burst=20))
+    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+
+    assert result.status == "complete", result.failures_by_code
+    assert result.succeeded == 80 and result.retries > 0
+    assert set(statuses(emulator.url, PKG, versions).values()) == {"PUBLISHED"}
+    tokens = emulator.record()["tokens"]
+    assert all(len(set(tokens[f"{PKG}/{v}"])) == 1 for v in versions)
+
+
+async def test_permanent_errors_end_at_once_and_done_steps_are_skipped(emulator, tmp_path):
+    emulator.seed([{"package": PKG, "version": "1.0.0"},
+                   {"package": PKG, "version": "2.0.0", "status": "PUBLISHED"}])
+    plan = load_plan(write_plan(tmp_path / "p.yaml", [
+        {"package": PKG, "version": "1.0.0", "action": "DEPRECATE"},   # DRAFT → DEPRECATED is not allowed
+        {"package": PKG, "version": "2.0.0", "action": "PUBLISH"},     # already PUBLISHED
+        {"package": PKG, "version": "9.9.9", "action": "PUBLISH"},     # does not exist
+    ]))
+    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+
+    outcomes = {o.key: o for o in result.outcomes}
+    assert outcomes[f"{PKG}/1.0.0"].outcome == "failed" and outcomes[f"{PKG}/1.0.0"].attempts == 1
+    assert outcomes[f"{PKG}/2.0.0"].outcome == "skipped"
+    assert outcomes[f"{PKG}/9.9.9"].outcome == "failed" and outcomes[f"{PKG}/9.9.9"].code == "ResourceNotFoundException"
+    assert result.status == "failed" and result.exit_code == 1
+    assert update_calls(emulator.record()) == 3  # each sent exactly once
+    assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "DRAFT"}
+    failed = [r for r in journal_records(tmp_path / "j.jsonl") if r["event"] == "step_failed"]
+    assert {r["step"]: r["permanent"] for r in failed} == {f"{PKG}/1.0.0": True, f"{PKG}/9.9.9": True}
+
+    # a resume does not send rejected steps again
+    emulator.reset_record()
+    again = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    assert again.attempts == 0 and again.done_before == 3 and again.status == "failed"
+    assert update_calls(emulator.record()) == 0
+
+
+async def test_journal_holds_no_credential_and_no_sensitive_text(emulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASENTINELKEYID0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-secret-access-key")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "sentinel-session-token")
+    emulator.seed([(PKG, "1.0.0")])
+    plan = load_plan(write_plan(tmp_path / "p.yaml", [{
+        "package": PKG, "version": "1.0.0", "action": "PUBLISH", "description": "sentinel-description",
+        "attributes": {"channel": "sentinel-attribute"}, "recipe": '{"sentinel": "recipe"}'}]))
+    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    assert result.succeeded == 1
+    text = (tmp_path / "j.jsonl").read_text()
+    assert "AKIASENTINELKEYID0000" not in text and "sentinel" not in text
+    started = next(r for r in journal_records(tmp_path / "j.jsonl") if r["event"] == "step_started")
+    assert started["request"]["description"].startswith("sha256:")
+
+
+async def test_second_run_on_one_journal_is_refused(emulator, tmp_path):
+    emulator.seed([(PKG, "1.0.0")])
+    plan_path = write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "PUBLISH"}])
+    with Journal.open(tmp_path / "j.jsonl"):
+        proc = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(plan_path), "--journal",
+                               str(tmp_path / "j.jsonl"), "--endpoint-url", emulator.url],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "another fleetrel run holds this journal" in proc.stderr and "Traceback" not in proc.stderr
+    assert update_calls(emulator.record()) == 0
+
+
+async def test_changed_plan_is_refused_and_new_run_gets_new_tokens(emulator, tmp_path):
+    emulator.seed([(PKG, "1.0.0"), (PKG, "1.0.1")])
+    journal = tmp_path / "j.jsonl"
+    first = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "PUBLISH"}]))
+    assert (await run(first, journal_path=journal, endpoint_url=emulator.url)).succeeded == 1
+    # the same version deprecated, then published again in a later run: all three must apply
+    second = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "DEPRECATE"},
+                                                        {"package": PKG, "version": "1.0.1", "action": "PUBLISH"}]))
+    with pytest.raises(JournalError, match=r"(?s)another version of plan.*added: thermostat-fw/1.0.1.*--new-run"):
+        await run(second, journal_path=journal, endpoint_url=emulator.url)
+    assert (await run(second, journal_path=journal, endpoint_url=emulator.url, new_run=True)).succeeded == 2
+    assert (await run(first, journal_path=journal, endpoint_url=emulator.url, new_run=True)).succeeded == 1
+    assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "PUBLISHED"}
+    assert len(set(emulator.record()["tokens"][f"{PKG}/1.0.0"])) == 3  # a new token per run
+    assert len(list(tmp_path.glob("j.jsonl.*"))) == 2  # old journals kept, renamed
+
+
+def test_kill_nine_three_times_then_resume_loses_nothing_and_doubles_nothing(emulator, tmp_path):
+    versions = version_names(90)
+    emulator.seed([(PKG, v) for v in versions])
+    emulator.configure(operations={"UpdatePackageVersion": {"rate": 30, "burst": 5}}, latency_ms=20)
+    plan_path = write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
+                           rate=30, burst=5)
+    journal = tmp_path / "j.jsonl"
+    cmd = [sys.executable, "-m", "fleetrel", "run", str(plan_path), "--journal", str(journal),
+           "--endpoint-url", emulator.url]
+    for kill_after in (10, 35, 60):  # terminal records in the journal when we pull the plug
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while sum(terminal_counts(journal).values()) < kill_after if journal.exists() else True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.02)  # polling the journal for a condition, not a timing assumption
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+
+    assert set(statuses(emulator.url, PKG, versions).values()) == {"PUBLISHED"}
+    tokens = emulator.record()["tokens"]
+    assert all(len(set(tokens[f"{PKG}/{v}"])) == 1 for v in versions), "a version saw two clientTokens"
+    counts = terminal_counts(journal)
+    assert len(counts) == 90 and set(counts.values()) == {1}
+    state = replay(journal)
+    assert state.sessions == 4 and state.status == "complete"
