@@ -287,6 +287,7 @@ async def run(
     handle_signals: bool = False,
     stop_grace: float = 10.0,
     on_start: Callable[["Run"], None] | None = None,
+    until: int | None = None,
 ) -> RunResult:
     """Run (or resume) a release plan. Arguments left as None come from the plan.
 
@@ -294,8 +295,10 @@ async def run(
     `journal_path` is given. If it holds this plan's run, the run resumes: finished steps
     are skipped and the others are re-sent with their original clientTokens. If it holds
     a different plan, `PlanChanged` is raised unless `new_run` (the old journal is kept,
-    renamed). With `handle_signals`, SIGINT/SIGTERM stop the run gracefully: no new step
-    starts, in-flight calls get `stop_grace` seconds, the result's status is interrupted.
+    renamed). `until` sends only the first `until` steps of the plan (a wave; the next
+    call with a larger `until` resumes from there) and reports on those. With
+    `handle_signals`, SIGINT/SIGTERM stop the run gracefully: no new step starts,
+    in-flight calls get `stop_grace` seconds, the result's status is interrupted.
     """
     steps = plan.steps()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
@@ -319,7 +322,7 @@ async def run(
                 state = None
         run_id = state.run_id if state else str(uuid.uuid4())
         done = state.finished_keys(include_failed=not retry_failed) if state else set()
-        todo = [s for s in steps if s.key not in done]
+        todo = [s for s in steps[:until] if s.key not in done]
         session = Run(plan, steps, todo, run_id, [journal, *listeners], rate=rate, burst=burst,
                       concurrency=concurrency, adaptive=adaptive, policy=policy or errors.RetryPolicy(),
                       journal_sensitive=journal_sensitive)
@@ -342,7 +345,7 @@ async def run(
                     tg.start_soon(_watch_signals, session, tg.cancel_scope, stop_grace)
                 await session.execute(client)
                 tg.cancel_scope.cancel()
-        result = _result(session, state, steps, path, time.monotonic() - started)
+        result = _result(session, state, steps[:until], path, time.monotonic() - started)
         ending = {"aborted": "run_aborted", "interrupted": "run_interrupted"}.get(result.status, "run_finished")
         if ending != "run_aborted":  # run_aborted was journalled when the threshold tripped
             session.emit(ending, succeeded=result.succeeded, skipped=result.skipped, failed=result.failed,
