@@ -1,0 +1,251 @@
+"""Run the benchmark of issue #6: fleetrel and its baselines against one local emulator.
+
+    python benchmarks/run.py --quick                                  # ~2 min: (a), (b), (d), overhead
+    python benchmarks/run.py                                          # N=500, every scenario
+    python benchmarks/run.py --full --json out.json --plot out        # N=2000; out-a.png, …
+    python benchmarks/run.py --scenario a,e --contender fleetrel,aiolimiter
+
+One emulator process (throttling UpdatePackageVersion, 50 ms latency) serves every run,
+and every contender of a scenario runs in the same invocation, one after the other, so
+their ratios compare on the same machine state. Each contender publishes drafts seeded
+for it alone, starting against a full bucket.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetrel` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.contenders import CONTENDERS  # noqa: E402
+from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
+from fleetrel.bench import Measurement, ideal_seconds, seed_versions  # noqa: E402
+
+LATENCY_MS = 50.0
+CONCURRENCY = 16
+
+# fleetrel's targets from issue #6, per scenario: (E at most, θ at most).
+TARGETS = {"a": (1.03, 0.01), "b": (1.03, 0.01), "c": (1.10, 0.03), "d": (1.10, 0.03), "e": (1.10, 0.03)}
+MIN_CALLS_PER_CPU_S = 500.0
+MAX_OVERHEAD = 0.10
+
+COLUMNS = ("scenario", "contender", "N", "wall s", "ideal s", "E", "θ %", "θ % client", "calls/CPU-s", "failed", "notes")
+WIDTHS = (8, 16, 6, 8, 8, 6, 7, 10, 11, 6, 0)
+
+
+def deadline_for(scenario: Scenario, ideal_s: float) -> float:
+    """How long a contender may take before its unfinished calls count as failed."""
+    if scenario.quota.rate is None:
+        return 60.0 + scenario.calls / 50
+    return 4 * ideal_s + 30.0
+
+
+def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path) -> Measurement:
+    versions = seed_versions(emu, f"{scenario.key}-{name}-{repeat}", scenario.calls)
+    quota = scenario.quota
+    ideal = ideal_seconds(scenario.calls, rate=quota.rate, burst=quota.burst, changes=quota.changes) if quota.rate else 0.0
+    kwargs: dict[str, Any] = {"concurrency": CONCURRENCY, "deadline_s": deadline_for(scenario, ideal)}
+    if name == "fleetrel":
+        kwargs.update(ceiling=scenario.fleetrel_ceiling, journal_dir=journal_dir)
+    measurement = CONTENDERS[name](emu, versions, quota, **kwargs)
+    measurement.extra["scenario"] = scenario.key
+    measurement.extra["repeat"] = repeat
+    return measurement
+
+
+def notes(m: Measurement) -> str:
+    out = []
+    extra = m.extra
+    if extra.get("give_ups"):
+        out.append(f"botocore gave up {extra['give_ups']}× on {extra['calls_given_up_once']} calls (resubmitted)")
+    errors = {k: v for k, v in (extra.get("errors") or {}).items() if k != "ThrottlingException"}
+    if errors:
+        out.append("errors " + ", ".join(f"{k}={v}" for k, v in errors.items()))
+    if m.client_attempts is not None and m.client_attempts != m.attempts:
+        out.append(f"client counted {m.client_attempts} attempts, emulator {m.attempts}")
+    return "; ".join(out)
+
+
+def row(scenario: str, m: Measurement) -> tuple[str, ...]:
+    client_theta = ""
+    if m.client_attempts:
+        client_theta = f"{100 * (m.client_throttles or 0) / m.client_attempts:.1f}"
+    e = "" if math.isnan(m.efficiency) else f"{m.efficiency:.3f}"
+    return (
+        scenario,
+        m.contender,
+        str(m.calls),
+        f"{m.wall_s:.2f}",
+        f"{m.ideal_s:.2f}",
+        e,
+        f"{100 * m.throttle_ratio:.1f}",
+        client_theta,
+        f"{m.calls_per_cpu_s:.0f}",
+        str(m.failed),
+        notes(m),
+    )
+
+
+def fmt(cells: tuple[str, ...]) -> str:
+    return "  ".join(c.ljust(w) if w else c for c, w in zip(cells, WIDTHS)).rstrip()
+
+
+def overhead(measurements: list[Measurement]) -> dict[str, Any] | None:
+    """fleetrel's CPU per call over the raw aiobotocore loop's, best run of each."""
+    best: dict[str, float] = {}
+    for m in measurements:
+        if m.succeeded:
+            per_call = m.cpu_s / m.succeeded
+            best[m.contender] = min(best.get(m.contender, math.inf), per_call)
+    if "fleetrel" not in best or "raw-aiobotocore" not in best:
+        return None
+    return {
+        "fleetrel_cpu_ms_per_call": round(1000 * best["fleetrel"], 4),
+        "raw_cpu_ms_per_call": round(1000 * best["raw-aiobotocore"], 4),
+        "overhead_per_call": round(best["fleetrel"] / best["raw-aiobotocore"] - 1, 4),
+    }
+
+
+def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, Any] | None) -> list[str]:
+    """fleetrel's figures against the issue's targets, one line each."""
+    lines = []
+    for key, ms in results.items():
+        for m in ms:
+            if m.contender != "fleetrel":
+                continue
+            if key in TARGETS:
+                e_max, theta_max = TARGETS[key]
+                ok = m.efficiency <= e_max and m.throttle_ratio <= theta_max and m.failed == 0
+                lines.append(
+                    f"({key}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% (≤ {100 * theta_max:.0f}%), "
+                    f"failed {m.failed}: {'met' if ok else 'MISSED'}"
+                )
+            ok = m.calls_per_cpu_s >= MIN_CALLS_PER_CPU_S
+            lines.append(f"({key}) {m.calls_per_cpu_s:.0f} calls/CPU-s (≥ {MIN_CALLS_PER_CPU_S:.0f}): {'met' if ok else 'MISSED'}")
+    if overhead_figure:
+        o = overhead_figure["overhead_per_call"]
+        lines.append(
+            f"overhead per call {100 * o:+.1f}% over raw aiobotocore "
+            f"({overhead_figure['fleetrel_cpu_ms_per_call']:.3f} vs {overhead_figure['raw_cpu_ms_per_call']:.3f} CPU-ms) "
+            f"(≤ {100 * MAX_OVERHEAD:.0f}%): {'met' if o <= MAX_OVERHEAD else 'MISSED'}"
+        )
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="N=200; scenarios a, b, d and the overhead pair")
+    size.add_argument("--full", action="store_true", help="N=2000")
+    parser.add_argument("--scenario", default="", help="comma-separated keys among a,b,c,d,e,o (default: the mode's)")
+    parser.add_argument("--contender", default="", help=f"comma-separated, among {','.join(CONTENDERS)} (default: all)")
+    parser.add_argument("--json", metavar="OUT", help="write every figure (and completion times) here")
+    parser.add_argument("--plot", metavar="PREFIX", help="write PREFIX-<scenario>.png per scenario")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or None
+    try:
+        scenarios = scenarios_for(mode, keys)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    chosen = [c.strip() for c in args.contender.split(",") if c.strip()] or list(CONTENDERS)
+    unknown_c = set(chosen) - set(CONTENDERS)
+    if unknown_c:
+        print(f"unknown contender(s) {sorted(unknown_c)}: choose among {', '.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+
+    from fleetrel.emulator import start_emulator
+
+    started = time.time()
+    results: dict[str, list[Measurement]] = {}
+    failures: list[dict[str, Any]] = []
+    print(f"fleetrel benchmark, mode {mode}, latency {LATENCY_MS:g} ms, {CONCURRENCY} in flight; "
+          f"CPU: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}", flush=True)
+    print(fmt(COLUMNS), flush=True)
+    with start_emulator(latency_ms=LATENCY_MS) as emu, tempfile.TemporaryDirectory(prefix="fleetrel-bench-") as tmp:
+        for scenario in scenarios:
+            results[scenario.key] = []
+            for repeat in range(scenario.repeats):
+                for name in scenario.contenders:
+                    if name not in chosen:
+                        continue
+                    try:
+                        m = run_one(emu, scenario, name, repeat, Path(tmp))
+                    except Exception as exc:  # one broken contender must not hide the others' figures
+                        traceback.print_exc()
+                        failures.append({"scenario": scenario.key, "contender": name, "error": repr(exc)})
+                        print(fmt((scenario.key, name, str(scenario.calls), "", "", "", "", "", "", "ALL", f"crashed: {exc!r}")), flush=True)
+                        continue
+                    results[scenario.key].append(m)
+                    print(fmt(row(scenario.key, m)), flush=True)
+
+    overhead_figure = overhead(results.get("o", []))
+    print()
+    for line in verdicts(results, overhead_figure):
+        print(line)
+    print(f"\ntotal {time.time() - started:.0f} s; load average now {os.getloadavg()[0]:.2f} "
+          "(other work on this machine makes every figure noisier)")
+
+    if args.json:
+        by_key = {s.key: s for s in scenarios}
+        doc = {
+            "mode": mode,
+            "latency_ms": LATENCY_MS,
+            "concurrency": CONCURRENCY,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "started": started,
+            "scenarios": [
+                {
+                    "key": key,
+                    "title": by_key[key].title,
+                    "calls": by_key[key].calls,
+                    "fleetrel_ceiling": by_key[key].fleetrel_ceiling,
+                    "runs": [m.to_dict() for m in ms],
+                }
+                for key, ms in results.items()
+            ],
+            "overhead": overhead_figure,
+            "crashed": failures,
+            "verdicts": verdicts(results, overhead_figure),
+        }
+        Path(args.json).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False), encoding="utf-8")
+        print(f"figures: {args.json}")
+    if args.plot:
+        from benchmarks.plots import plot_path, plot_scenario
+
+        by_key = {s.key: s for s in scenarios}
+        for key, ms in results.items():
+            if ms:
+                print(f"plot: {plot_scenario(by_key[key], ms, plot_path(args.plot, key))}")
+    lost = sum(m.failed for ms in results.values() for m in ms)
+    return 1 if failures or lost else 0
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict JSON: NaN and infinities (E with no ideal time, say) become null."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The benchmark's arithmetic: ideal times (piecewise when the quota changes) and E.
+
+No timing here: these are the pure pieces the figures are computed with.
+"""
+import math
+
+import pytest
+
+from benchmarks.plots import plot_path
+from benchmarks.scenarios import scenarios_for
+from fleetrel.bench import Quota, QuotaChange, delivered_ideal, efficiency, ideal_seconds
+
+DROP = (QuotaChange(5.0, 20, 20),)
+
+
+@pytest.mark.parametrize(
+    ("calls", "rate", "burst", "expected"),
+    [
+        (500, 10, 10, 49.0),  # (a): (N - B) / R
+        (500, 50, 50, 9.0),  # (b)
+        (500, 20, 1, 24.95),  # (e): no burst to speak of
+        (2000, 10, 10, 199.0),
+        (10, 10, 10, 0.0),  # the whole run fits in the bucket
+    ],
+)
+def test_ideal_time_is_what_the_bucket_allows(calls, rate, burst, expected):
+    assert ideal_seconds(calls, rate=rate, burst=burst) == pytest.approx(expected)
+
+
+def test_ideal_time_after_a_quota_drop_is_piecewise():
+    # 50 + 50·5 = 300 calls by 5 s, the other 200 at 20/s
+    assert ideal_seconds(500, rate=50, burst=50, changes=DROP) == pytest.approx(15.0)
+    assert ideal_seconds(2000, rate=50, burst=50, changes=DROP) == pytest.approx(5 + 1700 / 20)
+
+
+def test_a_drop_after_the_run_would_have_ended_changes_nothing():
+    assert ideal_seconds(200, rate=50, burst=50, changes=DROP) == pytest.approx(3.0)
+    assert ideal_seconds(300, rate=50, burst=50, changes=DROP) == pytest.approx(5.0)
+
+
+def test_quick_drop_at_two_seconds():
+    (d,) = scenarios_for("quick", ["d"])
+    assert d.calls == 200
+    q = d.quota
+    # 50 + 50·2 = 150 by 2 s, then 50 more at 20/s
+    assert ideal_seconds(d.calls, rate=q.rate, burst=q.burst, changes=q.changes) == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize("calls", [51, 120, 300, 301, 500, 2000])
+def test_the_ideal_line_reaches_n_exactly_at_the_ideal_time(calls):
+    t = ideal_seconds(calls, rate=50, burst=50, changes=DROP)
+    assert delivered_ideal(t, rate=50, burst=50, changes=DROP) == pytest.approx(calls)
+    assert delivered_ideal(t - 0.01, rate=50, burst=50, changes=DROP) < calls
+
+
+def test_ideal_line_starts_with_the_full_bucket():
+    assert delivered_ideal(0, rate=10, burst=10) == 10
+    assert delivered_ideal(-1, rate=10, burst=10) == 0
+    assert delivered_ideal(7, rate=50, burst=50, changes=DROP) == pytest.approx(300 + 40)
+
+
+def test_efficiency_is_wall_over_ideal():
+    assert efficiency(49.0, 49.0) == 1.0
+    assert efficiency(53.9, 49.0) == pytest.approx(1.1)
+    assert efficiency(20.0, 40.0) == 0.5  # impossible in practice, but reported as measured
+    assert math.isnan(efficiency(1.0, 0.0))
+
+
+def test_scenario_sets():
+    assert [s.key for s in scenarios_for("quick")] == ["a", "b", "d", "o"]
+    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "o"]
+    assert {s.calls for s in scenarios_for("full") if s.key != "o"} == {2000}
+    (c,) = scenarios_for("default", ["c"])
+    assert c.quota == Quota(10, 10) and c.fleetrel_ceiling == 100.0
+    with pytest.raises(KeyError):
+        scenarios_for("default", ["z"])
+
+
+def test_plot_names():
+    assert str(plot_path("/tmp/bench", "a")) == "/tmp/bench-a.png"
+    assert str(plot_path("/tmp/bench.png", "d")) == "/tmp/bench-d.png"
