@@ -1,0 +1,45 @@
+"""A local AWS IoT Software Package Catalog on moto, throttling and failing like AWS.
+
+    from fleetrel.emulator import start_emulator
+
+    with start_emulator(rate=10, burst=10) as emu:      # its own process
+        emu.seed([("thermostat-fw", "4.2.0")])          # DRAFT versions
+        client = boto3.client("iot", endpoint_url=emu.url, region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="x")
+        client.update_package_version(packageName="thermostat-fw",
+                                      versionName="4.2.0", action="PUBLISH")
+        emu.record()["operations"]   # {"UpdatePackageVersion": {"200": 1}}
+
+Modules: `catalog` (the service's rules, pure Python), `moto_glue` (the only file that
+knows moto), `bucket` (token bucket), `record` (what was received), `settings`,
+`middleware` (WSGI: throttle, faults, latency, control endpoints), `server` (werkzeug),
+`process` (the handle used here), `command` (`fleetrel emulator`).
+
+Behaviours AWS does not document, and what the emulator does (each is a setting):
+- A refused transition (DEPRECATE of a DRAFT) is a ValidationException (400)
+  (`refused_transition`, or ConflictException).
+- PUBLISH of a PUBLISHED version, DEPRECATE of a DEPRECATED one: ConflictException (409)
+  saying it is "already PUBLISHED"/"already DEPRECATED" (`already_in_state`; None makes it
+  a successful no-op). The action is judged before the fields, so a repeated PUBLISH that
+  also carries attributes still says "already PUBLISHED".
+- clientTokens are remembered for 8 hours (`idempotency_window_s`), per operation; only
+  successful answers are remembered (a failed call changed nothing, so a retry re-runs it).
+- UpdatePackageVersion replaces the attribute map rather than merging into it.
+- CreatePackageVersion on a missing package: ValidationException (the model lists no
+  ResourceNotFound for it); DeletePackage/DeletePackageVersion of something missing: 200.
+- Lists are ordered by name; nextToken is opaque (it holds the last name returned);
+  the default page size is the model's maximum, 100.
+- Faults: `fail_rate` answers 500 before the backend sees the call; `drop_rate` lets the
+  backend apply the call, then resets the connection (the answer is lost: the case
+  clientTokens exist for). Latency is added before throttling and faults.
+- Packages live per (account, region), as moto keeps them; seeding defaults to
+  us-east-1 and moto's default account, which is what any dummy credentials map to.
+"""
+from fleetrel.emulator.process import (
+    Emulator,
+    EmulatorError,
+    start_emulator,
+    start_emulator_in_thread,
+)
+
+__all__ = ["Emulator", "EmulatorError", "start_emulator", "start_emulator_in_thread"]

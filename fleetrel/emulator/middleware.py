@@ -1,0 +1,264 @@
+"""The WSGI layer in front of moto: throttling, faults, latency, the record, and control.
+
+Package API calls (the ten operations, recognised by method and path) pass through, in
+order: added latency, the operation's token bucket, the fault dice, then moto. Every other
+path goes to moto untouched. Paths under /_fleetrel/ are the control endpoints; they are
+never delayed, throttled or faulted:
+
+    GET  /_fleetrel/health          {"ok": true}
+    GET  /_fleetrel/settings        the current settings
+    POST /_fleetrel/configure       {"rate": 10, "operations": {...}, ...} -> new settings
+    POST /_fleetrel/seed            {"versions": [{"package", "version", "status", ...}],
+                                     "region": "us-east-1", "account": "123456789012"}
+    GET  /_fleetrel/record          what was received (see `Record.snapshot`)
+    POST /_fleetrel/reset-record    start a new record
+    POST /_fleetrel/reset           forget all packages, the record and setting changes
+    GET  /_fleetrel/state?package=P&version=V[&region=R&account=A]   one version, or 404
+
+    app = EmulatorApp(moto_glue.moto_server_app(), EmulatorSettings(rate=10))
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import socket
+import struct
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+from fleetrel.emulator import moto_glue
+from fleetrel.emulator.bucket import TokenBucket
+from fleetrel.emulator.catalog import CatalogError, CatalogRules
+from fleetrel.emulator.record import Record
+from fleetrel.emulator.settings import EmulatorSettings, SettingsError
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_NAME = r"([a-zA-Z0-9\-_.]+)"
+ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("GET", re.compile(r"^/packages/?$"), "ListPackages"),
+    ("PUT", re.compile(rf"^/packages/{_NAME}$"), "CreatePackage"),
+    ("GET", re.compile(rf"^/packages/{_NAME}$"), "GetPackage"),
+    ("PATCH", re.compile(rf"^/packages/{_NAME}$"), "UpdatePackage"),
+    ("DELETE", re.compile(rf"^/packages/{_NAME}$"), "DeletePackage"),
+    ("GET", re.compile(rf"^/packages/{_NAME}/versions/?$"), "ListPackageVersions"),
+    ("PUT", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "CreatePackageVersion"),
+    ("GET", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "GetPackageVersion"),
+    ("PATCH", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "UpdatePackageVersion"),
+    ("DELETE", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "DeletePackageVersion"),
+)
+
+# AWS's answer to a call over quota (rest-json): 400, not 429, with the type in a header.
+THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
+INTERNAL_BODY = json.dumps({"__type": "InternalServerException",
+                            "message": "Internal failure. Please retry your request."})
+
+
+def route(method: str, path: str) -> tuple[str, tuple[str, ...]] | None:
+    """(operation, path names) of a package API call, or None for anything else."""
+    if not path.startswith("/packages"):
+        return None
+    for route_method, pattern, operation in ROUTES:
+        if route_method == method:
+            match = pattern.match(path)
+            if match:
+                return operation, match.groups()
+    return None
+
+
+def aws_error(start_response: Callable[..., Any], status: str, code: str,
+              body: str) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(data))),
+                            ("x-amzn-ErrorType", code),
+                            ("x-amzn-RequestId", str(uuid.uuid4()))])
+    return [data]
+
+
+class DroppedConnection(ConnectionAbortedError):
+    """Raised to make werkzeug abandon the request without writing an answer."""
+
+
+class EmulatorApp:
+    """WSGI app: `moto_app` behind throttling, faults and the record; control endpoints."""
+
+    def __init__(self, moto_app: WSGIApp, settings: EmulatorSettings | None = None) -> None:
+        self.moto_app = moto_app
+        self.initial = settings if settings is not None else EmulatorSettings()
+        self.record = Record()
+        self._lock = threading.Lock()
+        self._apply(self.initial)
+
+    # -- settings -----------------------------------------------------------------
+
+    def _apply(self, settings: EmulatorSettings) -> None:
+        """Swap in new settings: fresh (full) buckets, reseeded dice, catalog rules."""
+        buckets: dict[str, TokenBucket] = {}
+        for operation in moto_glue.QUERY_FIELDS:
+            limits = settings.limits_for(operation)
+            if limits is not None:
+                buckets[operation] = TokenBucket(*limits)
+        moto_glue.install(CatalogRules(refused_transition=settings.refused_transition,
+                                       already_in_state=settings.already_in_state,
+                                       idempotency_window_s=settings.idempotency_window_s))
+        with self._lock:
+            self.settings = settings
+            self.buckets = buckets
+            self.dice = random.Random(settings.seed)
+
+    def configure(self, **changes: Any) -> EmulatorSettings:
+        with self._lock:
+            current = self.settings
+        new = current.updated(**changes)
+        self._apply(new)
+        return new
+
+    def reset(self) -> None:
+        moto_glue.reset_catalogs()
+        self.record.clear()
+        self._apply(self.initial)
+
+    # -- WSGI -----------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_fleetrel/"):
+            return self.control(environ, start_response, path[len("/_fleetrel/"):])
+        routed = route(environ.get("REQUEST_METHOD", "GET"), path)
+        if routed is None:
+            return self.moto_app(environ, start_response)
+        return self.package_call(environ, start_response, *routed)
+
+    def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                     operation: str, names: tuple[str, ...]) -> Any:
+        settings, bucket, dice = self.settings, self.buckets.get(operation), self.dice
+        delay_ms = settings.latency_ms + (dice.uniform(0, settings.jitter_ms)
+                                          if settings.jitter_ms else 0.0)
+        if delay_ms > 0:
+            # Sleeps in this request's own thread: other requests are not held up.
+            time.sleep(delay_ms / 1000.0)
+        if bucket is not None and not bucket.take():
+            self.record.answered(operation, 400, throttled=True)
+            return aws_error(start_response, "400 Bad Request", "ThrottlingException",
+                             THROTTLE_BODY)
+        roll = dice.random() if (settings.fail_rate or settings.drop_rate) else 1.0
+        if roll < settings.fail_rate:
+            self.record.answered(operation, 500, injected="500")
+            return aws_error(start_response, "500 Internal Server Error",
+                             "InternalServerException", INTERNAL_BODY)
+        drop = roll < settings.fail_rate + settings.drop_rate
+
+        if operation == "UpdatePackageVersion":
+            token = parse_qs(environ.get("QUERY_STRING", "")).get("clientToken", [None])[0]
+            self.record.reached_backend("/".join(names), token)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"] = int(status.split(" ", 1)[0])
+            if drop:
+                return lambda data: None
+            return start_response(status, headers, exc_info)
+
+        body = self.moto_app(environ, capture)
+        if drop:
+            # The backend has applied the call; now lose the answer, as a reset
+            # connection would. The retry this provokes is what clientTokens are for.
+            data_close = getattr(body, "close", None)
+            for _ in body:
+                pass
+            if data_close is not None:
+                data_close()
+            self.record.answered(operation, "dropped", injected="dropped")
+            drop_connection(environ)
+        self.record.answered(operation, captured.get("status", 0))
+        return body
+
+    # -- control --------------------------------------------------------------------
+
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                action: str) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            payload = read_json(environ) if method == "POST" else {}
+            status, answer = self.control_answer(method, action, payload,
+                                                 parse_qs(environ.get("QUERY_STRING", "")))
+        except (SettingsError, CatalogError, ValueError, TypeError, KeyError) as error:
+            status, answer = 400, {"error": str(error)}
+        data = json.dumps(answer).encode()
+        start_response(f"{status} {'OK' if status == 200 else 'Error'}",
+                       [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(data)))])
+        return [data]
+
+    def control_answer(self, method: str, action: str, payload: dict[str, Any],
+                       query: dict[str, list[str]]) -> tuple[int, Any]:
+        if (method, action) == ("GET", "health"):
+            return 200, {"ok": True}
+        if (method, action) == ("GET", "settings"):
+            return 200, self.settings.to_json()
+        if (method, action) == ("POST", "configure"):
+            return 200, self.configure(**payload).to_json()
+        if (method, action) == ("GET", "record"):
+            return 200, self.record.snapshot()
+        if (method, action) == ("POST", "reset-record"):
+            self.record.clear()
+            return 200, {"ok": True}
+        if (method, action) == ("POST", "reset"):
+            self.reset()
+            return 200, {"ok": True}
+        if (method, action) == ("POST", "seed"):
+            return 200, seed(payload.get("versions") or [],
+                             region=payload.get("region") or "us-east-1",
+                             account=payload.get("account") or moto_glue.DEFAULT_ACCOUNT_ID)
+        if (method, action) == ("GET", "state"):
+            first = {key: values[0] for key, values in query.items()}
+            catalog = moto_glue.catalog_for(first.get("account", moto_glue.DEFAULT_ACCOUNT_ID),
+                                            first.get("region", "us-east-1"))
+            try:
+                return 200, catalog.get_package_version(
+                    {"packageName": first["package"], "versionName": first["version"]})
+            except CatalogError as error:
+                return error.status, error.body()
+        return 404, {"error": f"no control endpoint {method} /_fleetrel/{action}"}
+
+
+def seed(versions: list[dict[str, Any]], region: str = "us-east-1",
+         account: str = moto_glue.DEFAULT_ACCOUNT_ID) -> dict[str, int]:
+    """Create each {"package", "version", ...} (DRAFT unless "status" says otherwise)."""
+    catalog = moto_glue.catalog_for(account, region)
+    created = existing = 0
+    for entry in versions:
+        fields = {name: entry.get(name) for name in
+                  ("status", "attributes", "description", "artifact", "recipe")}
+        if catalog.seed(entry["package"], entry["version"], **fields):
+            created += 1
+        else:
+            existing += 1
+    return {"created": created, "existing": existing}
+
+
+def read_json(environ: dict[str, Any]) -> dict[str, Any]:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    value = json.loads(raw) if raw.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError("the request body must be a JSON object")
+    return value
+
+
+def drop_connection(environ: dict[str, Any]) -> None:
+    """Close the client's socket with no answer; werkzeug treats the raise as a client drop."""
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            # Linger 0: the close is a TCP reset, not a graceful end of stream.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    raise DroppedConnection("fleetrel emulator: connection dropped by fault injection")

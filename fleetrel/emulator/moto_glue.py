@@ -1,0 +1,160 @@
+"""Everything that touches moto's internals, in one file, so a moto upgrade edits only this.
+
+moto 5.2.5 routes IoT REST calls by the botocore model (which already describes the ten
+package operations) to `IoTResponse.<snake_case_operation>`; it has no such methods.
+`install()` adds them, each one a thin copy between the HTTP request and the
+`PackageCatalog` of the request's account and region. Both moto's server and
+`moto.mock_aws` in-process dispatch through `IoTResponse`, so both see the operations.
+
+    from fleetrel.emulator import moto_glue
+    moto_glue.install()
+    with moto.mock_aws():
+        boto3.client("iot", region_name="us-east-1").create_package(packageName="fw")
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iot.models import IoTBackend, iot_backends
+from moto.iot.responses import IoTResponse
+
+from fleetrel.emulator.catalog import CatalogError, CatalogRules, PackageCatalog
+
+# Which request fields each operation reads from the query string (the model's
+# "location": "querystring"); path fields come from moto's router, the rest from the body.
+QUERY_FIELDS = {
+    "CreatePackage": ("clientToken",),
+    "UpdatePackage": ("clientToken",),
+    "DeletePackage": ("clientToken",),
+    "ListPackages": ("maxResults", "nextToken"),
+    "CreatePackageVersion": ("clientToken",),
+    "UpdatePackageVersion": ("clientToken",),
+    "DeletePackageVersion": ("clientToken",),
+    "ListPackageVersions": ("maxResults", "nextToken", "status"),
+    "GetPackage": (),
+    "GetPackageVersion": (),
+}
+INTEGER_FIELDS = ("maxResults",)
+TAKES_TOKEN = {name for name, fields in QUERY_FIELDS.items() if "clientToken" in fields}
+
+_catalogs_lock = threading.Lock()
+_rules = CatalogRules()
+
+
+def catalog_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> PackageCatalog:
+    """The catalog kept on moto's IoT backend for (account, region), created on first use.
+
+    Stored on the backend object so moto's own reset (which rebuilds backends) clears it.
+    """
+    backend: IoTBackend = iot_backends[account][region]
+    catalog = backend.__dict__.get("_fleetrel_catalog")
+    if catalog is None:
+        with _catalogs_lock:
+            catalog = backend.__dict__.get("_fleetrel_catalog")
+            if catalog is None:
+                catalog = PackageCatalog(region=region, account=account, rules=_rules)
+                backend.__dict__["_fleetrel_catalog"] = catalog
+    return catalog
+
+
+def reset_catalogs() -> None:
+    """Forget every package in every account and region (moto's other IoT state stays)."""
+    with _catalogs_lock:
+        for account_backends in list(iot_backends.values()):
+            for backend in list(account_backends.values()):
+                backend.__dict__.pop("_fleetrel_catalog", None)
+
+
+def rules() -> CatalogRules:
+    """The undocumented-behaviour settings shared by every catalog (mutable in place)."""
+    return _rules
+
+
+def error_answer(error: CatalogError) -> tuple[str, dict[str, Any]]:
+    # The rest-json error shape: botocore reads the code from x-amzn-ErrorType first.
+    return json.dumps(error.body()), {"status": error.status, "Content-Type": "application/json",
+                                      "x-amzn-ErrorType": error.code}
+
+
+def _handler(operation: str, method_name: str) -> Callable[[IoTResponse], Any]:
+    query_fields = QUERY_FIELDS[operation]
+
+    def handle(self: IoTResponse) -> tuple[str, dict[str, Any]]:
+        try:
+            request: dict[str, Any] = json.loads(self.body) if self.body else {}
+        except ValueError:
+            return error_answer(CatalogError("ValidationException", 400,
+                                             "The request body is not valid JSON"))
+        request.update(self.uri_match or {})
+        client_token = None
+        for name in query_fields:
+            values = self.querystring.get(name)
+            if not values:
+                continue
+            if name == "clientToken":
+                client_token = values[0]
+            elif name in INTEGER_FIELDS:
+                try:
+                    request[name] = int(values[0])
+                except ValueError:
+                    return error_answer(CatalogError("ValidationException", 400,
+                                                     f"{name} must be an integer"))
+            else:
+                request[name] = values[0]
+        catalog = catalog_for(self.current_account, self.region)
+        try:
+            call = getattr(catalog, method_name)
+            if operation in TAKES_TOKEN:
+                answer = call(request, client_token=client_token)
+            else:
+                answer = call(request)
+        except CatalogError as error:
+            return error_answer(error)
+        return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
+
+    handle.__name__ = method_name
+    return handle
+
+
+def snake(operation: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in operation).lstrip("_")
+
+
+def install(rules: CatalogRules | None = None) -> None:
+    """Add the package operations to moto's IoT responses (idempotent).
+
+    `rules` replaces the shared undocumented-behaviour settings if given.
+    """
+    global _rules
+    if rules is not None:
+        _rules = rules
+        # Catalogs already created keep a reference to the old object: point them over.
+        for account_backends in list(iot_backends.values()):
+            for backend in list(account_backends.values()):
+                catalog = backend.__dict__.get("_fleetrel_catalog")
+                if catalog is not None:
+                    catalog.rules = rules
+    for operation in QUERY_FIELDS:
+        method_name = snake(operation)
+        if not getattr(IoTResponse, method_name, None) or \
+                not getattr(getattr(IoTResponse, method_name), "_fleetrel", False):
+            handle = _handler(operation, method_name)
+            handle._fleetrel = True  # type: ignore[attr-defined]
+            setattr(IoTResponse, method_name, handle)
+
+
+def moto_server_app() -> Any:
+    """moto's WSGI application for every service (the one `moto_server` runs)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return DomainDispatcherApplication(create_backend_app)
+
+
+def moto_request_handler() -> Any:
+    """moto's werkzeug request handler (keeps header spellings S3 needs)."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    return MotoRequestHandler

@@ -1,0 +1,198 @@
+"""A handle on a running emulator: start one in its own process, seed it, configure it,
+read what it received, stop it. Talks to the control endpoints over HTTP only, so it can
+drive an emulator someone started in another terminal (`Emulator("http://127.0.0.1:5000")`).
+
+    with start_emulator(rate=10, burst=10) as emu:
+        emu.seed([("thermostat-fw", "4.2.0")])
+        ...  # point boto3/aioboto3 at emu.url
+        emu.record()["operations"]["UpdatePackageVersion"]   # {"200": 480, "400": 20}
+
+Imports nothing from moto: a client process stays light.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterable
+
+DEFAULT_REGION = "us-east-1"
+
+
+class EmulatorError(RuntimeError):
+    """The emulator refused a control request or could not be started."""
+
+
+def version_entry(item: Any) -> dict[str, Any]:
+    """A seed entry from a `fleetrel.plan.Step`, a (package, version) pair or a dict.
+
+    A Step seeds only its package and version (as DRAFT): the step says what to *do*,
+    not what already exists.
+    """
+    if isinstance(item, dict):
+        if "package" not in item or "version" not in item:
+            raise ValueError(f"a seed entry needs 'package' and 'version': {item!r}")
+        return {key: value for key, value in item.items() if value is not None}
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return {"package": str(item[0]), "version": str(item[1])}
+    if hasattr(item, "package") and hasattr(item, "version"):
+        return {"package": item.package, "version": item.version}
+    raise TypeError(f"cannot seed from {item!r}: give a Step, (package, version) or a dict")
+
+
+class Emulator:
+    """A running emulator at `url`; `process` is set when this handle started it."""
+
+    def __init__(self, url: str, process: subprocess.Popen[str] | None = None,
+                 on_stop: Any = None) -> None:
+        self.url = url.rstrip("/")
+        self.process = process
+        self._on_stop = on_stop
+
+    def _call(self, method: str, action: str, payload: Any = None,
+              query: dict[str, str] | None = None, timeout: float = 30.0) -> Any:
+        url = f"{self.url}/_fleetrel/{action}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            body = error.read()
+            try:
+                detail = json.loads(body)
+            except ValueError:
+                detail = body.decode(errors="replace")
+            if action == "state" and error.code == 404:
+                return None
+            raise EmulatorError(f"{method} /_fleetrel/{action}: {error.code} {detail}") from None
+
+    def seed(self, versions: Iterable[Any], *, region: str = DEFAULT_REGION) -> dict[str, int]:
+        """Create packages and versions (DRAFT unless a dict gives "status"); existing ones
+        are kept, with any fields a dict gives set on them. Returns {"created", "existing"}.
+        """
+        entries = [version_entry(item) for item in versions]
+        return self._call("POST", "seed", {"versions": entries, "region": region})
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change settings at run time (see `EmulatorSettings`); returns all settings."""
+        return self._call("POST", "configure", changes)
+
+    def settings(self) -> dict[str, Any]:
+        return self._call("GET", "settings")
+
+    def record(self) -> dict[str, Any]:
+        """What the emulator received since the last reset (see `Record.snapshot`)."""
+        return self._call("GET", "record")
+
+    def reset_record(self) -> None:
+        self._call("POST", "reset-record", {})
+
+    def reset(self) -> None:
+        """Forget every package, the record and setting changes since start-up."""
+        self._call("POST", "reset", {})
+
+    def state(self, package: str, version: str, *,
+              region: str = DEFAULT_REGION) -> dict[str, Any] | None:
+        """The version as GetPackageVersion would return it (unthrottled), or None."""
+        return self._call("GET", "state", query={"package": package, "version": version,
+                                                 "region": region})
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the emulator this handle started (SIGTERM, then kill); no-op otherwise."""
+        if self._on_stop is not None:
+            self._on_stop()
+            self._on_stop = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Emulator({self.url!r})"
+
+
+def emulator_args(rate: float | None = None, burst: float | None = None,
+                  latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_rate: float = 0.0,
+                  drop_rate: float = 0.0, random_seed: int | None = None) -> list[str]:
+    args: list[str] = []
+    for flag, value in (("--rate", rate), ("--burst", burst), ("--latency-ms", latency_ms),
+                        ("--jitter-ms", jitter_ms), ("--fail-rate", fail_rate),
+                        ("--drop-rate", drop_rate), ("--random-seed", random_seed)):
+        if value:
+            args += [flag, str(value)]
+    return args
+
+
+def start_emulator(rate: float | None = None, burst: float | None = None,
+                   latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_rate: float = 0.0,
+                   drop_rate: float = 0.0, seed: Any = None, *, host: str = "127.0.0.1",
+                   port: int = 0, startup_timeout: float = 60.0) -> Emulator:
+    """Start `python -m fleetrel.emulator` in its own process; return once it answers.
+
+    `seed` is the fault dice's seed when an int; any other iterable is seeded as package
+    versions (see `Emulator.seed`) once the emulator is up. rate None: no throttling.
+
+        with start_emulator(rate=10) as emu:
+            boto3.client("iot", endpoint_url=emu.url, ...)
+    """
+    random_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    command = [sys.executable, "-m", "fleetrel.emulator", "--host", host, "--port", str(port),
+               *emulator_args(rate, burst, latency_ms, jitter_ms, fail_rate, drop_rate,
+                              random_seed)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    url_line: list[str] = []
+    got_line = threading.Event()
+
+    def read_stdout() -> None:
+        # Keep draining after the URL line so a chatty server can never block on a
+        # full pipe.
+        assert process.stdout is not None
+        for line in process.stdout:
+            if not got_line.is_set():
+                url_line.append(line.strip())
+                got_line.set()
+        got_line.set()
+
+    threading.Thread(target=read_stdout, name="fleetrel-emulator-stdout", daemon=True).start()
+    if not got_line.wait(startup_timeout) or not url_line:
+        process.kill()
+        process.wait()
+        raise EmulatorError(f"the emulator did not print its URL (exit code "
+                            f"{process.returncode}); command: {' '.join(command)}")
+    emulator = Emulator(url_line[0], process)
+    if seed is not None and random_seed is None:
+        emulator.seed(seed)
+    return emulator
+
+
+def start_emulator_in_thread(rate: float | None = None, burst: float | None = None,
+                             **settings: Any) -> Emulator:
+    """The same handle on an emulator served by a thread of this process (imports moto).
+
+    Cheaper to start, but it shares this process's GIL and moto state: use it for
+    functional tests, not for measuring throughput.
+    """
+    from fleetrel.emulator.server import serve_in_thread
+    from fleetrel.emulator.settings import EmulatorSettings
+
+    server = serve_in_thread(EmulatorSettings(rate=rate, burst=burst, **settings))
+    return Emulator(server.url, on_stop=server.stop)

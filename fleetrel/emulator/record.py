@@ -1,0 +1,69 @@
+"""What the emulator received: counts per operation and status, throttles, faults,
+clientTokens per package version, and a timeline, so tests and benchmarks can assert on
+what reached the service rather than on what the client believes it sent.
+
+    record = Record()
+    record.answered("UpdatePackageVersion", 200)
+    record.snapshot()["operations"]  # {"UpdatePackageVersion": {"200": 1}}
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+
+class Record:
+    """Thread-safe tallies; `snapshot()` is the JSON the control endpoint serves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.started = time.time()
+            self.operations: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            self.throttled: dict[str, int] = defaultdict(int)
+            self.injected: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            self.tokens: dict[str, list[str]] = {}
+            self._token_sets: dict[str, set[str]] = defaultdict(set)
+            # (wall time, operation, status or "dropped"): wall time so a client in another
+            # process can line it up with its own clock when plotting.
+            self.events: list[tuple[float, str, int | str]] = []
+
+    def answered(self, operation: str, status: int | str, *, throttled: bool = False,
+                 injected: str | None = None) -> None:
+        """Count one call's outcome as the client saw it (`status` "dropped": no answer)."""
+        now = time.time()
+        with self._lock:
+            self.operations[operation][str(status)] += 1
+            if throttled:
+                self.throttled[operation] += 1
+            if injected is not None:
+                self.injected[injected][operation] += 1
+            self.events.append((now, operation, status))
+
+    def reached_backend(self, key: str, client_token: str | None) -> None:
+        """Note an UpdatePackageVersion clientToken for `package/version`, first-seen order."""
+        if client_token is None:
+            return
+        with self._lock:
+            seen = self._token_sets[key]
+            if client_token not in seen:
+                seen.add(client_token)
+                self.tokens.setdefault(key, []).append(client_token)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "started": self.started,
+                "operations": {op: dict(by_status) for op, by_status in self.operations.items()},
+                "throttled": dict(self.throttled),
+                "injected": {kind: dict(by_op) for kind, by_op in self.injected.items()},
+                "tokens": {key: list(tokens) for key, tokens in self.tokens.items()},
+                "accepted_times": [t for t, op, status in self.events
+                                   if op == "UpdatePackageVersion" and status == 200],
+                "events": [list(event) for event in self.events],
+            }

@@ -1,0 +1,114 @@
+"""The emulator's knobs: throttling, faults, latency and the undocumented behaviours.
+
+One frozen value; a change makes a new one (`updated`), checked before it takes effect,
+so a bad `configure` call leaves the running emulator as it was.
+
+    settings = EmulatorSettings(rate=10, burst=10)
+    settings = settings.updated(operations={"GetPackageVersion": {"rate": 50}})
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# The ten Software Package Catalog operations: the only calls throttled and faulted.
+OPERATIONS = (
+    "CreatePackage", "GetPackage", "UpdatePackage", "DeletePackage", "ListPackages",
+    "CreatePackageVersion", "GetPackageVersion", "UpdatePackageVersion",
+    "DeletePackageVersion", "ListPackageVersions",
+)
+ERROR_CHOICES = ("ValidationException", "ConflictException")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be applied; the message names it."""
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """rate/burst: token bucket per operation (rate None or 0: no throttling; burst None:
+    same as rate, at least 1). operations: per-operation {"rate", "burst"} overrides.
+    fail_rate: share of calls answered 500 InternalServerException before reaching the
+    backend. drop_rate: share of calls applied by the backend whose connection is then
+    closed with no answer (the response is lost, as when a load balancer resets).
+    latency_ms + uniform(0, jitter_ms): added before every package call is answered.
+    seed: seeds the fault dice for repeatable runs. refused_transition, already_in_state,
+    idempotency_window_s: see `fleetrel.emulator.catalog.CatalogRules`.
+    """
+
+    rate: float | None = None
+    burst: float | None = None
+    operations: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    fail_rate: float = 0.0
+    drop_rate: float = 0.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    seed: int | None = None
+    refused_transition: str = "ValidationException"
+    already_in_state: str | None = "ConflictException"
+    idempotency_window_s: float = 8 * 3600.0
+
+    def updated(self, **changes: Any) -> EmulatorSettings:
+        """A copy with `changes` applied; `operations` merges per operation (None removes)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(names))}")
+        if "operations" in changes:
+            merged = dict(self.operations)
+            for operation, limits in (changes["operations"] or {}).items():
+                if limits is None:
+                    merged.pop(operation, None)
+                else:
+                    merged[operation] = dict(limits)
+            changes["operations"] = merged
+        new = dataclasses.replace(self, **changes)
+        new.check()
+        return new
+
+    def check(self) -> None:
+        check_limits("rate/burst", self.rate, self.burst)
+        for operation, limits in self.operations.items():
+            if operation not in OPERATIONS:
+                raise SettingsError(f"operations: unknown operation {operation!r}; "
+                                    f"known: {', '.join(OPERATIONS)}")
+            extra = set(limits) - {"rate", "burst"}
+            if extra:
+                raise SettingsError(f"operations.{operation}: only rate and burst can be "
+                                    f"set, not {', '.join(sorted(extra))}")
+            check_limits(f"operations.{operation}", limits.get("rate"), limits.get("burst"))
+        for name in ("fail_rate", "drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name} must be between 0 and 1, got {value}")
+        if self.fail_rate + self.drop_rate > 1.0:
+            raise SettingsError("fail_rate + drop_rate must be at most 1")
+        for name in ("latency_ms", "jitter_ms", "idempotency_window_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
+        if self.refused_transition not in ERROR_CHOICES:
+            raise SettingsError(f"refused_transition must be one of {', '.join(ERROR_CHOICES)}")
+        if self.already_in_state is not None and self.already_in_state not in ERROR_CHOICES:
+            raise SettingsError("already_in_state must be one of "
+                                f"{', '.join(ERROR_CHOICES)} or null (a successful no-op)")
+
+    def limits_for(self, operation: str) -> tuple[float, float] | None:
+        """(rate, burst) of `operation`'s bucket, or None when it is not throttled."""
+        limits = self.operations.get(operation, {})
+        rate = limits.get("rate", self.rate)
+        if not rate:
+            return None
+        burst = limits.get("burst", self.burst if "rate" not in limits else None)
+        return float(rate), float(burst if burst else max(1.0, rate))
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_limits(where: str, rate: Any, burst: Any) -> None:
+    if rate is not None and (not isinstance(rate, (int, float)) or rate < 0):
+        raise SettingsError(f"{where}: rate must be a number >= 0 (0 or null: no throttling)")
+    if burst is not None and (not isinstance(burst, (int, float)) or burst < 1):
+        raise SettingsError(f"{where}: burst must be a number >= 1")
