@@ -328,6 +328,8 @@ async def run(
                       journal_sensitive=journal_sensitive)
         header = {"run_id": run_id, "plan": plan.plan, "plan_digest": plan.digest, "steps": len(steps),
                   "to_do": len(todo), "rate": rate, "burst": burst, "concurrency": concurrency, "pid": os.getpid()}
+        if getattr(plan, "source", None):  # so `fleetrel status` can print the command that resumes
+            header["plan_file"] = str(plan.source)
         if state is None:
             from fleetrel import __version__
 
