@@ -31,6 +31,39 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     sys.exit(code)
 
 
+@main.command("validate")
+@click.argument("plan_paths", metavar="PLAN...", nargs=-1, required=True)
+def validate_command(plan_paths: tuple[str, ...]) -> None:
+    """Check release plans without sending anything.
+
+    Prints one summary line per valid plan (steps, packages, actions). For an invalid
+    one, every problem goes to stderr, each naming the file, the entry and the rule.
+    Exit codes: 0 all plans valid, 2 any problem.
+    """
+    from fleetrel.plan import PlanError, load
+
+    any_invalid = False
+    for plan_path in plan_paths:
+        try:
+            plan = load(plan_path)
+        except PlanError as exc:
+            any_invalid = True
+            click.echo(str(exc), err=True)
+        else:
+            click.echo(f"{plan_path}: ok — {plan.summary()}")
+    sys.exit(EXIT_INVALID if any_invalid else EXIT_OK)
+
+
+@main.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of a release plan (for editors and CI linters)."""
+    import json
+
+    from fleetrel.plan import ReleasePlan
+
+    click.echo(json.dumps(ReleasePlan.model_json_schema(), indent=2, ensure_ascii=False))
+
+
 @main.command("run")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
