@@ -216,12 +216,14 @@ async def _async_loop(
         holder["limiter"] = shaped_limiter(quota.rate, quota.burst)
 
     async def follow_quota() -> None:
-        # The reference knows the quota: swap its limiter when the server's changes. The
-        # new one starts full, like the server's bucket that the client had kept empty.
+        # The reference knows the quota: swap its limiter when the server's changes. A
+        # new AsyncLimiter starts with room for a whole burst, as the emulator's new
+        # bucket starts full; where the server's does not, the reference is pre-filled.
         for change in sorted(quota.changes, key=lambda c: c.at_s):
             await asyncio.sleep(max(0.0, trial.started_at + change.at_s - time.perf_counter()))
             limiter = shaped_limiter(change.rate, change.burst)
-            await limiter.acquire(change.burst)
+            if not change.refills:
+                await limiter.acquire(change.burst)
             holder["limiter"] = limiter
 
     session = aioboto3.Session()

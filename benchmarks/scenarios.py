@@ -11,7 +11,8 @@ Choices (each also in benchmarks/README.md):
   of calls the first second may carry, and the default (10) is what they would leave.
 - (d) the quota drops to 20/s (and a bucket of 20) 5 s into each run. With `--quick`
   (N=200) the run would end before 5 s (B + 50·5 = 300 > 200 calls), so the drop comes
-  at 2 s there: 150 calls by then, the remaining 50 at 20/s.
+  at 2 s there: 150 calls by then. The emulator starts the new 20-call bucket full, so
+  the ideal client gets 20 more at the drop and the rest at 20/s (see QuotaChange).
 - `--quick` runs (a), (b), (d) and the overhead pair, every contender included: about
   2 minutes on an idle 2-core machine, within the 3-minute budget.
 - overhead: fleetrel against an unthrottled emulator (told a rate no run reaches) beside

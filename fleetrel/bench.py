@@ -45,11 +45,17 @@ PACKAGE = "bench-pkg"
 
 @dataclass(frozen=True, slots=True)
 class QuotaChange:
-    """At `at_s` seconds into a run the service's quota becomes `rate`/s, bucket `burst`."""
+    """At `at_s` seconds into a run the service's quota becomes `rate`/s, bucket `burst`.
+
+    `refills`: the new bucket starts full. fleetrel's emulator does that on every
+    reconfiguration (it builds fresh buckets), so a perfect client gets `burst` calls at
+    the change on top of the drip; the ideal time counts them, or E could drop below 1.
+    """
 
     at_s: float
     rate: float
     burst: int
+    refills: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +69,13 @@ class Quota:
 
 def delivered_ideal(t: float, *, rate: float, burst: int, changes: Sequence[QuotaChange] = ()) -> float:
     """Calls a perfect client has had accepted by `t` seconds: the full bucket at once,
-    then every token as it drips in. A perfect client keeps the bucket empty, so a
-    smaller burst after a change costs it nothing and gives it nothing either.
+    then every token as it drips in. A perfect client keeps the bucket empty, so at a
+    change it has nothing left to lose; it gains the new bucket if that starts full.
 
     >>> delivered_ideal(5, rate=50, burst=50, changes=[QuotaChange(5, 20, 20)])
     300.0
+    >>> delivered_ideal(6, rate=50, burst=50, changes=[QuotaChange(5, 20, 20)])   # + 20 fresh + 20 dripped
+    340.0
     """
     if t < 0:
         return 0.0
@@ -75,7 +83,7 @@ def delivered_ideal(t: float, *, rate: float, burst: int, changes: Sequence[Quot
     for change in sorted(changes, key=lambda c: c.at_s):
         if change.at_s >= t:
             break
-        delivered += current * (change.at_s - now)
+        delivered += current * (change.at_s - now) + (change.burst if change.refills else 0)
         now, current = change.at_s, change.rate
     return delivered + current * (t - now)
 
@@ -85,8 +93,10 @@ def ideal_seconds(calls: int, *, rate: float, burst: int, changes: Sequence[Quot
 
     >>> ideal_seconds(500, rate=10, burst=10)
     49.0
-    >>> ideal_seconds(500, rate=50, burst=50, changes=[QuotaChange(5, 20, 20)])   # 300 by 5 s, then 200 at 20/s
+    >>> ideal_seconds(500, rate=50, burst=50, changes=[QuotaChange(5, 20, 20, refills=False)])
     15.0
+    >>> ideal_seconds(500, rate=50, burst=50, changes=[QuotaChange(5, 20, 20)])   # 300 by 5 s, 20 fresh, 180 at 20/s
+    14.0
     """
     if calls <= burst:
         return 0.0
@@ -96,6 +106,10 @@ def ideal_seconds(calls: int, *, rate: float, burst: int, changes: Sequence[Quot
         if reach >= calls:
             break
         delivered, now, current = reach, change.at_s, change.rate
+        if change.refills:
+            delivered += change.burst
+            if delivered >= calls:
+                return now
     return now + (calls - delivered) / current
 
 
@@ -154,16 +168,17 @@ class Measurement:
 
 
 def operation_counts(record: dict[str, Any], operation: str = OPERATION) -> tuple[int, int]:
-    """(attempts, throttled) for `operation` from the emulator's record."""
-    op = (record.get("operations") or {}).get(operation) or {}
-    statuses = op.get("status") or op.get("statuses") or {}
-    attempts = op.get("count", op.get("total"))
-    if attempts is None:
-        attempts = sum(int(n) for n in statuses.values())
-    throttled = op.get("throttled")
-    if throttled is None:
-        throttled = (record.get("throttled") or {}).get(operation, 0)
-    return int(attempts), int(throttled)
+    """(attempts, throttled) for `operation` from the emulator's record, whose
+    "operations" count answers per status ("dropped" ones included) and "throttled"
+    counts the ThrottlingExceptions.
+
+    >>> operation_counts({"operations": {"UpdatePackageVersion": {"200": 480, "400": 20}},
+    ...                   "throttled": {"UpdatePackageVersion": 20}})
+    (500, 20)
+    """
+    by_status = (record.get("operations") or {}).get(operation) or {}
+    throttled = (record.get("throttled") or {}).get(operation, 0)
+    return sum(int(n) for n in by_status.values()), int(throttled)
 
 
 class Trial:
@@ -174,10 +189,9 @@ class Trial:
         ...  trial.completed()  after each successful call, from any thread
         m = trial.finish(succeeded=..., failed=...)
 
-    `start` sets the quota (which refills the bucket) and then also waits burst/rate
-    seconds, so every contender starts against a full bucket whatever the emulator
-    does on reconfiguration. Quota changes are applied from a timer thread at their
-    time into the run, the same for every contender.
+    `start` sets the quota, which gives the emulator a fresh, full bucket: every
+    contender starts with the whole burst. Quota changes are applied from a timer thread
+    at their time into the run, the same for every contender.
     """
 
     def __init__(self, emu: Any, *, contender: str, calls: int, quota: Quota) -> None:
@@ -192,8 +206,6 @@ class Trial:
 
     def start(self) -> None:
         set_quota(self.emu, self.quota.rate, self.quota.burst)
-        if self.quota.rate:
-            time.sleep(self.quota.burst / self.quota.rate)
         self.emu.reset_record()
         self._completions.clear()
         self._cpu0 = cpu_seconds()
@@ -253,9 +265,11 @@ class Trial:
 
 
 def set_quota(emu: Any, rate: float | None, burst: int) -> None:
-    """Throttle UpdatePackageVersion alone, so that whatever else a client reads (a state
-    check, say) is not charged against the quota being measured."""
-    emu.configure(operations={OPERATION: {"rate": rate, "burst": burst}})
+    """Throttle UpdatePackageVersion alone (rate None: not at all), so that whatever else
+    a client reads (a state check, say) is not charged against the quota being measured.
+    The emulator builds fresh, full buckets on every reconfiguration."""
+    limits = {"rate": rate, "burst": burst} if rate else {"rate": None}
+    emu.configure(operations={OPERATION: limits})
 
 
 def seed_versions(emu: Any, prefix: str, calls: int) -> list[str]:

@@ -8,9 +8,10 @@ import pytest
 
 from benchmarks.plots import plot_path
 from benchmarks.scenarios import scenarios_for
-from fleetrel.bench import Quota, QuotaChange, delivered_ideal, efficiency, ideal_seconds
+from fleetrel.bench import Quota, QuotaChange, delivered_ideal, efficiency, ideal_seconds, operation_counts
 
-DROP = (QuotaChange(5.0, 20, 20),)
+DROP = (QuotaChange(5.0, 20, 20),)  # the emulator starts the new bucket full
+DROP_KEEPING_TOKENS = (QuotaChange(5.0, 20, 20, refills=False),)
 
 
 @pytest.mark.parametrize(
@@ -29,8 +30,11 @@ def test_ideal_time_is_what_the_bucket_allows(calls, rate, burst, expected):
 
 def test_ideal_time_after_a_quota_drop_is_piecewise():
     # 50 + 50·5 = 300 calls by 5 s, the other 200 at 20/s
-    assert ideal_seconds(500, rate=50, burst=50, changes=DROP) == pytest.approx(15.0)
-    assert ideal_seconds(2000, rate=50, burst=50, changes=DROP) == pytest.approx(5 + 1700 / 20)
+    assert ideal_seconds(500, rate=50, burst=50, changes=DROP_KEEPING_TOKENS) == pytest.approx(15.0)
+    assert ideal_seconds(2000, rate=50, burst=50, changes=DROP_KEEPING_TOKENS) == pytest.approx(5 + 1700 / 20)
+    # ... and 20 more at once when the new bucket starts full
+    assert ideal_seconds(500, rate=50, burst=50, changes=DROP) == pytest.approx(5 + 180 / 20)
+    assert ideal_seconds(310, rate=50, burst=50, changes=DROP) == pytest.approx(5.0)
 
 
 def test_a_drop_after_the_run_would_have_ended_changes_nothing():
@@ -42,21 +46,23 @@ def test_quick_drop_at_two_seconds():
     (d,) = scenarios_for("quick", ["d"])
     assert d.calls == 200
     q = d.quota
-    # 50 + 50·2 = 150 by 2 s, then 50 more at 20/s
-    assert ideal_seconds(d.calls, rate=q.rate, burst=q.burst, changes=q.changes) == pytest.approx(4.5)
+    # 50 + 50·2 = 150 by 2 s, 20 from the fresh bucket, then 30 more at 20/s
+    assert ideal_seconds(d.calls, rate=q.rate, burst=q.burst, changes=q.changes) == pytest.approx(3.5)
 
 
-@pytest.mark.parametrize("calls", [51, 120, 300, 301, 500, 2000])
-def test_the_ideal_line_reaches_n_exactly_at_the_ideal_time(calls):
-    t = ideal_seconds(calls, rate=50, burst=50, changes=DROP)
-    assert delivered_ideal(t, rate=50, burst=50, changes=DROP) == pytest.approx(calls)
-    assert delivered_ideal(t - 0.01, rate=50, burst=50, changes=DROP) < calls
+@pytest.mark.parametrize("changes", [DROP, DROP_KEEPING_TOKENS])
+@pytest.mark.parametrize("calls", [51, 120, 300, 321, 500, 2000])
+def test_the_ideal_line_reaches_n_exactly_at_the_ideal_time(calls, changes):
+    t = ideal_seconds(calls, rate=50, burst=50, changes=changes)
+    assert delivered_ideal(t, rate=50, burst=50, changes=changes) == pytest.approx(calls)
+    assert delivered_ideal(t - 0.01, rate=50, burst=50, changes=changes) < calls
 
 
 def test_ideal_line_starts_with_the_full_bucket():
     assert delivered_ideal(0, rate=10, burst=10) == 10
     assert delivered_ideal(-1, rate=10, burst=10) == 0
-    assert delivered_ideal(7, rate=50, burst=50, changes=DROP) == pytest.approx(300 + 40)
+    assert delivered_ideal(7, rate=50, burst=50, changes=DROP_KEEPING_TOKENS) == pytest.approx(300 + 40)
+    assert delivered_ideal(7, rate=50, burst=50, changes=DROP) == pytest.approx(300 + 20 + 40)
 
 
 def test_efficiency_is_wall_over_ideal():
@@ -79,3 +85,12 @@ def test_scenario_sets():
 def test_plot_names():
     assert str(plot_path("/tmp/bench", "a")) == "/tmp/bench-a.png"
     assert str(plot_path("/tmp/bench.png", "d")) == "/tmp/bench-d.png"
+
+
+def test_throttles_are_read_from_the_emulator_record():
+    record = {
+        "operations": {"UpdatePackageVersion": {"200": 480, "400": 20, "dropped": 1}, "GetPackageVersion": {"200": 7}},
+        "throttled": {"UpdatePackageVersion": 20},
+    }
+    assert operation_counts(record) == (501, 20)
+    assert operation_counts({"operations": {}, "throttled": {}}) == (0, 0)
