@@ -25,6 +25,13 @@ def main() -> None:
     """
 
 
+# `fleetrel emulator`: defined beside the emulator so `python -m fleetrel.emulator` runs the
+# same command; it imports moto only when it runs.
+from fleetrel.emulator.command import emulator as _emulator_command  # noqa: E402
+
+main.add_command(_emulator_command)
+
+
 def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     """A user error: the message on stderr, no traceback, the exit code."""
     click.echo(f"fleetrel: {message}", err=True)
@@ -77,22 +84,254 @@ def schema_command() -> None:
 @click.option("--new-run", is_flag=True, help="Start a new run even if the journal holds one (the old journal is kept, renamed). New clientTokens.")
 @click.option("--retry-failed", is_flag=True, help="On resume, send again the steps that failed in earlier sessions.")
 @click.option("--journal-sensitive", is_flag=True, help="Store description, attributes and recipe in clear in the journal (default: digests).")
+@click.option("--dry-run", is_flag=True, help="Preview only, like `fleetrel plan`: read the versions, send no update.")
+@click.option("--json", "json_output", is_flag=True, help="Print the final RunResult as JSON on stdout (progress and summary go to stderr).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (before a run of more than 20 steps, or between waves, on a terminal).")
+@click.option("--verify", "verify_after", is_flag=True, help="After the run, read every version back and report drift from the plan (as `fleetrel verify`).")
+@click.option("--wave-pause", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Pause between the plan's waves (default: ask on a terminal, go straight on otherwise).")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
-                new_run: bool, retry_failed: bool, journal_sensitive: bool) -> None:
+                new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
+                yes: bool, verify_after: bool, wave_pause: float | None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
-    re-sending only unfinished steps with their original clientTokens.
+    re-sending only unfinished steps with their original clientTokens (failed steps
+    only with --retry-failed). On a terminal it shows a live display and asks before
+    a run of more than 20 steps; otherwise it logs a progress line every 5 s or 10%.
+    A plan with `waves:` runs them in order and stops before the next wave when one
+    does not complete.
 
-    Exit codes: 0 all steps succeeded or were already done, 1 some failed, 2 invalid
-    input, 3 aborted by the plan's failure threshold, 130 interrupted.
+    \b
+    Exit codes:
+      0    all steps succeeded or were already done (and --verify found no drift)
+      1    some steps failed, or --verify found drift
+      2    invalid input; --dry-run found blocked steps; confirmation declined
+      3    aborted by the plan's failure threshold (abort:)
+      130  interrupted (Ctrl-C, SIGTERM, or declined to start the next wave)
     """
+    import time
+
     import anyio
+    from rich.console import Console
 
     from fleetrel.aws import AwsSetupError
     from fleetrel.engine import run
     from fleetrel.journal import JournalError
+    from fleetrel.plan import PlanError, load
+    from fleetrel.progress import LiveDisplay, PlainLog
+    from fleetrel.report import echo_json, merge_sessions, print_summary
+
+    try:
+        plan = load(plan_path)
+    except PlanError as exc:
+        fail(str(exc))
+    if dry_run:
+        _preview_and_exit(plan, endpoint_url, region, profile, json_output)
+    # Everything for people goes to stderr under --json, so stdout parses.
+    console = Console(stderr=json_output, highlight=False)
+    interactive = console.is_terminal and sys.stdin.isatty()
+    steps = plan.steps()
+    if interactive and not yes and len(steps) > 20:
+        where = endpoint_url or plan.target.endpoint_url or region or plan.target.region or "the default region"
+        if not click.confirm(f"Apply {len(steps)} steps of plan {plan.plan} ({plan.summary()}) to {where}?",
+                             err=json_output):
+            fail("not confirmed: nothing sent")
+    ends = plan.wave_ends()
+    results = []
+    for wave, end in enumerate(ends, 1):
+        if len(ends) > 1:
+            console.print(f"wave {wave}/{len(ends)}: steps 1-{end} of {len(steps)}")
+        display = LiveDisplay(console, title=plan.plan) if console.is_terminal else \
+            PlainLog(lambda line: click.echo(line, err=json_output))
+        try:
+            with display:
+                result = anyio.run(lambda: run(
+                    plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
+                    rate=rate, burst=burst, concurrency=concurrency, new_run=new_run and wave == 1,
+                    retry_failed=retry_failed, journal_sensitive=journal_sensitive, handle_signals=True,
+                    listeners=[display], on_start=display.on_start, until=end if len(ends) > 1 else None))
+        except (JournalError, AwsSetupError) as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        results.append(result)
+        if result.status != "complete" or wave == len(ends):
+            if result.status != "complete" and wave < len(ends):
+                console.print(f"wave {wave}/{len(ends)} ended {result.status}: not starting wave {wave + 1}")
+            break
+        if wave_pause is not None:
+            console.print(f"wave {wave}/{len(ends)} complete; next wave in {wave_pause:g} s")
+            time.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation
+        elif interactive and not yes:
+            if not click.confirm(f"wave {wave}/{len(ends)} complete. Start wave {wave + 1} (up to step "
+                                 f"{ends[wave]})?", default=True, err=json_output):
+                result.status = "interrupted"
+                console.print("stopped between waves: run the same command again to continue")
+                break
+    result = merge_sessions(results)
+    print_summary(result, console)
+    exit_code = result.exit_code
+    output = result.to_dict()
+    if verify_after and result.status in ("complete", "failed"):
+        drift = _read_drift(plan, endpoint_url, region, profile)
+        _print_drift(drift, console)
+        output["verify"] = drift.to_dict()
+        if not drift.matches and exit_code == EXIT_OK:
+            exit_code = EXIT_FAILED
+    if json_output:
+        echo_json(output)
+    sys.exit(exit_code)
+
+
+def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profile: str | None,
+                      json_output: bool) -> NoReturn:
+    """`fleetrel plan` and `run --dry-run`: exit 0 when every step can be applied, 2 if not."""
+    import anyio
+
+    from fleetrel.aws import AwsSetupError
+    from fleetrel.report import echo_json, print_preview
+    from fleetrel.state import read_preview
+
+    try:
+        preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile))
+    except AwsSetupError as exc:
+        fail(str(exc))
+    if json_output:
+        echo_json(preview.to_dict())
+    else:
+        print_preview(preview)
+    sys.exit(EXIT_OK if preview.can_apply else EXIT_INVALID)
+
+
+def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str | None):
+    import anyio
+
+    from fleetrel.aws import AwsSetupError
+    from fleetrel.state import read_drift
+
+    try:
+        return anyio.run(lambda: read_drift(plan, endpoint_url=endpoint_url, region=region, profile=profile))
+    except AwsSetupError as exc:
+        fail(str(exc))
+
+
+def _print_drift(drift, console) -> None:
+    from fleetrel.report import print_drift
+
+    print_drift(drift, console)
+
+
+def _target_options(command):
+    """--endpoint-url, --region, --profile: where to read from (default: the plan's target)."""
+    command = click.option("--profile", help="AWS profile (default: the plan's, then AWS_PROFILE).")(command)
+    command = click.option("--region", help="AWS region (default: the plan's, then your AWS config's).")(command)
+    return click.option("--endpoint-url", help="Service endpoint, e.g. a local `fleetrel emulator`.")(command)
+
+
+def _load_or_fail(plan_path: Path):
+    from fleetrel.plan import PlanError, load
+
+    try:
+        return load(plan_path)
+    except PlanError as exc:
+        fail(str(exc))
+
+
+@main.command("plan")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@_target_options
+@click.option("--json", "json_output", is_flag=True, help="Print the preview as JSON.")
+def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, profile: str | None,
+                 json_output: bool) -> None:
+    """Preview a release plan: read every planned version (GetPackageVersion, at the
+    plan's rate), show what each step would change, and which steps cannot succeed and
+    why. Sends no update.
+
+    \b
+    Exit codes:
+      0  every step can be applied (or is already as planned and will be skipped)
+      2  invalid plan, or some steps are blocked (missing version or package,
+         DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, ...)
+    """
+    _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output)
+
+
+@main.command("verify")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@_target_options
+@click.option("--json", "json_output", is_flag=True, help="Print the drift report as JSON.")
+def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None, profile: str | None,
+                   json_output: bool) -> None:
+    """Read every planned version back and report drift from the plan: status,
+    description, attributes (compared by digest), artifact and recipe.
+
+    \b
+    Exit codes:
+      0  every version is as the plan says
+      1  some versions differ (or are missing)
+      2  invalid plan or AWS setup
+    """
+    from fleetrel.report import echo_json, print_drift
+
+    drift = _read_drift(_load_or_fail(plan_path), endpoint_url, region, profile)
+    if json_output:
+        echo_json(drift.to_dict())
+    else:
+        print_drift(drift)
+    sys.exit(EXIT_OK if drift.matches else EXIT_FAILED)
+
+
+@main.command("status")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "json_output", is_flag=True, help="Print the status as JSON.")
+def status_command(journal_path: Path, json_output: bool) -> None:
+    """What a run did, from its journal alone: counts per outcome, failures by error
+    code, throttles, retries, rate changes, and the command that resumes it.
+
+    \b
+    Exit codes (the run's):
+      0    complete
+      1    finished with failed steps
+      2    the journal cannot be read
+      3    aborted by the failure threshold
+      130  interrupted or killed (or still running)
+    """
+    from fleetrel.journal import JournalError, replay
+    from fleetrel.report import echo_json, journal_status, print_status
+
+    try:
+        status = journal_status(replay(journal_path))
+    except JournalError as exc:
+        fail(str(exc))
+    if json_output:
+        echo_json(status)
+    else:
+        print_status(status)
+    sys.exit({"complete": EXIT_OK, "failed": EXIT_FAILED, "aborted": EXIT_ABORTED}.get(status["status"], EXIT_INTERRUPTED))
+
+
+@main.command("demo")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("plans/demo.yaml"),
+              show_default=True, help="The plan to rehearse.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="The emulator's quota in calls per second (AWS allows about 10-15).")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Latency the emulator adds to each call.")
+def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
+    """Rehearse a plan against a local emulator: no AWS account needed.
+
+    Starts `fleetrel emulator` in its own process (throttling at --rate, like AWS),
+    seeds every version of the plan as DRAFT, runs the plan with a journal in a
+    temporary folder, prints the summary and stops the emulator.
+    """
+    import tempfile
+
+    import anyio
+
+    from fleetrel.emulator import start_emulator
+    from fleetrel.engine import run
     from fleetrel.plan import PlanError, load
     from fleetrel.report import print_summary
 
@@ -100,14 +339,16 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         plan = load(plan_path)
     except PlanError as exc:
         fail(str(exc))
-    try:
-        result = anyio.run(lambda: run(
-            plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-            rate=rate, burst=burst, concurrency=concurrency, new_run=new_run, retry_failed=retry_failed,
-            journal_sensitive=journal_sensitive, handle_signals=True))
-    except (JournalError, AwsSetupError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
-    print_summary(result)
+    steps = plan.steps()
+    with start_emulator(rate=rate, burst=plan.limits.burst, latency_ms=latency_ms) as emulator, \
+            tempfile.TemporaryDirectory(prefix="fleetrel-demo-") as tmp:
+        emulator.seed(steps)
+        click.echo(f"emulator at {emulator.url}: {len(steps)} versions seeded as DRAFT, "
+                   f"quota {rate:g} calls/s, {latency_ms:g} ms latency")
+        result = anyio.run(lambda: run(plan, journal_path=Path(tmp) / "demo.journal.jsonl",
+                                       endpoint_url=emulator.url, handle_signals=True))
+        print_summary(result)
+        record = emulator.record()
+        click.echo(f"  the emulator saw {sum(record['operations'].get('UpdatePackageVersion', {}).values())} "
+                   f"UpdatePackageVersion calls, {record['throttled'].get('UpdatePackageVersion', 0)} throttled")
     sys.exit(result.exit_code)

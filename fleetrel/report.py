@@ -1,10 +1,35 @@
-"""Summaries of a run for people (text) and for programs (JSON)."""
+"""Summaries for people (rich tables) and for programs (dicts ready for JSON).
+
+    print_summary(result)                          # after a run
+    print_preview(preview, console)                # `fleetrel plan`
+    print_status(journal_status(replay(path)))     # `fleetrel status`
+
+rich writes no escape codes when its console is not a terminal, so the same tables serve
+a terminal and a CI log.
+"""
 from __future__ import annotations
 
+import datetime as dt
+import shlex
+from typing import TYPE_CHECKING, Any
+
 import click
+from rich.console import Console
+from rich.table import Table
 
-from fleetrel.engine import RunResult
+if TYPE_CHECKING:
+    from fleetrel.engine import RunResult
+    from fleetrel.journal import RunState
+    from fleetrel.state import DriftReport, Preview
 
+MAX_NAMED = 10  # steps named per error code in a text summary (JSON names them all)
+
+
+def _console(console: Console | None) -> Console:
+    return console if console is not None else Console(highlight=False)
+
+
+# -- after a run -----------------------------------------------------------------------
 
 def summary_lines(result: RunResult) -> list[str]:
     lines = [
@@ -18,11 +43,223 @@ def summary_lines(result: RunResult) -> list[str]:
     ]
     for code, count in sorted(result.failures_by_code.items()):
         lines.append(f"  failed with {code}: {count}")
-    if result.status in ("interrupted", "aborted"):
-        lines.append(f"  resume with the same command (journal: {result.journal})")
+    lines += [f"  {hint}" for hint in next_steps(result)]
     return lines
 
 
-def print_summary(result: RunResult) -> None:
-    for line in summary_lines(result):
-        click.echo(line)
+def next_steps(result: RunResult) -> list[str]:
+    """What the operator can do next, as commands."""
+    if result.status == "aborted":
+        return [f"aborted: the failure ratio passed the plan's abort threshold (journal: {result.journal})",
+                "fix the cause, then run the same command again to resume; "
+                "add --retry-failed to send the failed steps again"]
+    if result.status == "interrupted":
+        return [f"interrupted: run the same command again to resume (journal: {result.journal})"]
+    if result.status == "failed":
+        return ["fix the failed steps, then run the same command with --retry-failed to send them again"]
+    return []
+
+
+def merge_sessions(results: list[RunResult]) -> RunResult:
+    """One result for the sessions of one command (its waves): the last session's
+    outcomes and status, with calls, throttles, retries and time added up, and
+    `done_before` counting only steps finished before this command."""
+    import dataclasses
+
+    if len(results) == 1:
+        return results[0]
+    last = results[-1]
+    finished_in_earlier_waves = sum(r.succeeded + r.skipped + r.failed - r.done_before for r in results[:-1])
+    return dataclasses.replace(
+        last,
+        attempts=sum(r.attempts for r in results), throttles=sum(r.throttles for r in results),
+        retries=sum(r.retries for r in results), elapsed=sum(r.elapsed for r in results),
+        done_before=max(0, last.done_before - finished_in_earlier_waves),
+    )
+
+
+def summary_table(result: RunResult) -> Table:
+    table = Table(title=f"{result.plan}: {result.status}", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value", justify="right")
+    table.add_row("steps", str(result.steps))
+    table.add_row("succeeded", str(result.succeeded))
+    table.add_row("skipped (already done)", str(result.skipped))
+    table.add_row("failed", str(result.failed))
+    for code, count in sorted(result.failures_by_code.items()):
+        table.add_row(f"  {code}", str(count))
+    if result.unfinished:
+        table.add_row("unfinished", str(result.unfinished))
+    if result.done_before:
+        table.add_row("finished in earlier sessions", str(result.done_before))
+    table.add_row("elapsed", f"{result.elapsed:.1f} s")
+    table.add_row("calls sent", str(result.attempts))
+    table.add_row("mean calls/s", f"{result.calls_per_second:.2f}")
+    table.add_row("throttled", f"{result.throttles} ({result.throttled_fraction:.1%})")
+    table.add_row("retries", str(result.retries))
+    table.add_row("final rate", f"{result.final_rate:.2f}/s")
+    return table
+
+
+def print_summary(result: RunResult, console: Console | None = None) -> None:
+    """The final summary table and what to do next."""
+    console = _console(console)
+    console.print(summary_table(result))
+    if result.status != "complete":
+        console.print(f"run {result.run_id}, journal {result.journal}")
+    for hint in next_steps(result):
+        console.print(hint)
+
+
+# -- preview (`fleetrel plan`, `run --dry-run`) ----------------------------------------
+
+OUTCOME_STYLE = {"apply": "green", "unchanged": "dim", "blocked": "bold red"}
+
+
+def preview_table(preview: Preview) -> Table:
+    table = Table(title=f"plan {preview.plan}: what would change", title_justify="left")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("changes")
+    table.add_column("outcome")
+    for step in preview.steps:
+        status = f"{step.current or '-'} -> {step.planned or '-'}" if step.current != step.planned else (step.current or "-")
+        outcome = step.outcome if step.outcome != "blocked" else f"blocked: {step.reason}"
+        if step.outcome == "unchanged":
+            outcome = f"unchanged: {step.reason}"
+        table.add_row(step.key, status, ", ".join(step.changes) or "-", outcome, style=OUTCOME_STYLE[step.outcome])
+    return table
+
+
+def preview_totals(preview: Preview) -> list[str]:
+    totals = preview.totals()
+    lines = [f"{totals['steps']} steps: {totals['apply']} to apply, {totals['unchanged']} already as planned "
+             f"(will be skipped), {totals['blocked']} blocked"]
+    for reason, count in sorted(totals["blocked_by_reason"].items()):
+        lines.append(f"  blocked ({reason}): {count}")
+    if totals["blocked"]:
+        lines.append("blocked steps will fail if run: fix the plan or the versions first")
+    return lines
+
+
+def print_preview(preview: Preview, console: Console | None = None) -> None:
+    console = _console(console)
+    console.print(preview_table(preview))
+    for line in preview_totals(preview):
+        console.print(line)
+
+
+# -- verify ----------------------------------------------------------------------------
+
+def print_drift(report: DriftReport, console: Console | None = None) -> None:
+    console = _console(console)
+    if report.matches:
+        console.print(f"plan {report.plan}: all {len(report.steps)} versions match the plan")
+        return
+    table = Table(title=f"plan {report.plan}: drift", title_justify="left")
+    table.add_column("step")
+    table.add_column("differs from the plan")
+    for step in report.drifted:
+        table.add_row(step.key, "; ".join(step.differences))
+    console.print(table)
+    console.print(f"{len(report.drifted)} of {len(report.steps)} versions differ from the plan")
+
+
+# -- status (`fleetrel status JOURNAL`) ------------------------------------------------
+
+def _elapsed(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+
+
+def resume_command(state: RunState) -> str:
+    """The command that continues this run (the plan file as the run recorded it)."""
+    plan_file = state.header.get("plan_file") or "PLAN"
+    words = ["fleetrel", "run", plan_file, "--journal", str(state.path)]
+    if state.status in ("failed", "aborted") and state.counts()["failed"]:
+        words.append("--retry-failed")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def journal_status(state: RunState) -> dict[str, Any]:
+    """Everything `fleetrel status` shows, from the journal alone, as plain data."""
+    failures: dict[str, list[str]] = {}
+    for key, step in state.steps.items():
+        if step.outcome == "failed":
+            failures.setdefault(step.code or "unknown", []).append(key)
+    start = state.header.get("ts")
+    changes = [{"at": _elapsed(start, rec.get("ts")), "old": rec.get("old"), "new": rec.get("new"),
+                "reason": rec.get("reason")} for rec in state.rate_changes]
+    status = state.status
+    out: dict[str, Any] = {
+        "journal": str(state.path),
+        "plan": state.header.get("plan"),
+        "plan_file": state.header.get("plan_file"),
+        "run_id": state.run_id,
+        "status": status,
+        "started": state.started,
+        "ended": state.ended,
+        "sessions": state.sessions,
+        "steps": state.header.get("steps"),
+        "counts": state.counts(),
+        "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
+        "throttles": state.throttles,
+        "retries": state.retries,
+        "rate_changes": changes,
+        "torn_tail": state.torn_tail,
+    }
+    if status != "complete":
+        out["resume"] = resume_command(state)
+    return out
+
+
+STATUS_MEANING = {
+    "complete": "complete: every step succeeded or was already done",
+    "failed": "finished with failures",
+    "aborted": "aborted: the failure ratio passed the plan's abort threshold",
+    "interrupted": "interrupted: stopped or killed before every step finished",
+}
+
+
+def print_status(status: dict[str, Any], console: Console | None = None) -> None:
+    console = _console(console)
+    counts = status["counts"]
+    table = Table(title=f"run {status['run_id']} of plan {status['plan']}", show_header=False, title_justify="left")
+    table.add_column("what", style="dim")
+    table.add_column("value")
+    table.add_row("status", STATUS_MEANING.get(status["status"], status["status"]))
+    table.add_row("journal", status["journal"] + (" (torn last line ignored)" if status["torn_tail"] else ""))
+    table.add_row("started", status["started"] or "-")
+    table.add_row("ended", status["ended"] or "- (no end record: still running, or killed)")
+    table.add_row("sessions", str(status["sessions"]))
+    table.add_row("steps", str(status["steps"]))
+    for outcome in ("succeeded", "skipped", "failed", "unfinished"):
+        table.add_row(f"  {outcome}", str(counts[outcome]))
+    table.add_row("throttles", str(status["throttles"]))
+    table.add_row("retries", str(status["retries"]))
+    console.print(table)
+    for code, keys in status["failures"].items():
+        named = ", ".join(keys[:MAX_NAMED]) + (f", ... and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")
+        console.print(f"failed with {code} ({len(keys)}): {named}")
+    changes = status["rate_changes"]
+    if changes:
+        shown = changes if len(changes) <= 2 * MAX_NAMED else changes[:MAX_NAMED] + changes[-MAX_NAMED:]
+        console.print(f"rate changes ({len(changes)}):")
+        for i, change in enumerate(shown):
+            if len(changes) > len(shown) and i == MAX_NAMED:
+                console.print(f"  ... {len(changes) - len(shown)} more")
+            at = f"{change['at']:7.1f}s" if change["at"] is not None else "      ?"
+            console.print(f"  {at}  {change['old']} -> {change['new']} /s ({change['reason']})")
+    if "resume" in status:
+        console.print(f"resume with: {status['resume']}")
+
+
+def echo_json(data: Any) -> None:
+    """JSON on stdout, for programs."""
+    import json
+
+    click.echo(json.dumps(data, indent=2, default=str))

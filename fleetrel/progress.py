@@ -1,0 +1,216 @@
+"""Progress of a run for the operator: a live display on a terminal, log lines in CI.
+
+    with LiveDisplay(console) as display:          # or PlainLog(write=print)
+        result = await run(plan, listeners=[display], on_start=display.on_start)
+
+Both are engine listeners over the same counters (`RunProgress`). `on_event` sits on the
+engine's per-event path, so it only counts: the live display is redrawn by rich's own
+refresh thread a few times a second, and the plain log checks one clock reading and one
+comparison per finished step before it writes anything.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.text import Text
+
+FINISHED = ("step_succeeded", "step_skipped", "step_failed")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The counters at one moment, as a display shows them."""
+
+    done: int  # steps finished in this session
+    total: int  # steps this session set out to finish
+    done_before: int
+    succeeded: int
+    skipped: int
+    failed: int
+    throttles: int
+    retries: int
+    rate: float | None  # the rate the controller admits now (calls/s)
+    ceiling: float | None
+    elapsed: float
+    eta: float | None  # seconds, from the throughput so far; None before any step finished
+    stopping: str | None  # "aborted" / "interrupted" once the engine stops starting steps
+
+    def line(self) -> str:
+        """One log line, no escape codes: `[12s] 40/200 (20%) ok 38 skipped 1 failed 1 ...`."""
+        pct = f"{self.done / self.total:.0%}" if self.total else "100%"
+        parts = [f"[{self.elapsed:5.0f}s] {self.done}/{self.total} ({pct})",
+                 f"ok {self.succeeded} skipped {self.skipped} failed {self.failed}"]
+        if self.rate is not None:
+            parts.append(f"rate {self.rate:.1f}/{self.ceiling:g} per s")
+        parts.append(f"throttles {self.throttles} retries {self.retries}")
+        parts.append(f"ETA {format_seconds(self.eta)}")
+        if self.stopping:
+            parts.append(f"stopping: {self.stopping}")
+        return " | ".join(parts)
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class RunProgress:
+    """Counts the engine's events. A listener on its own (tests use it so); the displays
+    below add rendering. `on_start` is the engine's hook that hands over the session, for
+    the controller's live rate and ceiling."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.total = 0
+        self.done_before = 0
+        self.succeeded = self.skipped = self.failed = 0
+        self.throttles = self.retries = 0
+        self.stopping: str | None = None
+        self._controller: Any = None
+
+    def on_start(self, session: Any) -> None:
+        self._controller = session.controller
+        self.total = len(session.todo)
+        self.started = self.clock()
+
+    def on_event(self, event: str, **fields: Any) -> None:
+        if event == "step_succeeded":
+            self.succeeded += 1
+        elif event == "step_skipped":
+            self.skipped += 1
+        elif event == "step_failed":
+            self.failed += 1
+        elif event == "attempt_failed":
+            self.retries += 1
+            if fields.get("throttled"):
+                self.throttles += 1
+        elif event in ("run_started", "run_resumed"):
+            self.total = int(fields.get("to_do", self.total))
+            self.done_before = int(fields.get("done_before", 0))
+        elif event == "run_aborted":
+            self.stopping = "aborted"
+        elif event == "run_interrupted":
+            self.stopping = "interrupted"
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.skipped + self.failed
+
+    def __enter__(self) -> "RunProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def snapshot(self) -> Snapshot:
+        elapsed = self.clock() - self.started
+        done = self.done
+        remaining = max(0, self.total - done)
+        eta = remaining * elapsed / done if done and elapsed > 0 else (0.0 if not remaining else None)
+        controller = self._controller
+        return Snapshot(done=done, total=self.total, done_before=self.done_before, succeeded=self.succeeded,
+                        skipped=self.skipped, failed=self.failed, throttles=self.throttles, retries=self.retries,
+                        rate=controller.rate if controller is not None else None,
+                        ceiling=controller.ceiling if controller is not None else None,
+                        elapsed=elapsed, eta=eta, stopping=self.stopping)
+
+
+class PlainLog(RunProgress):
+    """Log lines for a log file or CI: one every `every_seconds`, or each time another
+    `every_fraction` of the steps has finished, whichever comes first, and one at the end.
+
+        log = PlainLog(write=lambda line: print(line, file=sys.stderr))
+    """
+
+    def __init__(self, write: Callable[[str], None], *, every_seconds: float = 5.0, every_fraction: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock=clock)
+        self.write = write
+        self.every_seconds = every_seconds
+        self.every_fraction = every_fraction
+        self._next_time = self.started + every_seconds
+        self._next_done = 1
+        self._written = -1  # steps done at the last line written
+
+    def on_start(self, session: Any) -> None:
+        super().on_start(session)
+        self._next_time = self.started + self.every_seconds
+        self._next_done = self._step_mark(0)
+
+    def _step_mark(self, done: int) -> int:
+        return done + max(1, int(self.total * self.every_fraction))
+
+    def on_event(self, event: str, **fields: Any) -> None:
+        super().on_event(event, **fields)
+        if event in FINISHED or event == "attempt_failed":
+            now = self.clock()
+            if self.done >= self._next_done or now >= self._next_time:
+                self._emit(now)
+        elif event in ("run_aborted", "run_interrupted") or (event == "run_finished" and self.done != self._written):
+            self._emit(self.clock())
+
+    def _emit(self, now: float) -> None:
+        self.write(self.snapshot().line())
+        self._written = self.done
+        self._next_time = now + self.every_seconds
+        self._next_done = self._step_mark(self.done)
+
+
+class _LiveView:
+    """What rich redraws: a bar and two lines of counters, read at redraw time."""
+
+    def __init__(self, progress: RunProgress, title: str) -> None:
+        self.progress = progress
+        self.title = title
+
+    def __rich__(self) -> Group:
+        s = self.progress.snapshot()
+        head = Text.assemble((self.title, "bold"), f"  {s.done}/{s.total} steps",
+                             (f"  (+{s.done_before} done before)" if s.done_before else ""),
+                             f"  ETA {format_seconds(s.eta)}")
+        counts = Text.assemble(("ok ", "dim"), (str(s.succeeded), "green"), ("  skipped ", "dim"), str(s.skipped),
+                               ("  failed ", "dim"), (str(s.failed), "red" if s.failed else ""),
+                               ("  throttles ", "dim"), (str(s.throttles), "yellow" if s.throttles else ""),
+                               ("  retries ", "dim"), str(s.retries))
+        rate = (Text.assemble(("rate ", "dim"), f"{s.rate:.1f}", ("/", "dim"), f"{s.ceiling:g}", (" calls/s", "dim"),
+                              ("  elapsed ", "dim"), format_seconds(s.elapsed))
+                if s.rate is not None else Text(""))
+        parts: list[Any] = [head, ProgressBar(total=max(1, s.total), completed=s.done, width=60), counts, rate]
+        if s.stopping:
+            parts.append(Text(f"stopping ({s.stopping}): waiting for calls in flight", style="bold red"))
+        return Group(*parts)
+
+
+class LiveDisplay(RunProgress):
+    """A rich live display on a terminal, redrawn 4 times a second by rich's thread.
+
+        with LiveDisplay(Console(), title="spring-release") as display:
+            result = await run(plan, listeners=[display], on_start=display.on_start)
+    """
+
+    def __init__(self, console: Console, *, title: str = "fleetrel", refresh_per_second: float = 4.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock=clock)
+        self._live = Live(_LiveView(self, title), console=console, refresh_per_second=refresh_per_second,
+                          transient=False)
+
+    def __enter__(self) -> "LiveDisplay":
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()

@@ -1,0 +1,371 @@
+"""The fleet as it is, against the plan: a preview before a run, a check for drift after.
+
+    preview = await read_preview(plan, endpoint_url="http://127.0.0.1:5000")
+    for step in preview.blocked:
+        print(step.key, step.reason)
+    report = await read_drift(plan)
+    assert report.matches
+
+Both read every planned version with GetPackageVersion, concurrently, through their own
+token bucket at the plan's rate: reads have their own quota in AWS, and a preview that
+throttles the account would be a poor way to start a release. `diff_step` and
+`drift_of` are pure, so the rules are tested without a network. Plain dataclasses out;
+the CLI and `fleetrel.report` turn them into tables.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+from fleetrel.aws import iot_client
+from fleetrel.plan import Step, digest
+
+# What each action leaves the version in, and the lifecycle the service allows
+# (DRAFT -> PUBLISHED -> DEPRECATED -> PUBLISHED; nothing returns to DRAFT).
+TARGET_STATUS = {"PUBLISH": "PUBLISHED", "DEPRECATE": "DEPRECATED"}
+ALLOWED = {("DRAFT", "PUBLISHED"), ("PUBLISHED", "DEPRECATED"), ("DEPRECATED", "PUBLISHED")}
+# Fields the service accepts only while a version is DRAFT.
+DRAFT_ONLY = ("attributes", "artifact", "recipe")
+
+# Preview outcomes. `apply`: the call will change something; `unchanged`: the version is
+# already as planned (the engine records the step as skipped, or its call is a no-op);
+# `blocked`: the call will be refused.
+APPLY, UNCHANGED, BLOCKED = "apply", "unchanged", "blocked"
+
+# Why a step is blocked.
+MISSING_PACKAGE = "package-missing"
+MISSING_VERSION = "version-missing"
+DRAFT_TO_DEPRECATED = "draft-to-deprecate"
+REFUSED_TRANSITION = "refused-transition"
+DRAFT_ONLY_FIELDS = "fields-need-draft"
+ALREADY_WITH_CHANGES = "already-in-status"
+UNREADABLE = "unreadable"
+
+
+@dataclass
+class VersionState:
+    """What GetPackageVersion says about one version (None fields: absent)."""
+
+    status: str
+    description: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    artifact: dict[str, Any] | None = None
+    recipe: str | None = None
+
+    @classmethod
+    def from_response(cls, response: dict[str, Any]) -> "VersionState":
+        return cls(status=response["status"], description=response.get("description"),
+                   attributes=dict(response.get("attributes") or {}), artifact=response.get("artifact"),
+                   recipe=response.get("recipe"))
+
+
+@dataclass
+class ReadError:
+    """A version that could not be read: `code` is the AWS error code."""
+
+    code: str
+    message: str
+
+    @property
+    def missing(self) -> bool:
+        return self.code == "ResourceNotFoundException"
+
+
+@dataclass
+class StepPreview:
+    """One step of a preview: where the version is, where the step takes it, what changes."""
+
+    key: str
+    action: str | None
+    current: str | None  # status now; None when the version is missing or unreadable
+    planned: str | None  # status after the step
+    outcome: str  # apply | unchanged | blocked
+    changes: list[str] = field(default_factory=list)  # e.g. "attributes +channel", "description"
+    blocked: str | None = None  # one of the reason codes above
+    reason: str | None = None  # for people: why it is blocked or unchanged
+
+
+@dataclass
+class Preview:
+    """Every step of a plan, previewed. `can_apply`: no step will be refused."""
+
+    plan: str
+    steps: list[StepPreview]
+
+    def _with(self, outcome: str) -> list[StepPreview]:
+        return [s for s in self.steps if s.outcome == outcome]
+
+    @property
+    def to_apply(self) -> list[StepPreview]:
+        return self._with(APPLY)
+
+    @property
+    def unchanged(self) -> list[StepPreview]:
+        return self._with(UNCHANGED)
+
+    @property
+    def blocked(self) -> list[StepPreview]:
+        return self._with(BLOCKED)
+
+    @property
+    def can_apply(self) -> bool:
+        return not self.blocked
+
+    def totals(self) -> dict[str, Any]:
+        by_reason: dict[str, int] = {}
+        for s in self.blocked:
+            by_reason[s.blocked or "unknown"] = by_reason.get(s.blocked or "unknown", 0) + 1
+        return {"steps": len(self.steps), "apply": len(self.to_apply), "unchanged": len(self.unchanged),
+                "blocked": len(self.blocked), "blocked_by_reason": by_reason}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "can_apply": self.can_apply, "totals": self.totals(),
+                "steps": [asdict(s) for s in self.steps]}
+
+
+@dataclass
+class StepDrift:
+    """One planned version read back: `differences` is empty when it is as planned."""
+
+    key: str
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+
+@dataclass
+class DriftReport:
+    plan: str
+    steps: list[StepDrift]
+
+    @property
+    def drifted(self) -> list[StepDrift]:
+        return [s for s in self.steps if not s.matches]
+
+    @property
+    def matches(self) -> bool:
+        return not self.drifted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "matches": self.matches, "steps": len(self.steps),
+                "drifted": [asdict(s) for s in self.drifted]}
+
+
+# -- the rules (pure) ------------------------------------------------------------------
+
+def attribute_changes(current: dict[str, str], planned: dict[str, str]) -> list[str]:
+    """`+key` added, `~key` changed, `-key` removed: the service replaces the whole map."""
+    out = [f"+{k}" for k in planned if k not in current]
+    out += [f"~{k}" for k in planned if k in current and current[k] != planned[k]]
+    out += [f"-{k}" for k in current if k not in planned]
+    return out
+
+
+def field_changes(step: Step, current: VersionState) -> list[str]:
+    """The fields the step would change on this version, for people."""
+    changes: list[str] = []
+    if step.attributes is not None:
+        attrs = attribute_changes(current.attributes, step.attributes)
+        if attrs:
+            changes.append("attributes " + " ".join(attrs))
+    if step.description is not None and step.description != current.description:
+        changes.append("description")
+    if step.artifact is not None and step.artifact != current.artifact:
+        changes.append("artifact")
+    if step.recipe is not None and step.recipe != current.recipe:
+        changes.append("recipe")
+    return changes
+
+
+def diff_step(step: Step, current: VersionState | ReadError, *, package_exists: bool = True) -> StepPreview:
+    """What the step would do to the version as it is now, and whether the service takes it.
+
+    The order follows the service's: the action is judged first (an action to the status
+    the version already has is refused, so fields sent with it are not applied), then the
+    DRAFT-only fields (refused on a non-DRAFT version even when their values are equal).
+    """
+    planned_status = TARGET_STATUS.get(step.action or "")
+    if isinstance(current, ReadError):
+        if current.missing:
+            reason, why = ((MISSING_VERSION, "the version does not exist: create it first") if package_exists
+                           else (MISSING_PACKAGE, f"package {step.package} does not exist"))
+            return StepPreview(step.key, step.action, None, planned_status, BLOCKED, blocked=reason, reason=why)
+        return StepPreview(step.key, step.action, None, planned_status, BLOCKED, blocked=UNREADABLE,
+                           reason=f"cannot read it: {current.code}: {current.message}")
+    now = current.status
+    changes = field_changes(step, current)
+    after = planned_status or now
+    preview = StepPreview(step.key, step.action, now, after, APPLY, changes=changes)
+    if planned_status is not None and planned_status == now:
+        if changes:
+            preview.outcome, preview.blocked = BLOCKED, ALREADY_WITH_CHANGES
+            preview.reason = (f"already {now}: the service refuses the action, so {', '.join(c.split()[0] for c in changes)} "
+                              "would not change; drop `action` from the entry to change only the fields")
+        else:
+            preview.outcome, preview.reason = UNCHANGED, f"already {now} as planned (will be skipped)"
+        return preview
+    if planned_status is not None and (now, planned_status) not in ALLOWED:
+        preview.outcome = BLOCKED
+        if now == "DRAFT" and planned_status == "DEPRECATED":
+            preview.blocked, preview.reason = DRAFT_TO_DEPRECATED, "a DRAFT version cannot be deprecated: publish it first"
+        else:
+            preview.blocked, preview.reason = REFUSED_TRANSITION, f"{now} cannot become {planned_status}"
+        return preview
+    sent_draft_only = [name for name in DRAFT_ONLY if getattr(step, name) is not None]
+    if sent_draft_only and now != "DRAFT":
+        preview.outcome, preview.blocked = BLOCKED, DRAFT_ONLY_FIELDS
+        preview.reason = (f"{', '.join(sent_draft_only)} can be set only while DRAFT and the version is {now}; "
+                          "remove them from the entry")
+        return preview
+    if planned_status is None and not changes:
+        preview.outcome, preview.reason = UNCHANGED, "no field differs from the plan"
+    return preview
+
+
+def drift_of(step: Step, current: VersionState | ReadError) -> list[str]:
+    """How the version differs from what the plan says it should be after the run.
+
+    Attributes are compared by digest (the whole map), so their values never reach a
+    report; a field the step does not set is not checked.
+    """
+    if isinstance(current, ReadError):
+        return ["missing" if current.missing else f"unreadable ({current.code})"]
+    out: list[str] = []
+    want = TARGET_STATUS.get(step.action or "")
+    if want is not None and current.status != want:
+        out.append(f"status {current.status} (planned {want})")
+    if step.description is not None and current.description != step.description:
+        out.append("description")
+    if step.attributes is not None and digest(current.attributes) != digest(step.attributes):
+        keys = attribute_changes(current.attributes, step.attributes)
+        out.append("attributes (digest " + digest(current.attributes)[:12] + ", planned "
+                   + digest(step.attributes)[:12] + (": " + " ".join(keys) if keys else "") + ")")
+    if step.artifact is not None and current.artifact != step.artifact:
+        out.append("artifact")
+    if step.recipe is not None and current.recipe != step.recipe:
+        out.append("recipe")
+    return out
+
+
+# -- reading (I/O) ---------------------------------------------------------------------
+
+def _error_code(exc: Exception) -> tuple[str, str]:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        return error.get("Code") or type(exc).__name__, error.get("Message") or str(exc)
+    return type(exc).__name__, str(exc)
+
+
+RETRYABLE = frozenset({"ThrottlingException", "InternalServerException", "ServiceUnavailableException",
+                       "TooManyRequestsException"})
+
+
+async def _read_one(client: Any, limiter: AsyncLimiter, call: str, *, attempts: int, backoff_cap: float,
+                    **request: Any) -> dict[str, Any] | ReadError:
+    """One read, retried on throttles and server errors with full-jitter backoff; every
+    attempt waits for the bucket."""
+    for attempt in range(1, attempts + 1):
+        async with limiter:
+            try:
+                return await getattr(client, call)(**request)
+            except Exception as exc:  # classified below; none is lost
+                code, message = _error_code(exc)
+                # no response at all: a dropped connection or a timeout, worth another try
+                transient = code in RETRYABLE or not hasattr(exc, "response")
+        if not transient or attempt == attempts:
+            return ReadError(code, message)
+        await anyio.sleep(random.uniform(0, min(backoff_cap, 0.1 * 2 ** attempt)))
+    raise AssertionError("unreachable")
+
+
+async def read_versions(
+    client: Any,
+    steps: Iterable[Step],
+    *,
+    rate: float = 10.0,
+    burst: int = 10,
+    concurrency: int = 16,
+    attempts: int = 6,
+    backoff_cap: float = 5.0,
+) -> tuple[dict[str, VersionState | ReadError], set[str]]:
+    """GetPackageVersion for every step, at most `rate` calls/s with bursts of `burst`.
+
+    Returns the state per step key, and the packages found missing (a GetPackage for each
+    package that had a version not found, so the preview can say which is missing).
+    """
+    steps = list(steps)
+    limiter = AsyncLimiter(burst, burst / rate)  # `burst` calls per burst/rate s = `rate`/s
+    slots = anyio.Semaphore(concurrency)
+    found: dict[str, VersionState | ReadError] = {}
+
+    async def read(step: Step) -> None:
+        async with slots:
+            answer = await _read_one(client, limiter, "get_package_version", attempts=attempts,
+                                     backoff_cap=backoff_cap, packageName=step.package, versionName=step.version)
+        found[step.key] = answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
+
+    async with anyio.create_task_group() as tg:
+        for step in steps:
+            tg.start_soon(read, step)
+
+    missing_packages: set[str] = set()
+    suspects = sorted({s.package for s in steps if isinstance(found[s.key], ReadError) and found[s.key].missing})
+
+    async def check_package(name: str) -> None:
+        async with slots:
+            answer = await _read_one(client, limiter, "get_package", attempts=attempts, backoff_cap=backoff_cap,
+                                     packageName=name)
+        if isinstance(answer, ReadError) and answer.missing:
+            missing_packages.add(name)
+
+    async with anyio.create_task_group() as tg:
+        for name in suspects:
+            tg.start_soon(check_package, name)
+    return found, missing_packages
+
+
+def _limits(plan: Any) -> dict[str, Any]:
+    limits = plan.limits
+    return {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+
+
+def _target(plan: Any, endpoint_url: str | None, region: str | None, profile: str | None) -> dict[str, Any]:
+    target = plan.target
+    return {"endpoint_url": endpoint_url or target.endpoint_url, "region": region or target.region,
+            "profile": profile or target.profile}
+
+
+async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
+                       profile: str | None = None) -> Preview:
+    """Read every planned version and say what the plan would do to it. Sends no update.
+
+        preview = await read_preview(load_plan("plans/demo.yaml"), endpoint_url=url)
+        print(preview.totals())    # {"steps": 200, "apply": 180, "unchanged": 12, "blocked": 8, ...}
+    """
+    steps = plan.steps()
+    limits = _limits(plan)
+    async with iot_client(**_target(plan, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
+        found, missing_packages = await read_versions(client, steps, **limits)
+    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=s.package not in missing_packages)
+                               for s in steps])
+
+
+async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
+                     profile: str | None = None) -> DriftReport:
+    """Read every planned version back and list how each differs from the plan.
+
+        report = await read_drift(load_plan("plans/demo.yaml"), endpoint_url=url)
+        print(report.matches, [d.key for d in report.drifted])
+    """
+    steps = plan.steps()
+    limits = _limits(plan)
+    async with iot_client(**_target(plan, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
+        found, _ = await read_versions(client, steps, **limits)
+    return DriftReport(plan.plan, [StepDrift(s.key, drift_of(s, found[s.key])) for s in steps])
