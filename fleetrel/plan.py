@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import (
@@ -163,7 +163,7 @@ def _as_text(value: Any) -> str:
     elif isinstance(value, (int, float)):
         kind = "a number (YAML reads 1.10 as 1.1 and 010 as 8)"
     elif isinstance(value, (date, datetime, time)):
-        kind = "a date or time"
+        raise _rule(f"{value.isoformat()} was read as a date or time, not text: put it in quotes")
     elif value is None:
         raise _rule("is empty (null): give a value or remove the key")
     elif isinstance(value, dict):

@@ -1,0 +1,600 @@
+"""The release plan: loading, every validation rule, expansion into steps, the CLI.
+
+Rule tests write a plan to a real file and load it, so each message is checked as the
+user sees it: naming the file, the entry and the rule. Property tests throw arbitrary
+YAML and mutated plans at `load` and require that it raises PlanError or nothing.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleetrel.cli import EXIT_INVALID, EXIT_OK, main
+from fleetrel.plan import (
+    Abort,
+    Limits,
+    PlanError,
+    ReleasePlan,
+    Step,
+    Target,
+    digest,
+    load,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+PLANS = REPO / "plans"
+
+
+def valid_plan() -> dict[str, Any]:
+    """A small plan that uses every feature: defaults, shorthand, artifact, recipe."""
+    return {
+        "plan": "unit-test",
+        "limits": {"rate": 5, "burst": 2, "concurrency": 4},
+        "defaults": {"action": "PUBLISH", "description": "Spring", "attributes": {"channel": "stable"}},
+        "versions": [
+            {"package": "thermostat-fw", "version": "4.2.0", "attributes": {"min_hw": "rev-c"}},
+            {"package": "thermostat-fw", "versions": ["3.0.0", "3.0.1"], "action": "DEPRECATE"},
+            {
+                "package": "door-sensor-app",
+                "version": "1.9.3",
+                "artifact": {"s3Location": {"bucket": "fw", "key": "door/1.9.3.bin", "version": "3"}},
+                "recipe": '{"steps": []}',
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[..., Path]:
+    """write(data_or_text, name="plan.yaml") -> path of a plan file in tmp_path."""
+
+    def _write(content: Any, name: str = "plan.yaml") -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return path
+
+    return _write
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(PlanError) as caught:
+        load(path)
+    assert caught.value.problems, "a PlanError must list at least one problem"
+    assert str(caught.value) == "\n".join(caught.value.problems)
+    assert caught.value.path == str(path)
+    return caught.value.problems
+
+
+# --- the valid path -----------------------------------------------------------------------
+
+
+def test_valid_plan_expands_in_order_with_defaults_merged(write):
+    plan = load(write(valid_plan()))
+    steps = plan.steps()
+    assert [s.key for s in steps] == [
+        "thermostat-fw/4.2.0", "thermostat-fw/3.0.0", "thermostat-fw/3.0.1", "door-sensor-app/1.9.3"]
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    # attributes merge key by key; the entry wins for action
+    assert steps[0].attributes == {"channel": "stable", "min_hw": "rev-c"}
+    assert steps[0].action == "PUBLISH" and steps[1].action == "DEPRECATE"
+    assert steps[1].description == "Spring"
+    assert steps[3].artifact == {"s3Location": {"bucket": "fw", "key": "door/1.9.3.bin", "version": "3"}}
+    assert steps[3].request() == {
+        "packageName": "door-sensor-app", "versionName": "1.9.3", "description": "Spring",
+        "attributes": {"channel": "stable"},
+        "artifact": {"s3Location": {"bucket": "fw", "key": "door/1.9.3.bin", "version": "3"}},
+        "action": "PUBLISH", "recipe": '{"steps": []}'}
+    assert plan.summary() == "4 steps, 2 packages, PUBLISH 2, DEPRECATE 2"
+    assert plan.source == write(valid_plan())
+
+
+def test_models_show_their_defaults():
+    assert Limits() == Limits(rate=10.0, burst=10, concurrency=16, adaptive=True)
+    assert Abort() == Abort(max_failure_ratio=0.10, min_finished=20)
+    assert Target() == Target(region=None, profile=None, endpoint_url=None)
+    plan = ReleasePlan.model_validate({"plan": "p", "versions": [{"package": "a", "version": "1", "action": "PUBLISH"}]})
+    assert plan.limits == Limits() and plan.abort == Abort() and plan.waves is None
+    assert plan.source is None
+
+
+def test_digest_is_over_the_expanded_requests_and_follows_every_field(write):
+    plan = load(write(valid_plan()))
+    assert plan.digest == digest([s.request() for s in plan.steps()])
+    assert load(write(valid_plan())).digest == plan.digest  # deterministic
+    changed = valid_plan()
+    changed["versions"][1]["versions"].append("3.0.2")
+    assert load(write(changed)).digest != plan.digest
+    changed = valid_plan()
+    changed["defaults"]["attributes"]["channel"] = "beta"
+    assert load(write(changed)).digest != plan.digest
+    # limits are how fast, not what: they do not change the digest (and so the run)
+    changed = valid_plan()
+    changed["limits"]["rate"] = 1
+    assert load(write(changed)).digest == plan.digest
+
+
+def test_action_is_case_insensitive_and_normalised(write):
+    data = valid_plan()
+    data["defaults"]["action"] = "publish"
+    data["versions"][1]["action"] = "Deprecate"
+    steps = load(write(data)).steps()
+    assert [s.action for s in steps] == ["PUBLISH", "DEPRECATE", "DEPRECATE", "PUBLISH"]
+
+
+def test_explicit_null_in_an_entry_clears_a_default(write):
+    data = valid_plan()
+    data["versions"][0]["action"] = None  # description-and-attributes-only update
+    data["versions"][2]["attributes"] = None
+    steps = load(write(data)).steps()
+    assert steps[0].action is None and steps[0].description == "Spring"
+    assert steps[3].attributes is None and "attributes" not in steps[3].request()
+
+
+def test_entry_without_action_is_a_field_only_update(write):
+    data = valid_plan()
+    del data["defaults"]["action"]
+    data["versions"] = [{"package": "hub-agent", "version": "3.0.0",
+                         "artifact": {"s3Location": {"bucket": "b", "key": "k"}}}]
+    plan = load(write(data))
+    (step,) = plan.steps()
+    assert step.action is None and step.artifact == {"s3Location": {"bucket": "b", "key": "k"}}
+    assert "action" not in step.request()
+    assert plan.summary() == "1 step, 1 package, field-only 1"
+
+
+def test_waves_resolve_to_cumulative_step_counts(write):
+    data = valid_plan()
+    data["waves"] = [1, "50%"]
+    assert load(write(data)).wave_ends() == [1, 2, 4]
+    data["waves"] = ["25%", "100%"]
+    assert load(write(data)).wave_ends() == [1, 4]
+    del data["waves"]
+    assert load(write(data)).wave_ends() == [4]
+
+
+def test_json_and_toml_plans_load_to_the_same_steps(write):
+    reference = load(write(valid_plan()))
+    as_json = load(write(json.dumps(valid_plan()), "plan.json"))
+    toml_text = """
+plan = "unit-test"
+[limits]
+rate = 5
+burst = 2
+concurrency = 4
+[defaults]
+action = "PUBLISH"
+description = "Spring"
+attributes = { channel = "stable" }
+[[versions]]
+package = "thermostat-fw"
+version = "4.2.0"
+attributes = { min_hw = "rev-c" }
+[[versions]]
+package = "thermostat-fw"
+versions = ["3.0.0", "3.0.1"]
+action = "DEPRECATE"
+[[versions]]
+package = "door-sensor-app"
+version = "1.9.3"
+recipe = '{"steps": []}'
+artifact = { s3Location = { bucket = "fw", key = "door/1.9.3.bin", version = "3" } }
+"""
+    as_toml = load(write(toml_text, "plan.toml"))
+    assert as_json.steps() == reference.steps() == as_toml.steps()
+    assert as_json.digest == reference.digest == as_toml.digest
+    assert load(write(yaml.safe_dump(valid_plan()), "plan.yml")).digest == reference.digest
+
+
+# --- the bundled plans ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "deprecate-old.yaml", "migration.yaml"])
+def test_bundled_plans_validate(name):
+    plan = load(PLANS / name)
+    assert plan.target.endpoint_url is None  # the CLI passes it
+    for step in plan.steps():
+        assert_step_passes_the_rules(step)
+
+
+def test_demo_plan_shape():
+    plan = load(PLANS / "demo.yaml")
+    steps = plan.steps()
+    assert plan.plan == "demo-spring-release"
+    assert len(steps) == 200 and {s.action for s in steps} == {"PUBLISH"}
+    assert {s.package for s in steps} == {"thermostat-fw", "door-sensor-app", "hub-agent", "camera-fw"}
+    assert (plan.limits.rate, plan.limits.burst, plan.limits.concurrency) == (10, 10, 16)
+    assert all(s.attributes and s.attributes["release"] == "spring-2026" for s in steps)
+    assert plan.summary() == "200 steps, 4 packages, PUBLISH 200"
+
+
+def test_migration_plan_sets_artifact_attributes_and_publish_in_one_step():
+    steps = load(PLANS / "migration.yaml").steps()
+    assert steps and all(s.action == "PUBLISH" and s.artifact and s.attributes for s in steps)
+    assert len({s.key for s in steps}) == len(steps)
+
+
+# --- every rule, one at a time ----------------------------------------------------------------
+# (mutate a valid plan, expected where, expected rule wording)
+
+def _set(path: tuple, value: Any) -> Callable[[dict], None]:
+    def mutate(data: dict) -> None:
+        target = data
+        for item in path[:-1]:
+            target = target[item]
+        target[path[-1]] = value
+    return mutate
+
+
+def _delete(path: tuple) -> Callable[[dict], None]:
+    def mutate(data: dict) -> None:
+        target = data
+        for item in path[:-1]:
+            target = target[item]
+        del target[path[-1]]
+    return mutate
+
+
+E0 = "versions[0] (thermostat-fw/4.2.0)"
+E1 = "versions[1] (thermostat-fw/3.0.0 …, 2 versions)"
+E2 = "versions[2] (door-sensor-app/1.9.3)"
+
+RULES = [
+    ("package-pattern", _set(("versions", 0, "package"), "thermo fw"), "versions[0] (thermo fw/4.2.0): package", "outside [a-zA-Z0-9-_.]"),
+    ("package-empty", _set(("versions", 0, "package"), ""), "versions[0] (/4.2.0): package", "is empty"),
+    ("package-too-long", _set(("versions", 0, "package"), "p" * 129), "versions[0] (", "at most 128"),
+    ("package-128-ok-version-65", _set(("versions", 0, "version"), "1" * 65), "versions[0] (thermostat-fw/", "at most 64"),
+    ("version-pattern", _set(("versions", 0, "version"), "4.2.0 beta"), "versions[0] (thermostat-fw/4.2.0 beta): version", "outside [a-zA-Z0-9-_.]"),
+    ("version-number", _set(("versions", 0, "version"), 1.1), "versions[0] (thermostat-fw/1.1): version", "read as a number"),
+    ("version-in-list", _set(("versions", 1, "versions"), ["3.0.0", "bad/slash"]), "versions[1] (thermostat-fw/3.0.0 …, 2 versions): versions[1]", "outside [a-zA-Z0-9-_.]"),
+    ("description-too-long", _set(("versions", 0, "description"), "x" * 1025), f"{E0}: description", "at most 1024"),
+    ("description-control", _set(("versions", 0, "description"), "two\nlines"), f"{E0}: description", "control character U+000A"),
+    ("description-format-char", _set(("defaults", "description"), "zero\u200bwidth"), "defaults.description", "control character U+200B"),
+    ("description-empty", _set(("versions", 0, "description"), ""), f"{E0}: description", "empty"),
+    ("recipe-too-long", _set(("versions", 2, "recipe"), "r" * 3073), f"{E2}: recipe", "at most 3072"),
+    ("attribute-key-pattern", _set(("versions", 0, "attributes"), {"min hw": "c"}), f"{E0}: attributes.min hw", "outside [a-zA-Z0-9:_-]"),
+    ("attribute-key-too-long", _set(("versions", 0, "attributes"), {"k" * 129: "c"}), f"{E0}: attributes", "1–128"),
+    ("attribute-value-empty", _set(("versions", 0, "attributes"), {"min_hw": ""}), f"{E0}: attributes.min_hw", "empty"),
+    ("attribute-value-number", _set(("versions", 0, "attributes"), {"min_hw": 3}), f"{E0}: attributes.min_hw", "put it in quotes"),
+    ("attribute-value-bool", _set(("versions", 0, "attributes"), {"signed": True}), f"{E0}: attributes.signed", "read as a boolean"),
+    ("attribute-value-control", _set(("versions", 0, "attributes"), {"a": "x\ty"}), f"{E0}: attributes.a", "control character U+0009"),
+    ("attributes-not-mapping", _set(("versions", 0, "attributes"), ["a", "b"]), f"{E0}: attributes", "must be a mapping"),
+    ("attributes-3kb-merged", _set(("versions", 0, "attributes"), {"blob": "x" * 3060}), f"{E0}: attributes", "with the defaults merged in"),
+    ("attributes-3kb-defaults", _set(("defaults", "attributes"), {"blob": "x" * 3100}), "defaults.attributes", "at most 3072"),
+    ("attributes-3kb-utf8-bytes", _set(("versions", 0, "attributes"), {"blob": "é" * 1530}), f"{E0}: attributes", "UTF-8"),
+    ("action-unknown", _set(("versions", 0, "action"), "PUBLISHED"), f"{E0}: action", "did you mean 'PUBLISH'"),
+    ("action-number", _set(("versions", 0, "action"), 1), f"{E0}: action", "use PUBLISH or DEPRECATE"),
+    ("artifact-missing-s3location", _set(("versions", 2, "artifact"), {"bucket": "b", "key": "k"}), f"{E2}: artifact", "unknown key 'bucket'"),
+    ("artifact-empty-bucket", _set(("versions", 2, "artifact", "s3Location", "bucket"), ""), f"{E2}: artifact.s3Location.bucket", "empty"),
+    ("artifact-no-key", _delete(("versions", 2, "artifact", "s3Location", "key")), f"{E2}: artifact.s3Location.key", "required key is missing"),
+    ("artifact-version-number", _set(("versions", 2, "artifact", "s3Location", "version"), 3), f"{E2}: artifact.s3Location.version", "read as a number"),
+    ("artifact-extra", _set(("versions", 2, "artifact", "s3Location", "region"), "eu"), f"{E2}: artifact.s3Location.region", "unknown key"),
+    ("duplicate-single", _set(("versions", 2), {"package": "thermostat-fw", "version": "4.2.0"}), "versions[2] (thermostat-fw/4.2.0): version", "already appears in versions[0]"),
+    ("duplicate-in-shorthand", _set(("versions", 1, "versions"), ["3.0.0", "4.2.0"]), "versions[1] (thermostat-fw/3.0.0 …, 2 versions): versions[1]", "thermostat-fw/4.2.0 already appears in versions[0]"),
+    ("duplicate-within-one-list", _set(("versions", 1, "versions"), ["3.0.0", "3.0.0"]), "versions[1] (thermostat-fw/3.0.0 …, 2 versions): versions[1]", "already appears in versions[1]"),
+    ("rate-zero", _set(("limits", "rate"), 0), "limits.rate", "greater than 0"),
+    ("rate-text", _set(("limits", "rate"), "fast"), "limits.rate", "valid number"),
+    ("burst-zero", _set(("limits", "burst"), 0), "limits.burst", "greater than or equal to 1"),
+    ("burst-float", _set(("limits", "burst"), 2.5), "limits.burst", "valid integer"),
+    ("concurrency-zero", _set(("limits", "concurrency"), 0), "limits.concurrency", "greater than or equal to 1"),
+    ("adaptive-text", _set(("limits", "adaptive"), "maybe"), "limits.adaptive", "valid boolean"),
+    ("ratio-zero", _set(("abort",), {"max_failure_ratio": 0}), "abort.max_failure_ratio", "greater than 0"),
+    ("ratio-above-one", _set(("abort",), {"max_failure_ratio": 1.5}), "abort.max_failure_ratio", "less than or equal to 1"),
+    ("min-finished-negative", _set(("abort",), {"min_finished": -1}), "abort.min_finished", "greater than or equal to 0"),
+    ("plan-name-pattern", _set(("plan",), "spring release/2026"), "plan", "outside [a-zA-Z0-9-_.]"),
+    ("plan-name-missing", _delete(("plan",)), "plan", "required key is missing"),
+    ("versions-empty", _set(("versions",), []), "versions", "is empty"),
+    ("versions-missing", _delete(("versions",)), "versions", "required key is missing"),
+    ("entry-both", _set(("versions", 0, "versions"), ["4.2.1"]), E0, "exactly one of 'version: X' or 'versions"),
+    ("entry-neither", _delete(("versions", 0, "version")), "versions[0] (thermostat-fw)", "exactly one of 'version: X' or 'versions"),
+    ("entry-empty-list", _set(("versions", 1, "versions"), []), "versions[1] (thermostat-fw): versions", "is empty"),
+    ("entry-not-mapping", _set(("versions", 1), "thermostat-fw/3.0.0"), "versions[1]: ", "must be a mapping"),
+    ("entry-changes-nothing", _set(("versions", 0), {"package": "thermostat-fw", "version": "4.2.0", "action": None, "description": None, "attributes": None}), E0, "changes nothing"),
+    ("entry-changes-nothing-no-defaults", lambda d: (_delete(("defaults",))(d), _delete(("versions", 0, "attributes"))(d)), E0, "changes nothing"),
+    ("entry-unknown-key", _set(("versions", 0, "verison"), "4.2.1"), f"{E0}: verison", "did you mean 'version'"),
+    ("top-unknown-key", _set(("limit",), {"rate": 1}), "limit", "did you mean 'limits'"),
+    ("defaults-artifact", _set(("defaults", "artifact"), {"s3Location": {"bucket": "b", "key": "k"}}), "defaults.artifact", "belongs to each entry"),
+    ("endpoint-url", _set(("target",), {"endpoint_url": "localhost:5000"}), "target.endpoint_url", "http:// or https://"),
+    ("waves-beyond", _set(("waves",), [2, 10]), "waves[1]", "the plan has 4 steps"),
+    ("waves-not-growing", _set(("waves",), [3, "50%"]), "waves[1]", "must grow"),
+    ("waves-bad-percent", _set(("waves",), ["0%"]), "waves[0]", "percentage in (0%, 100%]"),
+    ("waves-bool", _set(("waves",), [True]), "waves[0]", "step count"),
+    ("target-not-mapping", _set(("target",), "us-east-1"), "target", "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "where", "rule"), [r[1:] for r in RULES], ids=[r[0] for r in RULES])
+def test_each_rule_is_refused_naming_file_entry_and_rule(write, mutate, where, rule):
+    data = valid_plan()
+    mutate(data)
+    path = write(data)
+    problems = problems_of(path)
+    matching = [p for p in problems if where in p and rule in p]
+    assert matching, f"no problem names {where!r} and {rule!r}: {problems}"
+    assert all(p.startswith(f"{path}:") for p in problems)
+
+
+def test_the_valid_plan_itself_is_valid(write):
+    # The rule table above mutates this plan: it must start out valid.
+    load(write(valid_plan()))
+
+
+def test_names_at_the_limits_are_accepted(write):
+    data = valid_plan()
+    data["versions"][0].update(package="p" * 128, version="v" * 64, description="d" * 1024)
+    data["versions"][2]["recipe"] = "r" * 3072
+    data["versions"][0]["attributes"] = {"k:_-9": "-", "blob": "x" * (3072 - len("k:_-9-blob") - len("channelstable"))}
+    data["plan"] = "a-b_c.d"
+    step = load(write(data)).steps()[0]
+    assert len(step.package) == 128
+    assert sum(len(k) + len(v) for k, v in step.attributes.items()) == 3072
+
+
+def test_every_problem_is_reported_at_once(write):
+    data = valid_plan()
+    data["limits"]["rate"] = -1
+    data["versions"][0]["attributes"] = {"min_hw": 3}
+    data["versions"][1]["action"] = "RETIRE"
+    data["versions"].append({"package": "thermostat-fw", "version": "4.2.0"})  # duplicate of [0]
+    problems = problems_of(write(data))
+    assert len(problems) == 4, problems
+    assert any("limits.rate" in p for p in problems)
+    assert any("attributes.min_hw" in p for p in problems)
+    assert any("versions[1]" in p and "'RETIRE' is not an action" in p for p in problems)
+    # the duplicate is found even though other entries have type errors
+    assert any("versions[3]" in p and "already appears in versions[0]" in p for p in problems)
+
+
+def test_yaml_problems_carry_line_numbers(write):
+    text = "plan: p\nversions:\n  - package: a\n    version: '1'\n    action: PUBLISH\n  - package: b\n    version: '2'\n    action: RETIRE\n"
+    path = write(text)
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:8: versions[1] (b/2): action:")
+
+
+# --- malformed files: every one a PlanError, never anything else --------------------------------
+
+MALFORMED = [
+    ("yaml-syntax", "plan: p\nversions: [\n  - package: a\n", "plan.yaml", "YAML syntax error at line"),
+    ("yaml-bad-indent", "plan: p\n  versions: x\n", "plan.yaml", "YAML syntax error at line 2, column 11"),
+    ("yaml-tab", "plan: p\nversions:\n\t- a\n", "plan.yaml", "YAML syntax error at line 3"),
+    ("yaml-nul", "plan: p\x00\n", "plan.yaml", "YAML syntax error at line 1, column 8"),
+    ("yaml-duplicate-key", "plan: p\nplan: q\nversions: []\n", "plan.yaml", "'plan' appears twice in one mapping (first at line 1)"),
+    ("yaml-bad-date", "plan: 2024-13-45\n", "plan.yaml", "cannot be read as YAML"),
+    ("yaml-two-documents", "plan: p\n---\nplan: q\n", "plan.yaml", "YAML syntax error"),
+    ("yaml-unknown-tag", "plan: !!python/object:os.system ls\n", "plan.yaml", "YAML syntax error"),
+    ("yaml-deep", "a: " + "[" * 5000 + "]" * 5000 + "\n", "plan.yaml", "plan.yaml"),
+    ("yaml-cyclic-alias", "plan: p\nversions: &v [*v]\n", "plan.yaml", "versions[0]"),
+    ("top-level-list", "- plan: p\n", "plan.yaml", "top level must be a mapping"),
+    ("top-level-scalar", "just words\n", "plan.yaml", "top level must be a mapping"),
+    ("empty-file", "", "plan.yaml", "the plan is empty"),
+    ("only-comments", "# nothing yet\n", "plan.yaml", "the plan is empty"),
+    ("json-syntax", '{"plan": "p",\n "versions": [}', "plan.json", "JSON syntax error at line 2, column 15"),
+    ("json-duplicate-key", '{"plan": "p", "plan": "q"}', "plan.json", "'plan' appears twice"),
+    ("json-nan-rate", '{"plan": "p", "limits": {"rate": NaN}, "versions": [{"package": "a", "version": "1", "action": "PUBLISH"}]}', "plan.json", "limits.rate"),
+    ("toml-syntax", 'plan = "p"\nversions = [\n', "plan.toml", "TOML syntax error"),
+    ("toml-date", 'plan = 2024-01-01\n[[versions]]\npackage = "a"\nversion = "1"\n', "plan.toml", "plan: 2024-01-01 was read as a date"),
+    ("unknown-extension", "plan: p\n", "plan.txt", "unknown plan format '.txt'"),
+    ("not-utf8", b"plan: caf\xe9\n", "plan.yaml", "not UTF-8 text (byte 0xe9 on line 1)"),
+    ("wrong-types-everywhere", "plan: [a]\nlimits: 5\nversions: {package: a}\n", "plan.yaml", "limits: must be a mapping"),
+    ("set-instead-of-list", "plan: p\nversions: !!set {a, b}\n", "plan.yaml", "versions: must be a list"),
+]
+
+
+@pytest.mark.parametrize(("content", "name", "expected"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_files_raise_plan_error(write, content, name, expected):
+    path = write(content, name)
+    problems = problems_of(path)
+    assert any(expected in p for p in problems), problems
+    assert all(p.startswith(str(path)) for p in problems)
+
+
+def test_missing_file(tmp_path):
+    problems = problems_of(tmp_path / "nope.yaml")
+    assert problems == [f"{tmp_path / 'nope.yaml'}: no such file"]
+
+
+def test_directory(tmp_path):
+    (tmp_path / "plans.yaml").mkdir()
+    assert problems_of(tmp_path / "plans.yaml") == [f"{tmp_path / 'plans.yaml'}: is a directory, not a plan file"]
+
+
+def test_path_through_a_file_is_unreadable(write):
+    # Works as root too (unlike chmod 000): the "directory" is a file.
+    path = write("plan: p\n") / "inner.yaml"
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: cannot be read:")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_permission_denied(write):
+    path = write("plan: p\n")
+    path.chmod(0)
+    assert problems_of(path) == [f"{path}: cannot be read: permission denied"]
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_validate_ok_prints_one_line_per_plan():
+    result = CliRunner().invoke(main, ["validate", str(PLANS / "demo.yaml"), str(PLANS / "migration.yaml")])
+    assert result.exit_code == EXIT_OK, result.output
+    lines = result.stdout.splitlines()
+    assert lines == [f"{PLANS / 'demo.yaml'}: ok — 200 steps, 4 packages, PUBLISH 200",
+                     f"{PLANS / 'migration.yaml'}: ok — 9 steps, 4 packages, PUBLISH 9"]
+
+
+def test_cli_validate_invalid_lists_problems_on_stderr_and_exits_2(write):
+    data = valid_plan()
+    data["versions"][0]["attributes"] = {"min_hw": 3}
+    bad = write(data)
+    result = CliRunner().invoke(main, ["validate", str(PLANS / "demo.yaml"), str(bad)])
+    assert result.exit_code == EXIT_INVALID
+    assert "demo.yaml: ok" in result.stdout  # the valid plan is still reported
+    assert f"{bad}:" in result.stderr and "versions[0] (thermostat-fw/4.2.0): attributes.min_hw" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_schema_prints_the_plan_json_schema():
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema == ReleasePlan.model_json_schema()
+    assert set(schema["required"]) == {"plan", "versions"}
+    assert schema["additionalProperties"] is False
+    assert schema["$defs"]["Limits"]["properties"]["rate"]["default"] == 10.0
+
+
+@pytest.mark.parametrize("case", ["syntax", "missing", "types"])
+def test_cli_validate_in_a_real_process_never_prints_a_traceback(tmp_path, case):
+    path = tmp_path / "bad.yaml"
+    if case == "syntax":
+        path.write_text("plan: p\nversions: [\n")
+    elif case == "types":
+        path.write_text("plan: 12\nlimits: {rate: fast}\nversions: [{package: a, version: 1.10}]\n")
+    proc = subprocess.run([sys.executable, "-m", "fleetrel", "validate", str(path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == EXIT_INVALID
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert proc.stderr.startswith(f"{path}")
+    expected = {"syntax": "YAML syntax error at line", "missing": "no such file", "types": "versions[0] (a/1.1): version"}[case]
+    assert expected in proc.stderr
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,}")
+KEY_RE = re.compile(r"[A-Za-z0-9:_\-]{1,}")
+
+
+def _no_control(text: str) -> bool:
+    import unicodedata
+    return not any(unicodedata.category(c).startswith("C") for c in text)
+
+
+def assert_step_passes_the_rules(step: Step) -> None:
+    """The rules, restated independently of fleetrel.plan."""
+    assert NAME_RE.fullmatch(step.package) and len(step.package) <= 128
+    assert NAME_RE.fullmatch(step.version) and len(step.version) <= 64
+    assert step.action in (None, "PUBLISH", "DEPRECATE")
+    if step.description is not None:
+        assert 0 < len(step.description) <= 1024 and _no_control(step.description)
+    if step.recipe is not None:
+        assert isinstance(step.recipe, str) and len(step.recipe) <= 3072
+    if step.attributes is not None:
+        assert sum(len(k.encode()) + len(v.encode()) for k, v in step.attributes.items()) <= 3072
+        for key, value in step.attributes.items():
+            assert KEY_RE.fullmatch(key) and len(key) <= 128
+            assert isinstance(value, str) and value and _no_control(value)
+    if step.artifact is not None:
+        assert set(step.artifact) == {"s3Location"}
+        location = step.artifact["s3Location"]
+        assert {"bucket", "key"} <= set(location) <= {"bucket", "key", "version"}
+        assert all(isinstance(v, str) and v for v in location.values())
+    assert step.request() and len(step.request_digest()) == 64
+
+
+FIELD_NAMES = ["plan", "target", "limits", "abort", "defaults", "versions", "waves", "package", "version",
+               "action", "description", "attributes", "artifact", "s3Location", "bucket", "key", "recipe",
+               "rate", "burst", "concurrency", "adaptive", "max_failure_ratio", "min_finished"]
+scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.dates()
+           | st.text(max_size=12) | st.sampled_from(["PUBLISH", "publish", "1.0.0", "", "50%", "a b", "x" * 200]))
+nested = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=6), inner, max_size=4),
+                      max_leaves=12)
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("plans")
+
+
+def _load_only_plan_error(path: Path) -> ReleasePlan | None:
+    try:
+        plan = load(path)
+    except PlanError as exc:
+        assert exc.problems and all(p.startswith(str(path)) for p in exc.problems)
+        return None
+    for step in plan.steps():
+        assert_step_passes_the_rules(step)
+    assert len({s.key for s in plan.steps()}) == len(plan.steps())
+    return plan
+
+
+@FAST
+@given(text=st.text(max_size=200) | st.text(alphabet=" :-[]{}\n\t\"'&*!|>#%@`,?ab01.~", max_size=120))
+def test_property_arbitrary_yaml_text_only_raises_plan_error(scratch, text):
+    path = scratch / "arbitrary.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    _load_only_plan_error(path)
+
+
+@FAST
+@given(data=nested)
+def test_property_arbitrary_data_as_yaml_only_raises_plan_error(scratch, data):
+    path = scratch / "data.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    _load_only_plan_error(path)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, prefix + (index,))
+    return found
+
+
+@st.composite
+def mutated_plans(draw) -> dict[str, Any]:
+    data = valid_plan()
+    data["target"] = {"region": "us-east-1"}
+    data["abort"] = {"max_failure_ratio": 0.2, "min_finished": 5}
+    data["waves"] = [1, "50%"]
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(data)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = data
+        for item in path[:-1]:
+            parent = parent[item]
+        operation = draw(st.sampled_from(["delete", "set", "add"]))
+        if operation == "delete":
+            del parent[path[-1]]
+        elif operation == "set":
+            parent[path[-1]] = draw(nested)
+        elif isinstance(parent, dict):
+            parent[draw(st.sampled_from(FIELD_NAMES) | st.text(max_size=8))] = draw(nested)
+        else:
+            parent.insert(path[-1], draw(nested))
+    return copy.deepcopy(data)
+
+
+@FAST
+@given(data=mutated_plans())
+def test_property_mutated_plans_only_raise_plan_error_and_loaded_ones_pass_the_rules(scratch, data):
+    path = scratch / "mutated.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    _load_only_plan_error(path)
