@@ -1,0 +1,165 @@
+"""The preview (`fleetrel plan`) and the drift check (`fleetrel verify`) against the emulator.
+
+The strongest check of a preview is the run itself: after previewing, the plan is run and
+every step must end as the preview said (apply -> succeeded, unchanged -> skipped,
+blocked -> failed).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fleetrel import load_plan, run
+from fleetrel.cli import main
+from fleetrel.plan import Step
+from fleetrel.state import (APPLY, BLOCKED, UNCHANGED, ReadError, VersionState, diff_step, drift_of,
+                            read_drift, read_preview)
+
+ART = {"s3Location": {"bucket": "fw-artifacts", "key": "fw/1.1.bin", "version": "3"}}
+OTHER_ART = {"s3Location": {"bucket": "fw-artifacts", "key": "fw/old.bin", "version": "1"}}
+
+# (seed of the version or None when missing, plan entry, expected outcome, expected reason or changes)
+CASES = [
+    ({"status": "DRAFT", "attributes": {"channel": "beta", "old": "y"}, "description": "old"},
+     {"version": "1.0", "action": "PUBLISH", "attributes": {"channel": "stable", "new": "x"}, "description": "d"},
+     APPLY, ["attributes +new ~channel -old", "description"]),
+    ({"status": "DRAFT", "artifact": OTHER_ART},
+     {"version": "1.1", "action": "PUBLISH", "artifact": ART, "recipe": '{"steps": []}'},
+     APPLY, ["artifact", "recipe"]),
+    ({"status": "PUBLISHED"}, {"version": "2.0", "action": "PUBLISH"}, UNCHANGED, []),
+    ({"status": "DRAFT"}, {"version": "2.1", "action": "DEPRECATE"}, BLOCKED, "draft-to-deprecate"),
+    ({"status": "PUBLISHED", "attributes": {"channel": "stable"}},
+     {"version": "2.2", "action": "DEPRECATE", "attributes": {"channel": "stable"}}, BLOCKED, "fields-need-draft"),
+    (None, {"version": "2.3", "action": "PUBLISH"}, BLOCKED, "version-missing"),
+    ({"status": "PUBLISHED", "description": "old"}, {"version": "2.4", "action": "PUBLISH", "description": "new"},
+     BLOCKED, "already-in-status"),
+    ({"status": "PUBLISHED", "description": "old"}, {"version": "2.5", "action": "DEPRECATE", "description": "eol"},
+     APPLY, ["description"]),
+    ({"status": "DEPRECATED"}, {"version": "2.6", "action": "PUBLISH"}, APPLY, []),
+    ({"status": "PUBLISHED", "description": "old"}, {"version": "2.7", "description": "new"}, APPLY, ["description"]),
+    ({"status": "DEPRECATED"}, {"version": "2.8", "artifact": ART}, BLOCKED, "fields-need-draft"),
+]
+GHOST = {"package": "ghost-fw", "version": "1.0", "action": "PUBLISH"}  # its package does not exist
+
+
+def write_preview_plan(path: Path, emulator) -> Path:
+    seeds = [{"package": "fw", "version": entry["version"], **seed} for seed, entry, *_ in CASES if seed]
+    emulator.seed(seeds)
+    doc = {"plan": "preview-test", "limits": {"rate": 100, "burst": 20, "concurrency": 4},
+           "abort": {"max_failure_ratio": 1.0, "min_finished": 1000},
+           "versions": [{"package": "fw", **entry} for _, entry, *_ in CASES] + [GHOST]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+async def test_preview_shows_each_change_and_each_blocked_step_and_the_run_agrees(emulator, tmp_path):
+    plan = load_plan(write_preview_plan(tmp_path / "p.yaml", emulator))
+    preview = await read_preview(plan, endpoint_url=emulator.url)
+
+    by_key = {s.key: s for s in preview.steps}
+    for _, entry, outcome, detail in CASES:
+        step = by_key[f"fw/{entry['version']}"]
+        assert step.outcome == outcome, step
+        if outcome == BLOCKED:
+            assert step.blocked == detail and step.reason, step
+        else:
+            assert step.changes == detail, step
+    assert by_key["ghost-fw/1.0"].blocked == "package-missing"
+    assert by_key["fw/2.5"].current == "PUBLISHED" and by_key["fw/2.5"].planned == "DEPRECATED"
+    assert not preview.can_apply
+    assert preview.totals()["blocked_by_reason"] == {"draft-to-deprecate": 1, "fields-need-draft": 2,
+                                                     "version-missing": 1, "package-missing": 1,
+                                                     "already-in-status": 1}
+    record = emulator.record()
+    assert "UpdatePackageVersion" not in record["operations"]
+    assert sum(record["operations"]["GetPackageVersion"].values()) == len(CASES) + 1
+
+    # The run does what the preview said.
+    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    expected = {APPLY: "succeeded", UNCHANGED: "skipped", BLOCKED: "failed"}
+    assert {o.key: o.outcome for o in result.outcomes} == {s.key: expected[s.outcome] for s in preview.steps}
+
+
+def test_plan_command_exit_codes_and_json(emulator, tmp_path):
+    plan_path = write_preview_plan(tmp_path / "p.yaml", emulator)
+    runner = CliRunner()
+    blocked = runner.invoke(main, ["plan", str(plan_path), "--endpoint-url", emulator.url, "--json"])
+    assert blocked.exit_code == 2, blocked.output
+    doc = json.loads(blocked.output)
+    assert doc["can_apply"] is False and doc["totals"]["blocked"] == 6 and doc["totals"]["unchanged"] == 1
+
+    table = runner.invoke(main, ["plan", str(plan_path), "--endpoint-url", emulator.url])
+    assert table.exit_code == 2
+    assert "fw/2.1" in table.output and "ghost-fw/1.0" in table.output
+    assert "5 to apply, 1 already as planned (will be skipped), 6 blocked" in table.output
+    assert "blocked (draft-to-deprecate): 1" in table.output
+
+    # Only the steps that can be applied: exit 0, and `run --dry-run` says the same.
+    ok_doc = yaml.safe_load(plan_path.read_text())
+    ok_doc["versions"] = [v for v in ok_doc["versions"] 
+                         if v["package"] == "fw" and v["version"] in ("1.0", "1.1", "2.0", "2.6")]
+    ok_path = tmp_path / "ok.yaml"
+    ok_path.write_text(yaml.safe_dump(ok_doc))
+    assert runner.invoke(main, ["plan", str(ok_path), "--endpoint-url", emulator.url]).exit_code == 0
+    dry = runner.invoke(main, ["run", str(ok_path), "--endpoint-url", emulator.url, "--dry-run", "--json"])
+    assert dry.exit_code == 0 and json.loads(dry.output)["totals"]["apply"] == 3
+    assert "UpdatePackageVersion" not in emulator.record()["operations"]
+    assert not (tmp_path / "ok.journal.jsonl").exists() and not Path("ok.journal.jsonl").exists()
+
+
+def test_verify_finds_drift_made_behind_fleetrels_back(emulator, iot, tmp_path):
+    versions = [f"3.0.{i}" for i in range(6)]
+    emulator.seed([{"package": "fw", "version": v, "description": "old"} for v in versions])
+    doc = {"plan": "verify-test", "limits": {"rate": 100, "burst": 20, "concurrency": 4},
+           "versions": [{"package": "fw", "versions": versions, "action": "PUBLISH", "description": "spring",
+                         "attributes": {"channel": "stable"}}]}
+    plan_path = tmp_path / "v.yaml"
+    plan_path.write_text(yaml.safe_dump(doc))
+    plan = load_plan(plan_path)
+    runner = CliRunner()
+    ran = runner.invoke(main, ["run", str(plan_path), "--journal", str(tmp_path / "j.jsonl"),
+                               "--endpoint-url", emulator.url])
+    assert ran.exit_code == 0, ran.output
+    assert anyio.run(lambda: read_drift(plan, endpoint_url=emulator.url)).matches
+    assert runner.invoke(main, ["verify", str(plan_path), "--endpoint-url", emulator.url]).exit_code == 0
+
+    # Behind fleetrel's back: deprecate one version and edit another's description.
+    iot.update_package_version(packageName="fw", versionName="3.0.1", action="DEPRECATE")
+    iot.update_package_version(packageName="fw", versionName="3.0.4", description="hotfix")
+    report = anyio.run(lambda: read_drift(plan, endpoint_url=emulator.url))
+    assert {d.key: d.differences for d in report.drifted} == {
+        "fw/3.0.1": ["status DEPRECATED (planned PUBLISHED)"], "fw/3.0.4": ["description"]}
+    out = runner.invoke(main, ["verify", str(plan_path), "--endpoint-url", emulator.url])
+    assert out.exit_code == 1 and "fw/3.0.1" in out.output and "fw/3.0.4" in out.output
+    assert "2 of 6 versions differ" in out.output
+    js = runner.invoke(main, ["verify", str(plan_path), "--endpoint-url", emulator.url, "--json"])
+    assert js.exit_code == 1 and json.loads(js.output)["matches"] is False
+
+
+# -- the rules, without a network ------------------------------------------------------
+
+def test_attribute_drift_is_reported_by_digest_not_by_value():
+    step = Step("fw", "1.0", action="PUBLISH", attributes={"secret": "s3cr3t"})
+    drift = drift_of(step, VersionState("PUBLISHED", attributes={"secret": "leaked"}))
+    assert len(drift) == 1 and drift[0].startswith("attributes (digest") and "~secret" in drift[0]
+    assert "s3cr3t" not in drift[0] and "leaked" not in drift[0]
+    assert drift_of(step, VersionState("PUBLISHED", attributes={"secret": "s3cr3t"})) == []
+    assert drift_of(step, ReadError("ResourceNotFoundException", "gone")) == ["missing"]
+
+
+@pytest.mark.parametrize("current, action, outcome", [
+    ("DRAFT", "PUBLISH", APPLY), ("PUBLISHED", "DEPRECATE", APPLY), ("DEPRECATED", "PUBLISH", APPLY),
+    ("DRAFT", "DEPRECATE", BLOCKED), ("PUBLISHED", "PUBLISH", UNCHANGED), ("DEPRECATED", "DEPRECATE", UNCHANGED),
+])
+def test_lifecycle_transitions(current, action, outcome):
+    assert diff_step(Step("fw", "1.0", action=action), VersionState(current)).outcome == outcome
+
+
+def test_an_unreadable_version_is_blocked_with_the_error_named():
+    preview = diff_step(Step("fw", "1.0", action="PUBLISH"), ReadError("AccessDeniedException", "no"))
+    assert preview.outcome == BLOCKED and "AccessDeniedException" in preview.reason
