@@ -15,7 +15,8 @@ never delayed, throttled or faulted:
     POST /_fleetrel/reset           forget all packages, the record and setting changes
     GET  /_fleetrel/state?package=P&version=V[&region=R&account=A]   one version, or 404
 
-    app = EmulatorApp(moto_glue.moto_server_app(), EmulatorSettings(rate=10))
+    app = EmulatorApp(moto_glue.moto_server_app(), moto_glue.iot_server_app(),
+                      EmulatorSettings(rate=10))
 """
 from __future__ import annotations
 
@@ -85,10 +86,12 @@ class DroppedConnection(ConnectionAbortedError):
 
 
 class EmulatorApp:
-    """WSGI app: `moto_app` behind throttling, faults and the record; control endpoints."""
+    """WSGI app: control endpoints; package calls to `iot_app` behind throttling, faults
+    and the record; everything else to `moto_app` (all of moto's services)."""
 
-    def __init__(self, moto_app: WSGIApp, settings: EmulatorSettings | None = None) -> None:
-        self.moto_app = moto_app
+    def __init__(self, moto_app: WSGIApp, iot_app: WSGIApp,
+                 settings: EmulatorSettings | None = None) -> None:
+        self.moto_app, self.iot_app = moto_app, iot_app
         self.initial = settings if settings is not None else EmulatorSettings()
         self.record = Record()
         self._lock = threading.Lock()
@@ -164,7 +167,7 @@ class EmulatorApp:
                 return lambda data: None
             return start_response(status, headers, exc_info)
 
-        body = self.moto_app(environ, capture)
+        body = self.iot_app(environ, capture)
         if drop:
             # The backend has applied the call; now lose the answer, as a reset
             # connection would. The retry this provokes is what clientTokens are for.
