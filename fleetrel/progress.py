@@ -162,6 +162,8 @@ class PlainLog(RunProgress):
                 self._emit(now)
         elif event in ("run_aborted", "run_interrupted") or (event == "run_finished" and self.done != self._written):
             self._emit(self.clock())
+        elif event in ("run_started", "run_resumed"):
+            self._next_done = self._step_mark(0)  # now that the session's size is known
 
     def _emit(self, now: float) -> None:
         self.write(self.snapshot().line())

@@ -1,0 +1,165 @@
+"""`fleetrel run` as an operator meets it: piped output, --json, abort and resume, waves."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from fleetrel.cli import main
+from fleetrel.journal import replay
+from fleetrel.progress import PlainLog
+
+PKG = "door-sensor-app"
+ANSI_ESCAPE = "\x1b"
+
+
+def names(n: int) -> list[str]:
+    return [f"1.9.{i}" for i in range(n)]
+
+
+def write_plan(path: Path, versions: list[str], *, rate: float = 100, concurrency: int = 4,
+               abort: dict | None = None, waves: list | None = None) -> Path:
+    doc = {"plan": "cli-test", "limits": {"rate": rate, "burst": 5, "concurrency": concurrency},
+           "versions": [{"package": PKG, "versions": versions, "action": "PUBLISH"}]}
+    if abort:
+        doc["abort"] = abort
+    if waves:
+        doc["waves"] = waves
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def update_calls(emulator) -> int:
+    return sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values())
+
+
+def records(journal: Path) -> list[dict]:
+    return [json.loads(line) for line in journal.read_text().splitlines()]
+
+
+def fleetrel(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI in its own process, stdout and stderr piped, stdin not a terminal."""
+    return subprocess.run([sys.executable, "-m", "fleetrel", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def test_piped_run_logs_plain_lines_without_escape_codes_and_never_prompts(emulator, tmp_path):
+    versions = names(25)  # more than 20: a terminal would be asked to confirm
+    emulator.seed([(PKG, v) for v in versions])
+    plan = write_plan(tmp_path / "p.yaml", versions)
+    out = fleetrel("run", str(plan), "--journal", str(tmp_path / "j.jsonl"), "--endpoint-url", emulator.url)
+    assert out.returncode == 0, out.stderr
+    assert ANSI_ESCAPE not in out.stdout and ANSI_ESCAPE not in out.stderr
+    progress = [line for line in out.stdout.splitlines() if line.startswith("[")]
+    assert progress and progress[-1].split("]")[1].strip().startswith("25/25 (100%)")
+    assert "succeeded" in out.stdout and "mean calls/s" in out.stdout and "throttled" in out.stdout
+    assert update_calls(emulator) == 25
+
+
+def test_json_output_parses_and_keeps_people_on_stderr(emulator, tmp_path):
+    versions = names(6)
+    emulator.seed([(PKG, v) for v in versions[:5]])  # one missing: it fails
+    plan = write_plan(tmp_path / "p.yaml", versions)
+    out = fleetrel("run", str(plan), "--journal", str(tmp_path / "j.jsonl"), "--endpoint-url", emulator.url,
+                   "--json", "--verify")
+    assert out.returncode == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "failed" and doc["succeeded"] == 5 and doc["failed"] == 1
+    assert doc["failures_by_code"] == {"ResourceNotFoundException": 1}
+    assert doc["verify"]["matches"] is False and [d["key"] for d in doc["verify"]["drifted"]] == [f"{PKG}/1.9.5"]
+    assert "calls_per_second" in doc and "throttled_fraction" in doc
+    assert "--retry-failed" in out.stderr and ANSI_ESCAPE not in out.stderr
+
+
+def test_abort_threshold_exits_3_early_and_a_rerun_resumes(emulator, tmp_path):
+    versions = names(30)
+    missing = {v for i, v in enumerate(versions) if i % 2}
+    emulator.seed([(PKG, v) for v in versions if v not in missing])
+    plan = write_plan(tmp_path / "p.yaml", versions, concurrency=2,
+                      abort={"max_failure_ratio": 0.2, "min_finished": 10})
+    journal = tmp_path / "j.jsonl"
+    args = ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 3, first.output
+    assert "aborted" in first.output and "run the same command again to resume" in first.output
+    sent_first = update_calls(emulator)
+    assert sent_first < len(versions)  # stopped before attempting everything
+    state = replay(journal)
+    assert state.status == "aborted" and state.counts()["unfinished"] == len(versions) - sent_first
+
+    # The missing versions appear; a re-run resumes: only the steps never sent go out.
+    emulator.seed([(PKG, v) for v in missing])
+    second = CliRunner().invoke(main, args)
+    assert update_calls(emulator) == len(versions)  # each step sent exactly once over both runs
+    assert second.exit_code == 1, second.output  # the first run's failures stay failed ...
+    third = CliRunner().invoke(main, [*args, "--retry-failed"])
+    assert third.exit_code == 0, third.output  # ... until --retry-failed
+    assert replay(journal).status == "complete" and replay(journal).sessions == 3
+
+
+def test_waves_run_in_order_with_wave_pause(emulator, tmp_path):
+    versions = names(10)
+    emulator.seed([(PKG, v) for v in versions])
+    plan = write_plan(tmp_path / "p.yaml", versions, waves=[2, "50%"])
+    journal = tmp_path / "j.jsonl"
+    out = fleetrel("run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url,
+                   "--wave-pause", "0")
+    assert out.returncode == 0, out.stderr
+    assert "wave 3/3" in out.stdout
+    recs = records(journal)
+    sessions = [r for r in recs if r["event"] in ("run_started", "run_resumed")]
+    assert [s["to_do"] for s in sessions] == [2, 3, 5]
+    # every step of a wave finished before any step of the next one started
+    position = {(r["event"], r.get("step")): i for i, r in enumerate(recs)}
+    keys = [f"{PKG}/{v}" for v in versions]
+    for earlier, later in ((keys[:2], keys[2:]), (keys[:5], keys[5:])):
+        last_done = max(position[("step_succeeded", k)] for k in earlier)
+        first_start = min(position[("step_started", k)] for k in later)
+        assert last_done < first_start
+
+
+def test_a_failure_in_a_wave_stops_before_the_next(emulator, tmp_path):
+    versions = names(8)
+    emulator.seed([(PKG, v) for i, v in enumerate(versions) if i != 2])  # step 3 is in wave 2
+    plan = write_plan(tmp_path / "p.yaml", versions, waves=[2, 4])
+    journal = tmp_path / "j.jsonl"
+    out = fleetrel("run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url,
+                   "--wave-pause", "0")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "not starting wave 3" in out.stdout
+    assert update_calls(emulator) == 4
+    started = {r["step"] for r in records(journal) if r["event"] == "step_started"}
+    assert started == {f"{PKG}/{v}" for v in versions[:4]}
+
+
+# -- the plain log, with a fake clock --------------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_log_writes_every_tenth_of_the_steps_and_every_interval():
+    clock, lines = FakeClock(), []
+    log = PlainLog(lines.append, every_seconds=5.0, every_fraction=0.1, clock=clock)
+    log.on_event("run_started", to_do=100)
+    log.started = clock.now
+    for i in range(1, 31):
+        log.on_event("step_succeeded", step=f"p/{i}")
+    assert len(lines) == 3 and lines[-1].split("]")[1].strip().startswith("30/100 (30%)")
+    clock.now = 6.0  # nothing for a while, then one step and a throttle: the interval passed
+    log.on_event("attempt_failed", step="p/31", throttled=True)
+    assert len(lines) == 4 and "throttles 1 retries 1" in lines[-1]
+    log.on_event("step_failed", step="p/31", code="ValidationException")
+    assert len(lines) == 4  # neither a tenth more nor 5 s since the last line
+    log.on_event("run_aborted")
+    assert "failed 1" in lines[-1] and "stopping: aborted" in lines[-1]
+    assert all(ANSI_ESCAPE not in line for line in lines)
+    assert "ETA" in lines[-1]
