@@ -150,7 +150,7 @@ class Package:
 class _Remembered:
     request_digest: str
     answer: dict[str, Any]
-    expires: float
+    at: float  # when first answered; the window is applied on use, so changing it counts
 
 
 class PackageCatalog:
@@ -184,7 +184,7 @@ class PackageCatalog:
             key = (operation, client_token)
             digest = json.dumps(request, sort_keys=True, default=str)
             seen = self._remembered.get(key)
-            if seen is not None and seen.expires > now:
+            if seen is not None and now - seen.at < self.rules.idempotency_window_s:
                 if seen.request_digest != digest:
                     # docs (API reference, clientToken): a token reused with different
                     # parameters is refused rather than silently applied.
@@ -194,9 +194,15 @@ class PackageCatalog:
             # Only answers that succeeded are remembered: a failed call changed nothing,
             # so running it again is what a retry should do.
             answer = apply()
-            self._remembered[key] = _Remembered(digest, dict(answer),
-                                                now + self.rules.idempotency_window_s)
+            self._remembered[key] = _Remembered(digest, dict(answer), now)
+            if len(self._remembered) > 100_000:
+                self._forget_expired(now)
             return answer
+
+    def _forget_expired(self, now: float) -> None:
+        window = self.rules.idempotency_window_s
+        self._remembered = {key: seen for key, seen in self._remembered.items()
+                            if now - seen.at < window}
 
     # -- packages -------------------------------------------------------------------
 

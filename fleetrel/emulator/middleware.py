@@ -39,7 +39,9 @@ from fleetrel.emulator.settings import EmulatorSettings, SettingsError
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_NAME = r"([a-zA-Z0-9\-_.]+)"
+# Any path segment: names that break the pattern are still package calls (counted,
+# throttled) that the catalog then refuses with a ValidationException, as AWS would.
+_NAME = r"([^/]+)"
 ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("GET", re.compile(r"^/packages/?$"), "ListPackages"),
     ("PUT", re.compile(rf"^/packages/{_NAME}$"), "CreatePackage"),
