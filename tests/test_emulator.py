@@ -180,6 +180,8 @@ def test_token_bucket_throttles_a_burst_as_predicted(emulator: Emulator, iot: An
         headers = error.response["ResponseMetadata"]["HTTPHeaders"]
         assert headers["x-amzn-errortype"] == "ThrottlingException"
     record = emulator.record()
+    assert len(record["tokens_sent"]["fw/1.0"]) == 20  # botocore drew a new token per call
+    assert len(record["tokens"]["fw/1.0"]) == accepted  # only these reached the backend
     assert record["throttled"] == {"UpdatePackageVersion": len(throttles)}
     assert record["operations"]["UpdatePackageVersion"] == {"200": accepted,
                                                             "400": len(throttles)}
@@ -433,6 +435,32 @@ def test_cli_seeds_a_plan_as_drafts() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_emulator_whose_starter_was_killed_stops_by_itself() -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fleetrel.emulator import start_emulator;"
+         " emu = start_emulator(); print(emu.process.pid, flush=True); time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    child = int(starter.stdout.readline())
+    starter.kill()  # SIGKILL: no chance to stop the emulator
+    starter.wait()
+    deadline = time.monotonic() + 30
+    while not process_gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a condition with a deadline, not timing a result
+    if not process_gone(child):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the orphaned emulator kept running")
 
 
 def test_in_thread_emulator_serves_the_same_api() -> None:

@@ -142,6 +142,10 @@ class EmulatorApp:
     def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                      operation: str, names: tuple[str, ...]) -> Any:
         settings, bucket, dice = self.settings, self.buckets.get(operation), self.dice
+        token = None
+        if operation == "UpdatePackageVersion":
+            token = parse_qs(environ.get("QUERY_STRING", "")).get("clientToken", [None])[0]
+            self.record.token("/".join(names), token, reached_backend=False)
         delay_ms = settings.latency_ms + (dice.uniform(0, settings.jitter_ms)
                                           if settings.jitter_ms else 0.0)
         if delay_ms > 0:
@@ -159,8 +163,7 @@ class EmulatorApp:
         drop = roll < settings.fail_rate + settings.drop_rate
 
         if operation == "UpdatePackageVersion":
-            token = parse_qs(environ.get("QUERY_STRING", "")).get("clientToken", [None])[0]
-            self.record.reached_backend("/".join(names), token)
+            self.record.token("/".join(names), token, reached_backend=True)
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

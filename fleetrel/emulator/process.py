@@ -157,7 +157,8 @@ def start_emulator(rate: float | None = None, burst: float | None = None,
     command = [sys.executable, "-m", "fleetrel.emulator", "--host", host, "--port", str(port),
                *emulator_args(rate, burst, latency_ms, jitter_ms, fail_rate, drop_rate,
                               random_seed)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The child stops by itself if this process dies without stopping it (see serve()).
+    env = dict(os.environ, PYTHONUNBUFFERED="1", FLEETREL_EMULATOR_PARENT_PID=str(os.getpid()))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     url_line: list[str] = []
     got_line = threading.Event()

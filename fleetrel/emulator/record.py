@@ -27,8 +27,12 @@ class Record:
             self.operations: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             self.throttled: dict[str, int] = defaultdict(int)
             self.injected: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            # clientTokens per "package/version", distinct, in first-seen order: `tokens` of
+            # calls that reached the backend, `tokens_sent` of every call that arrived
+            # (throttled and 500-failed ones too).
             self.tokens: dict[str, list[str]] = {}
-            self._token_sets: dict[str, set[str]] = defaultdict(set)
+            self.tokens_sent: dict[str, list[str]] = {}
+            self._token_sets: dict[tuple[bool, str], set[str]] = defaultdict(set)
             # (wall time, operation, status or "dropped"): wall time so a client in another
             # process can line it up with its own clock when plotting.
             self.events: list[tuple[float, str, int | str]] = []
@@ -45,15 +49,18 @@ class Record:
                 self.injected[injected][operation] += 1
             self.events.append((now, operation, status))
 
-    def reached_backend(self, key: str, client_token: str | None) -> None:
-        """Note an UpdatePackageVersion clientToken for `package/version`, first-seen order."""
+    def token(self, key: str, client_token: str | None, *, reached_backend: bool) -> None:
+        """Note an UpdatePackageVersion clientToken for `package/version` (call once when
+        the call arrives, and again with reached_backend=True if it gets past the throttle
+        and the 500 dice)."""
         if client_token is None:
             return
         with self._lock:
-            seen = self._token_sets[key]
+            seen = self._token_sets[(reached_backend, key)]
             if client_token not in seen:
                 seen.add(client_token)
-                self.tokens.setdefault(key, []).append(client_token)
+                target = self.tokens if reached_backend else self.tokens_sent
+                target.setdefault(key, []).append(client_token)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -63,6 +70,7 @@ class Record:
                 "throttled": dict(self.throttled),
                 "injected": {kind: dict(by_op) for kind, by_op in self.injected.items()},
                 "tokens": {key: list(tokens) for key, tokens in self.tokens.items()},
+                "tokens_sent": {key: list(tokens) for key, tokens in self.tokens_sent.items()},
                 "accepted_times": [t for t, op, status in self.events
                                    if op == "UpdatePackageVersion" and status == 200],
                 "events": [list(event) for event in self.events],

@@ -10,6 +10,7 @@ variant for tests that do not need a separate process.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from fleetrel.emulator.middleware import EmulatorApp, seed
 from fleetrel.emulator.settings import EmulatorSettings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PARENT_PID_ENV = "FLEETREL_EMULATOR_PARENT_PID"
 
 
 def _quiet_handler() -> type:
@@ -113,12 +115,18 @@ def serve(settings: EmulatorSettings | None = None, host: str = "127.0.0.1", por
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Set by start_emulator: if the process that started us dies without stopping us
+    # (kill -9 of a test run or a benchmark), do not linger eating a shared CPU.
+    parent = int(os.environ.get(PARENT_PID_ENV, "0") or 0)
     server.start()
     try:
         # The main thread only waits, so the signal handler runs promptly; shutting the
         # server down from the handler itself would deadlock serve_forever.
         while not stop.wait(timeout=1.0):
-            pass
+            if parent and os.getppid() != parent:
+                print("fleetrel emulator: the process that started it is gone; stopping",
+                      file=err, flush=True)
+                break
     finally:
         server.stop()
         for sig, handler in previous.items():
