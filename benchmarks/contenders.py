@@ -45,9 +45,12 @@ from fleetrel.bench import PACKAGE, Measurement, Quota, Trial, run_fleetrel
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 THROTTLE = "ThrottlingException"
-# A contender gets this many tries at one call (its own retries aside) before the call
-# counts as failed: enough that no sane contender hits it, small enough to end a run.
+# The asyncio loops give one call this many tries (their own retries aside), the boto3
+# pools resubmit in at most this many rounds, before the rest count as failed: enough
+# that no contender that makes progress hits it, small enough to end a run. Each
+# contender also has a deadline.
 MAX_SUBMISSIONS = 50
+MAX_ROUNDS = 200
 
 
 class AttemptCounter:
@@ -60,6 +63,7 @@ class AttemptCounter:
         self.give_ups = 0  # a call botocore stopped retrying, resubmitted by us
         self.gave_up_once: set[str] = set()  # calls given up on at least once
         self.errors: Counter[str] = Counter()
+        self.rounds = 0  # boto3 pools: rounds of resubmission, the first included
 
     def attempt(self, *, throttled: bool) -> None:
         with self._lock:
@@ -90,6 +94,7 @@ class AttemptCounter:
             "give_ups": self.give_ups,
             "calls_given_up_once": len(self.gave_up_once),
             "errors": dict(self.errors),
+            **({"rounds": self.rounds} if self.rounds else {}),
         }
 
 
@@ -140,29 +145,37 @@ def _boto3_pool(
     )
     client.meta.events.register("needs-retry.iot.UpdatePackageVersion", counter.on_needs_retry)
 
-    def publish(version: str) -> bool:
-        for _ in range(MAX_SUBMISSIONS):
-            if time.monotonic() > deadline:
-                counter.failed("deadline")
-                return False
-            try:
-                client.update_package_version(packageName=PACKAGE, versionName=version, action="PUBLISH")
-            except ClientError as exc:
-                code = error_code(exc)
-                if code != THROTTLE:
-                    counter.failed(code)
-                    return False
-                counter.gave_up(version, code)  # botocore's retries ran out: submit again
-                continue
-            trial.completed()
-            return True
-        counter.failed("max_submissions")
-        return False
+    def publish(version: str) -> str:
+        """"done", "again" (botocore gave up on a throttle) or "failed"."""
+        if time.monotonic() > deadline:
+            counter.failed("deadline")
+            return "failed"
+        try:
+            client.update_package_version(packageName=PACKAGE, versionName=version, action="PUBLISH")
+        except ClientError as exc:
+            code = error_code(exc)
+            if code != THROTTLE:
+                counter.failed(code)
+                return "failed"
+            counter.gave_up(version, code)
+            return "again"
+        trial.completed()
+        return "done"
 
+    # What a user does with the calls botocore gave up on: submit them again, as a new
+    # round after the others, until none is left. (Resubmitting at once, in the same
+    # thread, lets the 16 threads starve a few unlucky calls for 50 tries and more.)
+    succeeded, pending, rounds = 0, list(versions), 0
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        done = list(pool.map(publish, versions))
+        while pending and rounds < MAX_ROUNDS:
+            rounds += 1
+            outcomes = list(pool.map(publish, pending))
+            succeeded += outcomes.count("done")
+            pending = [v for v, outcome in zip(pending, outcomes) if outcome == "again"]
+    if pending:
+        counter.failed("max_rounds")
     client.close()
-    succeeded = sum(done)
+    counter.rounds = rounds
     return trial.finish(
         succeeded=succeeded,
         failed=len(versions) - succeeded,

@@ -67,7 +67,12 @@ def notes(m: Measurement) -> str:
     out = []
     extra = m.extra
     if extra.get("give_ups"):
-        out.append(f"botocore gave up {extra['give_ups']}× on {extra['calls_given_up_once']} calls (resubmitted)")
+        out.append(
+            f"botocore gave up {extra['give_ups']}× on {extra['calls_given_up_once']} calls, "
+            f"resubmitted in {extra.get('rounds', '?')} rounds"
+        )
+    if m.failed:
+        out.append("E over an incomplete run")
     errors = {k: v for k, v in (extra.get("errors") or {}).items() if k != "ThrottlingException"}
     if errors:
         out.append("errors " + ", ".join(f"{k}={v}" for k, v in errors.items()))
