@@ -238,6 +238,23 @@ def test_runtime_reconfiguration_takes_effect_and_the_record_counts(
     assert emulator.record()["operations"] == {}
 
 
+def test_changing_other_settings_keeps_the_bucket_level(emulator: Emulator, iot: Any) -> None:
+    emulator.seed([("fw", "1.0")])
+    emulator.configure(rate=2, burst=2)
+    accepted = 0
+    started = time.monotonic()
+    for index in range(4):
+        if index == 2:
+            emulator.configure(latency_ms=0.0, seed=3)  # limits unchanged: same bucket
+        try:
+            iot.get_package_version(packageName="fw", versionName="1.0")
+            accepted += 1
+        except ClientError as error:
+            assert code_and_status(error) == ("ThrottlingException", 400)
+    # A refilled bucket would allow all four whatever the elapsed time.
+    assert 2 <= accepted <= int(2 + 2 * (time.monotonic() - started))
+
+
 def test_control_endpoints_are_never_throttled_or_faulted(emulator: Emulator) -> None:
     emulator.configure(rate=1, burst=1, fail_rate=0.5, drop_rate=0.5)
     for index in range(20):

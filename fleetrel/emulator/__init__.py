@@ -32,6 +32,15 @@ Behaviours AWS does not document, and what the emulator does (each is a setting)
 - Faults: `fail_rate` answers 500 before the backend sees the call; `drop_rate` lets the
   backend apply the call, then resets the connection (the answer is lost: the case
   clientTokens exist for). Latency is added before throttling and faults.
+- `configure` keeps a bucket's level when its limits do not change; new limits start a
+  new, full bucket. `reset` returns to the start-up settings with full buckets.
+- The record (`Emulator.record()`): "operations" {operation: {status: count}} (status
+  "dropped" when no answer was sent; throttles count as "400" too), "throttled"
+  {operation: count}, "injected" {"500"|"dropped": {operation: count}}, "tokens" and
+  "tokens_sent" {"package/version": [clientToken, ...]} (distinct, first-seen order; of
+  UpdatePackageVersion calls that reached the backend / that arrived at all),
+  "accepted_times" (wall-clock times of UpdatePackageVersion 200s), "events"
+  [[time, operation, status], ...], "started".
 - Packages live per (account, region), as moto keeps them; seeding defaults to
   us-east-1 and moto's default account, which is what any dummy credentials map to.
 """

@@ -101,26 +101,34 @@ class EmulatorApp:
 
     # -- settings -----------------------------------------------------------------
 
-    def _apply(self, settings: EmulatorSettings) -> None:
-        """Swap in new settings: fresh (full) buckets, reseeded dice, catalog rules."""
+    def _apply(self, settings: EmulatorSettings, fresh: bool = True) -> None:
+        """Swap in new settings. Unless `fresh`, a bucket whose limits did not change keeps
+        its level (turning faults on mid-run must not hand out a free burst) and the dice
+        keep rolling unless the seed changed."""
+        old_buckets = {} if fresh else self.buckets
         buckets: dict[str, TokenBucket] = {}
         for operation in moto_glue.QUERY_FIELDS:
             limits = settings.limits_for(operation)
-            if limits is not None:
-                buckets[operation] = TokenBucket(*limits)
+            if limits is None:
+                continue
+            kept = old_buckets.get(operation)
+            same = kept is not None and (kept.rate, kept.burst) == limits
+            buckets[operation] = kept if same else TokenBucket(*limits)  # type: ignore[assignment]
         moto_glue.install(CatalogRules(refused_transition=settings.refused_transition,
                                        already_in_state=settings.already_in_state,
                                        idempotency_window_s=settings.idempotency_window_s))
         with self._lock:
+            reseed = fresh or settings.seed != self.settings.seed
             self.settings = settings
             self.buckets = buckets
-            self.dice = random.Random(settings.seed)
+            if reseed:
+                self.dice = random.Random(settings.seed)
 
     def configure(self, **changes: Any) -> EmulatorSettings:
         with self._lock:
             current = self.settings
         new = current.updated(**changes)
-        self._apply(new)
+        self._apply(new, fresh=False)
         return new
 
     def reset(self) -> None:
