@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                         traceback.print_exc()
                         failures.append({"scenario": scenario.key, "contender": name, "error": repr(exc)})
                         print(fmt((scenario.key, name, str(scenario.calls), "", "", "", "", "", "", "ALL", f"crashed: {exc!r}")), flush=True)
+                        # Calls the crashed contender left in flight are still waiting out
+                        # the emulator's latency: let them land before the next record starts.
+                        time.sleep(2.0)
                         continue
                     results[scenario.key].append(m)
                     print(fmt(row(scenario.key, m)), flush=True)
