@@ -161,6 +161,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
             if result.status != "complete" and wave < len(ends):
                 console.print(f"wave {wave}/{len(ends)} ended {result.status}: not starting wave {wave + 1}")
             break
+        if result.succeeded + result.skipped + result.failed == result.done_before:
+            continue  # this wave was done in an earlier session: no pause, no question
         if wave_pause is not None:
             console.print(f"wave {wave}/{len(ends)} complete; next wave in {wave_pause:g} s")
             time.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation

@@ -166,6 +166,8 @@ class PlainLog(RunProgress):
             self._next_done = self._step_mark(0)  # now that the session's size is known
 
     def _emit(self, now: float) -> None:
+        if not self.total:
+            return  # a session with nothing to do (a wave finished earlier): no noise
         self.write(self.snapshot().line())
         self._written = self.done
         self._next_time = now + self.every_seconds

@@ -202,7 +202,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "run_id": state.run_id,
         "status": status,
         "started": state.started,
-        "ended": state.ended,
+        "ended": state.ended if state.ending else None,  # an earlier session's end is not this one's
         "sessions": state.sessions,
         "steps": state.header.get("steps"),
         "counts": state.counts(),
