@@ -47,9 +47,9 @@ PACKAGE = "bench-pkg"
 class QuotaChange:
     """At `at_s` seconds into a run the service's quota becomes `rate`/s, bucket `burst`.
 
-    `refills`: the new bucket starts full. fleetrel's emulator does that on every
-    reconfiguration (it builds fresh buckets), so a perfect client gets `burst` calls at
-    the change on top of the drip; the ideal time counts them, or E could drop below 1.
+    `refills`: the new bucket starts full. fleetrel's emulator does that when the limits
+    change (it builds a fresh bucket), so a perfect client gets `burst` calls at the
+    change on top of the drip; the ideal time counts them, or E could drop below 1.
     """
 
     at_s: float
@@ -189,7 +189,9 @@ class Trial:
         ...  trial.completed()  after each successful call, from any thread
         m = trial.finish(succeeded=..., failed=...)
 
-    `start` sets the quota, which gives the emulator a fresh, full bucket: every
+    `start` sets the quota and then waits burst/rate seconds, the time an idle bucket
+    takes to fill from empty: the emulator keeps a bucket whose limits did not change
+    (the previous contender may have drained it), so only the wait makes sure every
     contender starts with the whole burst. Quota changes are applied from a timer thread
     at their time into the run, the same for every contender.
     """
@@ -206,6 +208,8 @@ class Trial:
 
     def start(self) -> None:
         set_quota(self.emu, self.quota.rate, self.quota.burst)
+        if self.quota.rate:
+            time.sleep(self.quota.burst / self.quota.rate)
         self.emu.reset_record()
         self._completions.clear()
         self._cpu0 = cpu_seconds()
@@ -267,7 +271,8 @@ class Trial:
 def set_quota(emu: Any, rate: float | None, burst: int) -> None:
     """Throttle UpdatePackageVersion alone (rate None: not at all), so that whatever else
     a client reads (a state check, say) is not charged against the quota being measured.
-    The emulator builds fresh, full buckets on every reconfiguration."""
+    The emulator builds a fresh, full bucket when the limits change, and keeps the old
+    one (at its level) when they do not."""
     limits = {"rate": rate, "burst": burst} if rate else {"rate": None}
     emu.configure(operations={OPERATION: limits})
 
