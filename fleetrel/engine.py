@@ -17,7 +17,6 @@ Guarantees kept here:
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import time
@@ -142,7 +141,7 @@ class Run:
         self.concurrency = concurrency
         self.policy = policy
         self.journal_sensitive = journal_sensitive
-        self.controller = RateController(rate=rate, burst=burst, adaptive=adaptive)
+        self.controller = RateController(rate=rate, burst=burst, adaptive=adaptive, floor=min(0.5, rate))
         self.controller.on_rate_change = self._rate_changed
         # Read-backs (GetPackageVersion) have their own quota in AWS: their own bucket.
         self.read_limiter = AsyncLimiter(max(1.0, rate), 1.0)
@@ -213,13 +212,13 @@ class Run:
                     self.retries += 1
                     self.emit("attempt_failed", **base, attempt=attempt, code=code,
                               throttled=kind is errors.Kind.THROTTLED, kind=kind.name.lower())
-                    await anyio.sleep(self.policy.delay(kind, attempt))
+                    await anyio.sleep(self.policy.retry_delay(kind, attempt) or 0.0)
                     if self.stopping:
                         return self._unfinished(step, attempt)
                     continue
                 if self.stopping and kind is not errors.Kind.PERMANENT:
                     return self._unfinished(step, attempt)
-                return self._finish(step, "failed", attempt, base, code=code, message=errors.message(exc),
+                return self._finish(step, "failed", attempt, base, code=code, message=errors.error_message(exc),
                                     permanent=kind is errors.Kind.PERMANENT)
             else:
                 self.controller.on_success()
@@ -311,15 +310,14 @@ async def run(
 
     journal = Journal.open(path)
     try:
-        state = _prior_state(path, plan, steps, new_run=new_run, journal=journal)
-        if state is not None:
+        state = _prior_state(path, plan, steps, new_run=new_run)
+        if new_run and path.stat().st_size:
+            # keep the old run's journal under its run id; renamed while we hold its lock
+            kept = path.with_name(f"{path.name}.{state.run_id if state else time.time_ns()}")
+            os.replace(path, kept)
             journal.close()
-            if new_run:
-                kept = path.with_name(path.name + "." + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-                os.replace(path, kept)
             journal = Journal.open(path)
-            if new_run:
-                state = None
+            state = None
         run_id = state.run_id if state else str(uuid.uuid4())
         done = state.finished_keys(include_failed=not retry_failed) if state else set()
         todo = [s for s in steps[:until] if s.key not in done]
@@ -358,10 +356,15 @@ async def run(
         journal.close()
 
 
-def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: bool, journal: Journal) -> RunState | None:
+def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: bool) -> RunState | None:
     if path.stat().st_size == 0:
         return None
-    state = replay(path)
+    try:
+        state = replay(path)
+    except JournalError:
+        if new_run:  # a damaged journal is kept aside, not read
+            return None
+        raise
     if state.plan_digest != plan.digest and not new_run:
         diffs = plan_differences(state, steps)
         shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
