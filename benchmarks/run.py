@@ -76,6 +76,9 @@ def notes(m: Measurement) -> str:
     errors = {k: v for k, v in (extra.get("errors") or {}).items() if k != "ThrottlingException"}
     if errors:
         out.append("errors " + ", ".join(f"{k}={v}" for k, v in errors.items()))
+    accepted = extra.get("emulator_accepted")
+    if accepted is not None and accepted != m.succeeded:
+        out.append(f"emulator accepted {accepted} calls, client counted {m.succeeded} successes")
     if m.client_attempts is not None and m.client_attempts != m.attempts:
         out.append(f"client counted {m.client_attempts} attempts, emulator {m.attempts}")
     return "; ".join(out)

@@ -243,7 +243,11 @@ class Trial:
         cpu = cpu_seconds() - self._cpu0
         for timer in self._timers:
             timer.cancel()
-        attempts, throttled = operation_counts(self.emu.record())
+        record = self.emu.record()
+        attempts, throttled = operation_counts(record)
+        extra = dict(extra or {})
+        # A second cross-check: the successes the service saw, against the client's.
+        extra["emulator_accepted"] = int((record.get("operations") or {}).get(OPERATION, {}).get("200", 0))
         rate = self.quota.rate
         ideal = ideal_seconds(self.calls, rate=rate, burst=self.quota.burst, changes=self.quota.changes) if rate else 0.0
         return Measurement(
@@ -264,7 +268,7 @@ class Trial:
             calls_per_cpu_s=round(succeeded / cpu, 1) if cpu > 0 else math.inf,
             calls_per_s=round(succeeded / wall, 2) if wall > 0 else math.inf,
             completions=sorted(round(t, 4) for t in self._completions),
-            extra=extra or {},
+            extra=extra,
         )
 
 
