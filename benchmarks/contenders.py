@@ -152,7 +152,7 @@ def _boto3_pool(
             return "failed"
         try:
             client.update_package_version(packageName=PACKAGE, versionName=version, action="PUBLISH")
-        except ClientError as exc:
+        except Exception as exc:  # a lost connection is a failed call, not a crash
             code = error_code(exc)
             if code != THROTTLE:
                 counter.failed(code)
@@ -256,7 +256,7 @@ async def _async_loop(
                         await holder["limiter"].acquire()
                     try:
                         await client.update_package_version(packageName=PACKAGE, versionName=version, action="PUBLISH")
-                    except ClientError as exc:
+                    except Exception as exc:  # a lost connection is a failed call, not a crash
                         code = error_code(exc)
                         counter.attempt(throttled=code == THROTTLE)
                         if code == THROTTLE and paced:
@@ -267,6 +267,8 @@ async def _async_loop(
                     trial.completed()
                     succeeded += 1
                     break
+                else:
+                    counter.failed("max_submissions")
 
         follower = asyncio.create_task(follow_quota()) if paced and quota.changes else None
         await asyncio.gather(*(worker() for _ in range(concurrency)))
