@@ -125,8 +125,8 @@ class RateController:
     :param margin: settle this fraction under the measured quota, to absorb
         network jitter against a service bucket that is nearly empty.
     :param cooldown: seconds after a decrease during which further throttles
-        cannot decrease the rate by a factor again: they come from calls
-        admitted before the decrease. The measured bound still applies.
+        cannot step the rate down again: they come from calls admitted before
+        the decrease. A measured overload (see ``on_throttle``) still applies.
     :param probe: climb by this fraction of the last estimate per second, always.
     :param recover: under the estimate, also close the gap to it with this
         time constant in seconds: the margin is for absorbing jitter, not for ever.
