@@ -354,3 +354,46 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
         click.echo(f"  the emulator saw {sum(record['operations'].get('UpdatePackageVersion', {}).values())} "
                    f"UpdatePackageVersion calls, {record['throttled'].get('UpdatePackageVersion', 0)} throttled")
     sys.exit(result.exit_code)
+
+
+@main.command("bench")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="The emulator's quota in calls per second.")
+@click.option("--burst", type=click.IntRange(min=1), default=10, show_default=True, help="The emulator's bucket capacity.")
+@click.option("--steps", type=click.IntRange(min=2), default=500, show_default=True, help="Versions to publish.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Latency the emulator adds to each call.")
+@click.option("--ceiling", type=click.FloatRange(min=0, min_open=True),
+              help="The rate fleetrel is told (default: --rate; set it higher to see the controller find the quota).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
+def bench_command(rate: float, burst: int, steps: int, latency_ms: float, ceiling: float | None,
+                  concurrency: int, as_json: bool) -> None:
+    """What will my settings do? Run fleetrel's engine against a local emulator
+    enforcing this quota, and print E, θ and calls per second.
+
+    E = wall time / ((steps - burst) / rate): 1.00 is the fastest the quota allows.
+    θ = throttled attempts / all attempts, as the emulator counted them.
+    For fleetrel beside botocore's own modes, run `python benchmarks/run.py`.
+    """
+    import json
+
+    from fleetrel.bench import measure
+
+    if steps <= burst:
+        fail(f"--steps ({steps}) must be larger than --burst ({burst}): the ideal time would be zero")
+    figures = measure(rate=rate, burst=burst, steps=steps, latency_ms=latency_ms, ceiling=ceiling,
+                      concurrency=concurrency)
+    if as_json:
+        figures.pop("completions", None)
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        click.echo(
+            f"{steps} steps, quota {rate:g}/s burst {burst}, {latency_ms:g} ms latency, "
+            f"ceiling {ceiling or rate:g}/s, concurrency {concurrency}\n"
+            f"  wall {figures['wall_s']:.2f}s (ideal {figures['ideal_s']:.2f}s)  E {figures['efficiency']:.3f}  "
+            f"θ {figures['throttle_ratio']:.1%} ({figures['throttled']} of {figures['attempts']} attempts)\n"
+            f"  {figures['calls_per_s']:.1f} calls/s, {figures['calls_per_cpu_s']:.0f} calls per client CPU-second, "
+            f"failed {figures['failed']}"
+        )
+    sys.exit(EXIT_FAILED if figures["failed"] else EXIT_OK)
