@@ -121,7 +121,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.journal import JournalError
     from fleetrel.plan import PlanError, load
     from fleetrel.progress import LiveDisplay, PlainLog
-    from fleetrel.report import echo_json, merge_sessions, print_summary
+    from fleetrel.report import echo_json, print_summary
 
     try:
         plan = load(plan_path)
@@ -139,40 +139,33 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                              err=json_output):
             fail("not confirmed: nothing sent")
     ends = plan.wave_ends()
-    results = []
-    for wave, end in enumerate(ends, 1):
-        if len(ends) > 1:
-            console.print(f"wave {wave}/{len(ends)}: steps 1-{end} of {len(steps)}")
-        display = LiveDisplay(console, title=plan.plan) if console.is_terminal else \
-            PlainLog(lambda line: click.echo(line, err=json_output))
-        try:
-            with display:
-                result = anyio.run(lambda: run(
-                    plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                    rate=rate, burst=burst, concurrency=concurrency, new_run=new_run and wave == 1,
-                    retry_failed=retry_failed, journal_sensitive=journal_sensitive, handle_signals=True,
-                    listeners=[display], on_start=display.on_start, until=end if len(ends) > 1 else None))
-        except (JournalError, AwsSetupError) as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
-        results.append(result)
-        if result.status != "complete" or wave == len(ends):
-            if result.status != "complete" and wave < len(ends):
-                console.print(f"wave {wave}/{len(ends)} ended {result.status}: not starting wave {wave + 1}")
-            break
-        if result.succeeded + result.skipped + result.failed == result.done_before:
-            continue  # this wave was done in an earlier session: no pause, no question
+
+    def before_wave(wave: int, waves: int) -> bool:
+        """Between waves (in a worker thread): the soak time, or the operator's yes."""
         if wave_pause is not None:
-            console.print(f"wave {wave}/{len(ends)} complete; next wave in {wave_pause:g} s")
+            console.print(f"wave {wave - 1}/{waves} complete; wave {wave} in {wave_pause:g} s")
             time.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation
-        elif interactive and not yes:
-            if not click.confirm(f"wave {wave}/{len(ends)} complete. Start wave {wave + 1} (up to step "
-                                 f"{ends[wave]})?", default=True, err=json_output):
-                result.status = "interrupted"
+            return True
+        if interactive and not yes:
+            if not click.confirm(f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step "
+                                 f"{ends[wave - 1]})?", default=True, err=json_output):
                 console.print("stopped between waves: run the same command again to continue")
-                break
-    result = merge_sessions(results)
+                return False
+        return True
+
+    display = LiveDisplay(console, title=plan.plan) if console.is_terminal else \
+        PlainLog(lambda line: click.echo(line, err=json_output))
+    try:
+        with display:
+            result = anyio.run(lambda: run(
+                plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
+                rate=rate, burst=burst, concurrency=concurrency, new_run=new_run, retry_failed=retry_failed,
+                journal_sensitive=journal_sensitive, handle_signals=True, listeners=[display],
+                on_start=display.on_start, waves=ends, before_wave=before_wave))
+    except (JournalError, AwsSetupError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_INTERRUPTED)
     print_summary(result, console)
     exit_code = result.exit_code
     output = result.to_dict()

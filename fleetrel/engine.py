@@ -168,8 +168,36 @@ class Run:
 
     # -- the loop ---------------------------------------------------------------------
 
-    async def execute(self, client: Any) -> None:
-        queue = iter(self.todo)
+    async def execute_waves(self, client: Any, ends: list[int], before_wave: Callable[[int, int], bool] | None,
+                            failed_before: set[str]) -> None:
+        """Send the steps wave by wave: `ends` are cumulative step counts. A wave starts
+        only when the ones before it have no failure, and, when `before_wave` is given
+        and a wave already ran in this session, when it says yes (it runs in a worker
+        thread, so it may block on a prompt or a soak-time pause)."""
+        start, ran = 0, False
+        for number, end in enumerate(ends, 1):
+            wave = [s for s in self.todo if start <= s.index < end]
+            failed_earlier = self.failed + sum(1 for s in self.steps[:start] if s.key in failed_before)
+            start = end
+            if not wave:
+                continue  # finished in an earlier session
+            if failed_earlier:
+                self.request_stop("wave_failed")
+                self.emit("wave_stopped", wave=number, waves=len(ends), failed=failed_earlier)
+                return
+            if ran and before_wave is not None:
+                if not await anyio.to_thread.run_sync(before_wave, number, len(ends), abandon_on_cancel=True):
+                    self.request_stop("interrupted")
+                    return
+            if len(ends) > 1:
+                self.emit("wave_started", wave=number, waves=len(ends), end=end, steps=len(wave))
+            await self.execute(client, wave)
+            ran = True
+            if self.stopping:
+                return
+
+    async def execute(self, client: Any, steps: list[Step]) -> None:
+        queue = iter(steps)
 
         async def worker() -> None:
             for step in queue:
@@ -178,7 +206,7 @@ class Run:
                 await self.run_step(client, step)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self.concurrency, len(self.todo))):
+            for _ in range(min(self.concurrency, len(steps))):
                 tg.start_soon(worker)
 
     async def run_step(self, client: Any, step: Step) -> None:
@@ -286,7 +314,8 @@ async def run(
     handle_signals: bool = False,
     stop_grace: float = 10.0,
     on_start: Callable[["Run"], None] | None = None,
-    until: int | None = None,
+    waves: list[int] | None = None,
+    before_wave: Callable[[int, int], bool] | None = None,
 ) -> RunResult:
     """Run (or resume) a release plan. Arguments left as None come from the plan.
 
@@ -294,9 +323,8 @@ async def run(
     `journal_path` is given. If it holds this plan's run, the run resumes: finished steps
     are skipped and the others are re-sent with their original clientTokens. If it holds
     a different plan, `PlanChanged` is raised unless `new_run` (the old journal is kept,
-    renamed). `until` sends only the first `until` steps of the plan (a wave; the next
-    call with a larger `until` resumes from there) and reports on those. With
-    `handle_signals`, SIGINT/SIGTERM stop the run gracefully: no new step starts,
+    renamed). `waves` (cumulative step counts, as `plan.wave_ends()`) sends the steps
+    in waves: see `Run.execute_waves`. With `handle_signals`, SIGINT/SIGTERM stop the run gracefully: no new step starts,
     in-flight calls get `stop_grace` seconds, the result's status is interrupted.
     """
     steps = plan.steps()
@@ -320,7 +348,7 @@ async def run(
             state = None
         run_id = state.run_id if state else str(uuid.uuid4())
         done = state.finished_keys(include_failed=not retry_failed) if state else set()
-        todo = [s for s in steps[:until] if s.key not in done]
+        todo = [s for s in steps if s.key not in done]
         session = Run(plan, steps, todo, run_id, [journal, *listeners], rate=rate, burst=burst,
                       concurrency=concurrency, adaptive=adaptive, policy=policy or errors.RetryPolicy(),
                       journal_sensitive=journal_sensitive)
@@ -343,9 +371,10 @@ async def run(
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(_watch_signals, session, tg.cancel_scope, stop_grace)
-                await session.execute(client)
+                failed_before = {k for k, r in state.steps.items() if r.outcome == "failed"} if state else set()
+                await session.execute_waves(client, list(waves or [len(steps)]), before_wave, failed_before)
                 tg.cancel_scope.cancel()
-        result = _result(session, state, steps[:until], path, time.monotonic() - started)
+        result = _result(session, state, steps, path, time.monotonic() - started)
         ending = {"aborted": "run_aborted", "interrupted": "run_interrupted"}.get(result.status, "run_finished")
         if ending != "run_aborted":  # run_aborted was journalled when the threshold tripped
             session.emit(ending, succeeded=result.succeeded, skipped=result.skipped, failed=result.failed,
@@ -413,6 +442,8 @@ def _result(session: Run, state: RunState | None, steps: list[Step], path: Path,
             by_code[o.code or "unknown"] = by_code.get(o.code or "unknown", 0) + 1
     if session.stop_reason == "aborted":
         status = "aborted"
+    elif session.stop_reason == "wave_failed":
+        status = "failed"
     elif counts["unfinished"]:
         status = "interrupted"
     else:

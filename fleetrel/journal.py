@@ -186,7 +186,8 @@ class RunState:
     def status(self) -> str:
         """complete | failed | aborted | interrupted (stopped, or killed mid-run)."""
         counts = self.counts()
-        if counts["unfinished"] == 0 and self.ending == "run_finished":
+        if self.ending == "run_finished" and (counts["failed"] or not counts["unfinished"]):
+            # a failure in a wave ends the run before the next wave: failed, not interrupted
             return "failed" if counts["failed"] else "complete"
         if self.ending == "run_aborted":
             return "aborted"

@@ -105,6 +105,15 @@ class RunProgress:
             self.stopping = "aborted"
         elif event == "run_interrupted":
             self.stopping = "interrupted"
+        elif event == "wave_started":
+            self.note(f"wave {fields['wave']}/{fields['waves']}: {fields['steps']} steps, "
+                      f"up to step {fields['end']} of the plan")
+        elif event == "wave_stopped":
+            self.note(f"not starting wave {fields['wave']}/{fields['waves']}: "
+                      f"{fields['failed']} step(s) failed in the waves before it")
+
+    def note(self, line: str) -> None:
+        """A one-off line for the operator (a wave starts or is held back)."""
 
     @property
     def done(self) -> int:
@@ -165,6 +174,9 @@ class PlainLog(RunProgress):
         elif event in ("run_started", "run_resumed"):
             self._next_done = self._step_mark(0)  # now that the session's size is known
 
+    def note(self, line: str) -> None:
+        self.write(line)
+
     def _emit(self, now: float) -> None:
         if not self.total:
             return  # a session with nothing to do (a wave finished earlier): no noise
@@ -211,6 +223,9 @@ class LiveDisplay(RunProgress):
         super().__init__(clock=clock)
         self._live = Live(_LiveView(self, title), console=console, refresh_per_second=refresh_per_second,
                           transient=False)
+
+    def note(self, line: str) -> None:
+        self._live.console.print(line)  # printed above the live display
 
     def __enter__(self) -> "LiveDisplay":
         self._live.start()

@@ -60,24 +60,6 @@ def next_steps(result: RunResult) -> list[str]:
     return []
 
 
-def merge_sessions(results: list[RunResult]) -> RunResult:
-    """One result for the sessions of one command (its waves): the last session's
-    outcomes and status, with calls, throttles, retries and time added up, and
-    `done_before` counting only steps finished before this command."""
-    import dataclasses
-
-    if len(results) == 1:
-        return results[0]
-    last = results[-1]
-    finished_in_earlier_waves = sum(r.succeeded + r.skipped + r.failed - r.done_before for r in results[:-1])
-    return dataclasses.replace(
-        last,
-        attempts=sum(r.attempts for r in results), throttles=sum(r.throttles for r in results),
-        retries=sum(r.retries for r in results), elapsed=sum(r.elapsed for r in results),
-        done_before=max(0, last.done_before - finished_in_earlier_waves),
-    )
-
-
 def summary_table(result: RunResult) -> Table:
     table = Table(title=f"{result.plan}: {result.status}", show_header=False, title_justify="left")
     table.add_column("what", style="dim")

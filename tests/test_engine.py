@@ -45,7 +45,8 @@ def statuses(url: str, package: str, versions: list[str]) -> dict[str, str]:
 
 
 def journal_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # complete lines only: a run being written (or killed) may have a torn last line
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
 
 
 def terminal_counts(path: Path) -> dict[str, int]:
