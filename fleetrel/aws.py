@@ -66,7 +66,11 @@ async def iot_client(
     if region is None:
         raise AwsSetupError("no AWS region: set target.region in the plan, pass --region, or set AWS_REGION")
     extra: dict[str, str] = {}
-    if is_loopback(endpoint_url) and await session.get_credentials() is None:
+    if await session.get_credentials() is None:
+        if not is_loopback(endpoint_url):
+            # botocore would only say so at the first call, once per step
+            raise AwsSetupError("no AWS credentials found: set AWS_PROFILE or --profile, "
+                                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`")
         extra = EMULATOR_CREDENTIALS
     async with session.client(
         "iot", region_name=region, endpoint_url=endpoint_url, config=client_config(concurrency), **extra

@@ -119,14 +119,9 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.aws import AwsSetupError
     from fleetrel.engine import run
     from fleetrel.journal import JournalError
-    from fleetrel.plan import PlanError, load
-    from fleetrel.progress import LiveDisplay, PlainLog
     from fleetrel.report import echo_json, print_summary
 
-    try:
-        plan = load(plan_path)
-    except PlanError as exc:
-        fail(str(exc))
+    plan = _load_or_fail(plan_path)
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output)
     # Everything for people goes to stderr under --json, so stdout parses.
@@ -153,8 +148,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                 return False
         return True
 
-    display = LiveDisplay(console, title=plan.plan) if console.is_terminal else \
-        PlainLog(lambda line: click.echo(line, err=json_output))
+    display = _progress_display(console, plan.plan, to_stderr=json_output)
     try:
         with display:
             result = anyio.run(lambda: run(
@@ -223,6 +217,15 @@ def _target_options(command):
     command = click.option("--profile", help="AWS profile (default: the plan's, then AWS_PROFILE).")(command)
     command = click.option("--region", help="AWS region (default: the plan's, then your AWS config's).")(command)
     return click.option("--endpoint-url", help="Service endpoint, e.g. a local `fleetrel emulator`.")(command)
+
+
+def _progress_display(console, title: str, *, to_stderr: bool):
+    """A live display on a terminal; plain log lines (no escape codes) otherwise."""
+    from fleetrel.progress import LiveDisplay, PlainLog
+
+    if console.is_terminal:
+        return LiveDisplay(console, title=title)
+    return PlainLog(lambda line: click.echo(line, err=to_stderr))
 
 
 def _load_or_fail(plan_path: Path):
@@ -324,25 +327,25 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
     import tempfile
 
     import anyio
+    from rich.console import Console
 
     from fleetrel.emulator import start_emulator
     from fleetrel.engine import run
-    from fleetrel.plan import PlanError, load
     from fleetrel.report import print_summary
 
-    try:
-        plan = load(plan_path)
-    except PlanError as exc:
-        fail(str(exc))
+    plan = _load_or_fail(plan_path)
     steps = plan.steps()
     with start_emulator(rate=rate, burst=plan.limits.burst, latency_ms=latency_ms) as emulator, \
             tempfile.TemporaryDirectory(prefix="fleetrel-demo-") as tmp:
         emulator.seed(steps)
         click.echo(f"emulator at {emulator.url}: {len(steps)} versions seeded as DRAFT, "
                    f"quota {rate:g} calls/s, {latency_ms:g} ms latency")
-        result = anyio.run(lambda: run(plan, journal_path=Path(tmp) / "demo.journal.jsonl",
-                                       endpoint_url=emulator.url, handle_signals=True))
-        print_summary(result)
+        console = Console(highlight=False)
+        with _progress_display(console, plan.plan, to_stderr=False) as display:
+            result = anyio.run(lambda: run(plan, journal_path=Path(tmp) / "demo.journal.jsonl",
+                                           endpoint_url=emulator.url, handle_signals=True,
+                                           listeners=[display], on_start=display.on_start))
+        print_summary(result, console)
         record = emulator.record()
         click.echo(f"  the emulator saw {sum(record['operations'].get('UpdatePackageVersion', {}).values())} "
                    f"UpdatePackageVersion calls, {record['throttled'].get('UpdatePackageVersion', 0)} throttled")

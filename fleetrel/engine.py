@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 import anyio
 from aiolimiter import AsyncLimiter
+from botocore.exceptions import ClientError
 
 from fleetrel import errors
 from fleetrel.aws import iot_client
@@ -231,8 +232,8 @@ class Run:
                 if kind is errors.Kind.THROTTLED:
                     self.throttles += 1
                     self.controller.on_throttle()
-                else:
-                    self.controller.on_success()  # it reached the service and used quota
+                elif isinstance(exc, ClientError):
+                    self.controller.on_success()  # an answer: it reached the service and used quota
                 if kind in (errors.Kind.CONFLICT, errors.Kind.PERMANENT) and await self._already_done(client, step):
                     return self._finish(step, "skipped", attempt, base, code=code,
                                         message="already in the desired state")
