@@ -89,6 +89,11 @@ class AttemptCounter:
         with self._lock:
             self.errors[code] += 1
 
+    def finish(self, trial: Trial, *, succeeded: int, calls: int) -> Measurement:
+        """The trial's measurement, with the client's own counts beside the emulator's."""
+        return trial.finish(succeeded=succeeded, failed=calls - succeeded, client_attempts=self.attempts,
+                            client_throttles=self.throttles, extra=self.extra())
+
     def extra(self) -> dict[str, Any]:
         return {
             "give_ups": self.give_ups,
@@ -176,13 +181,7 @@ def _boto3_pool(
         counter.failed("max_rounds")
     client.close()
     counter.rounds = rounds
-    return trial.finish(
-        succeeded=succeeded,
-        failed=len(versions) - succeeded,
-        client_attempts=counter.attempts,
-        client_throttles=counter.throttles,
-        extra=counter.extra(),
-    )
+    return counter.finish(trial, succeeded=succeeded, calls=len(versions))
 
 
 def boto3_adaptive(emu: Any, versions: Sequence[str], quota: Quota, *, concurrency: int = 16, deadline_s: float = 600.0) -> Measurement:
@@ -274,13 +273,7 @@ async def _async_loop(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         if follower:
             follower.cancel()
-    return trial.finish(
-        succeeded=succeeded,
-        failed=len(versions) - succeeded,
-        client_attempts=counter.attempts,
-        client_throttles=counter.throttles,
-        extra=counter.extra(),
-    )
+    return counter.finish(trial, succeeded=succeeded, calls=len(versions))
 
 
 def aiolimiter_reference(emu: Any, versions: Sequence[str], quota: Quota, *, concurrency: int = 16, deadline_s: float = 600.0) -> Measurement:
