@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
 
 from fleetrel.cli import main
 from fleetrel.journal import replay
 from fleetrel.progress import PlainLog
+from support import FakeClock, update_calls, write_plan as _write_plan
+from support import journal_records as records
 
 PKG = "door-sensor-app"
 ANSI_ESCAPE = "\x1b"
@@ -21,24 +22,8 @@ def names(n: int) -> list[str]:
     return [f"1.9.{i}" for i in range(n)]
 
 
-def write_plan(path: Path, versions: list[str], *, rate: float = 100, concurrency: int = 4,
-               abort: dict | None = None, waves: list | None = None) -> Path:
-    doc = {"plan": "cli-test", "limits": {"rate": rate, "burst": 5, "concurrency": concurrency},
-           "versions": [{"package": PKG, "versions": versions, "action": "PUBLISH"}]}
-    if abort:
-        doc["abort"] = abort
-    if waves:
-        doc["waves"] = waves
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def update_calls(emulator) -> int:
-    return sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values())
-
-
-def records(journal: Path) -> list[dict]:
-    return [json.loads(line) for line in journal.read_text().splitlines()]
+def write_plan(path: Path, versions: list[str], **kwargs) -> Path:
+    return _write_plan(path, versions, package=PKG, name="cli-test", **kwargs)
 
 
 def fleetrel(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -138,14 +123,6 @@ def test_a_failure_in_a_wave_stops_before_the_next(emulator, tmp_path):
 
 
 # -- the plain log, with a fake clock --------------------------------------------------
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_plain_log_writes_every_tenth_of_the_steps_and_every_interval():
     clock, lines = FakeClock(), []

@@ -26,6 +26,7 @@ from fleetrel.emulator.bucket import TokenBucket
 from fleetrel.emulator.catalog import CatalogError, CatalogRules, PackageCatalog
 from fleetrel.emulator.settings import EmulatorSettings, SettingsError
 from conftest import CREDENTIALS, NO_RETRIES, REGION
+from support import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_A, TOKEN_B = "a" * 36, "b" * 36
@@ -491,14 +492,6 @@ def test_in_thread_emulator_serves_the_same_api() -> None:
 
 
 # -- pure pieces (no network) ---------------------------------------------------------
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_token_bucket_arithmetic() -> None:
     clock = FakeClock()

@@ -8,22 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
 
 from fleetrel.cli import main
+from support import write_plan as _write_plan
 
 PKG = "thermostat-fw"
 
 
-def write_plan(path: Path, versions: list[str], *, rate: float = 100, concurrency: int = 4,
-               abort: dict | None = None) -> Path:
-    doc = {"plan": "status-test", "limits": {"rate": rate, "burst": 5, "concurrency": concurrency},
-           "versions": [{"package": PKG, "versions": versions, "action": "PUBLISH"}]}
-    if abort:
-        doc["abort"] = abort
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+def write_plan(path: Path, versions: list[str], **kwargs) -> Path:
+    return _write_plan(path, versions, package=PKG, name="status-test", **kwargs)
 
 
 def names(n: int) -> list[str]:

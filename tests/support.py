@@ -1,0 +1,52 @@
+"""Small things several test modules need: plan files, journal lines, a fake clock.
+
+    from support import write_plan, journal_records, update_calls, FakeClock
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_plan(path: Path, versions: list[str] | list[dict], *, package: str = "thermostat-fw",
+               name: str = "test-plan", rate: float = 100, burst: int = 5, concurrency: int = 4,
+               abort: dict | None = None, waves: list | None = None) -> Path:
+    """A plan file. `versions`: version names (one PUBLISH entry for `package`) or entries."""
+    entries = versions if versions and isinstance(versions[0], dict) else \
+        [{"package": package, "versions": list(versions), "action": "PUBLISH"}]
+    doc: dict[str, Any] = {"plan": name, "limits": {"rate": rate, "burst": burst, "concurrency": concurrency},
+                           "versions": entries}
+    if abort:
+        doc["abort"] = abort
+    if waves:
+        doc["waves"] = waves
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def journal_records(path: Path) -> list[dict]:
+    """Complete lines only: a run being written (or killed) may have a torn last line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
+
+
+def update_calls(emulator: Any) -> int:
+    """UpdatePackageVersion requests the emulator received, whatever it answered."""
+    return sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values())
+
+
+class FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
