@@ -195,3 +195,31 @@ def test_kill_nine_three_times_then_resume_loses_nothing_and_doubles_nothing(emu
     assert len(counts) == 90 and set(counts.values()) == {1}
     state = replay(journal)
     assert state.sessions == 4 and state.status == "complete"
+
+
+def test_ctrl_c_stops_gracefully_journals_and_the_same_command_resumes(emulator, tmp_path):
+    versions = version_names(60)
+    emulator.seed([(PKG, v) for v in versions])
+    emulator.configure(operations={"UpdatePackageVersion": {"rate": 20, "burst": 5}})
+    plan_path = write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
+                           rate=20, burst=5)
+    journal = tmp_path / "j.jsonl"
+    cmd = [sys.executable, "-m", "fleetrel", "run", str(plan_path), "--journal", str(journal),
+           "--endpoint-url", emulator.url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while sum(terminal_counts(journal).values()) < 10 if journal.exists() else True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)  # polling the journal for a condition, not a timing assumption
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "resume" in out
+    assert journal_records(journal)[-1]["event"] == "run_interrupted"
+    assert replay(journal).status == "interrupted"
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 60
+    tokens = emulator.record()["tokens"]
+    assert all(len(set(tokens[f"{PKG}/{v}"])) == 1 for v in versions)
