@@ -116,6 +116,20 @@ class Journal:
         self.close()
 
 
+def is_locked(path: Path) -> bool:
+    """Whether a fleetrel run holds this journal now (it keeps an exclusive lock)."""
+    try:
+        with open(path, "rb") as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
 def _truncate_torn_tail(file: IO[str]) -> None:
     file.seek(0, os.SEEK_END)
     size = file.tell()
@@ -162,6 +176,7 @@ class RunState:
     throttles: int = 0
     retries: int = 0
     torn_tail: bool = False
+    running: bool = False  # a fleetrel run holds the journal's lock right now
 
     @property
     def run_id(self) -> str:
@@ -184,8 +199,10 @@ class RunState:
 
     @property
     def status(self) -> str:
-        """complete | failed | aborted | interrupted (stopped, or killed mid-run)."""
+        """complete | failed | aborted | running | interrupted (stopped, or killed mid-run)."""
         counts = self.counts()
+        if self.running and self.ending is None:
+            return "running"
         if self.ending == "run_finished" and (counts["failed"] or not counts["unfinished"]):
             # a failure in a wave ends the run before the next wave: failed, not interrupted
             return "failed" if counts["failed"] else "complete"
@@ -222,7 +239,7 @@ def replay(path: Path) -> RunState:
         records.append(record)
     if not records or records[0].get("event") != "run_started" or records[0].get("format") != FORMAT_VERSION:
         raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
-    state = RunState(path=path, header=records[0], torn_tail=torn)
+    state = RunState(path=path, header=records[0], torn_tail=torn, running=is_locked(path))
     state.started = records[0].get("ts")
     for record in records:
         _apply(state, record)

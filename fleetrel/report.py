@@ -194,7 +194,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "rate_changes": changes,
         "torn_tail": state.torn_tail,
     }
-    if status != "complete":
+    if status not in ("complete", "running"):
         out["resume"] = resume_command(state)
     return out
 
@@ -204,6 +204,7 @@ STATUS_MEANING = {
     "failed": "finished with failures",
     "aborted": "aborted: the failure ratio passed the plan's abort threshold",
     "interrupted": "interrupted: stopped or killed before every step finished",
+    "running": "running: a fleetrel run holds this journal now",
 }
 
 

@@ -74,3 +74,11 @@ def test_sensitive_fields_are_digests_unless_opted_in():
     assert "SECRET" not in hidden and "PUBLISH" in hidden
     shown = json.dumps(fields_for_journal(request, sensitive=True))
     assert "SECRET-DESC" in shown and "SECRET-ATTR" in shown
+
+
+def test_a_journal_in_use_reads_as_running(tmp_path):
+    path = tmp_path / "j.jsonl"
+    write_run(path, [("step_started", {"step": "a/1", "client_token": "t1", "attempt": 1})])
+    assert replay(path).status == "interrupted"  # nobody holds it: killed or stopped
+    with Journal.open(path):
+        assert replay(path).status == "running"
