@@ -1,8 +1,6 @@
 """The engine against the emulator over real HTTP: throttling, faults, kill and resume."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,23 +9,17 @@ from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 from botocore.config import Config
 
 from fleetrel import load_plan, run
 from fleetrel.journal import JournalError, TERMINAL, Journal, replay
+from support import journal_records, update_calls, write_plan as _write_plan
 
 PKG = "thermostat-fw"
 
 
-def write_plan(path: Path, versions: list[dict], *, name: str = "engine-test", rate: float = 50, burst: int = 10,
-               concurrency: int = 8, abort: dict | None = None) -> Path:
-    doc = {"plan": name, "limits": {"rate": rate, "burst": burst, "concurrency": concurrency},
-           "versions": versions}
-    if abort:
-        doc["abort"] = abort
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+def write_plan(path: Path, versions: list[dict], **limits) -> Path:
+    return _write_plan(path, versions, name="engine-test", **{"rate": 50, "burst": 10, "concurrency": 8, **limits})
 
 
 def version_names(n: int) -> list[str]:
@@ -44,21 +36,12 @@ def statuses(url: str, package: str, versions: list[str]) -> dict[str, str]:
     return {v: client.get_package_version(packageName=package, versionName=v)["status"] for v in versions}
 
 
-def journal_records(path: Path) -> list[dict]:
-    # complete lines only: a run being written (or killed) may have a torn last line
-    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
-
-
 def terminal_counts(path: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for rec in journal_records(path):
         if rec["event"] in TERMINAL:
             counts[rec["step"]] = counts.get(rec["step"], 0) + 1
     return counts
-
-
-def update_calls(record: dict) -> int:
-    return sum(record["operations"].get("UpdatePackageVersion", {}).values())
 
 
 async def test_all_steps_succeed_under_throttling_and_every_attempt_passes_the_limiter(emulator, tmp_path):
@@ -72,7 +55,7 @@ async def test_all_steps_succeed_under_throttling_and_every_attempt_passes_the_l
     assert result.status == "complete" and result.succeeded == 60 and result.failed == 0
     record = emulator.record()
     # botocore sent nothing on its own: the service saw exactly the attempts the engine counted
-    assert update_calls(record) == result.attempts
+    assert update_calls(emulator) == result.attempts
     assert record["throttled"].get("UpdatePackageVersion", 0) == result.throttles
     assert result.throttles <= 0.2 * result.attempts
     assert set(statuses(emulator.url, PKG, versions).values()) == {"PUBLISHED"}
@@ -110,7 +93,7 @@ async def test_permanent_errors_end_at_once_and_done_steps_are_skipped(emulator,
     assert outcomes[f"{PKG}/2.0.0"].outcome == "skipped"
     assert outcomes[f"{PKG}/9.9.9"].outcome == "failed" and outcomes[f"{PKG}/9.9.9"].code == "ResourceNotFoundException"
     assert result.status == "failed" and result.exit_code == 1
-    assert update_calls(emulator.record()) == 3  # each sent exactly once
+    assert update_calls(emulator) == 3  # each sent exactly once
     assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "DRAFT"}
     failed = [r for r in journal_records(tmp_path / "j.jsonl") if r["event"] == "step_failed"]
     assert {r["step"]: r["permanent"] for r in failed} == {f"{PKG}/1.0.0": True, f"{PKG}/9.9.9": True}
@@ -119,7 +102,7 @@ async def test_permanent_errors_end_at_once_and_done_steps_are_skipped(emulator,
     emulator.reset_record()
     again = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
     assert again.attempts == 0 and again.done_before == 3 and again.status == "failed"
-    assert update_calls(emulator.record()) == 0
+    assert update_calls(emulator) == 0
 
 
 async def test_journal_holds_no_credential_and_no_sensitive_text(emulator, tmp_path, monkeypatch):
@@ -147,7 +130,7 @@ async def test_second_run_on_one_journal_is_refused(emulator, tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "another fleetrel run holds this journal" in proc.stderr and "Traceback" not in proc.stderr
-    assert update_calls(emulator.record()) == 0
+    assert update_calls(emulator) == 0
 
 
 async def test_changed_plan_is_refused_and_new_run_gets_new_tokens(emulator, tmp_path):

@@ -25,21 +25,9 @@ import pytest
 
 from fleetrel.errors import backoff
 from fleetrel.ratecontrol import RateController, RetunableLimiter
+from support import FakeClock
 
 # -- a fake clock and a virtual-time event loop --------------------------------
-
-
-class FakeClock:
-    """A clock that moves only when the test says so."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -179,7 +167,7 @@ def make(clock: FakeClock, **kwargs: Any) -> tuple[RateController, list[tuple[fl
 
 
 def test_first_throttle_without_history_steps_down_by_the_margin_and_reports_it():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, changes = make(clock, rate=100.0, margin=0.05)
     clock.advance(0.05)
     control.on_throttle()
@@ -190,7 +178,7 @@ def test_first_throttle_without_history_steps_down_by_the_margin_and_reports_it(
 
 
 def test_throttles_measure_the_quota_from_the_accepted_calls_between_them():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=100.0, margin=0.05, cooldown=0.1, episode=10.0)
     control.on_throttle()  # anchor: the service bucket is empty now
     accept(control, clock, rate=12.0, seconds=5.0)  # it then admits 12/s
@@ -202,7 +190,7 @@ def test_throttles_measure_the_quota_from_the_accepted_calls_between_them():
 
 def test_anchors_from_a_previous_episode_are_not_used_for_the_bound():
     """After a quiet spell the service's bucket may have overflowed: no overload verdict."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=100.0, margin=0.05, cooldown=0.1, episode=2.0)
     control.on_throttle()
     accept(control, clock, rate=12.0, seconds=5.0)
@@ -213,7 +201,7 @@ def test_anchors_from_a_previous_episode_are_not_used_for_the_bound():
 
 def test_a_touch_after_a_quiet_spell_uses_the_accepted_rate_since_the_last_episode():
     def run(accepted_rate: float) -> float:
-        clock = FakeClock()
+        clock = FakeClock(100.0)
         control, _ = make(clock, rate=100.0, margin=0.05, cooldown=0.5, episode=2.0)
         control.on_throttle()  # touch: 100 -> 95
         accept(control, clock, rate=10.0, seconds=1.0)
@@ -231,7 +219,7 @@ def test_a_touch_after_a_quiet_spell_uses_the_accepted_rate_since_the_last_episo
 
 
 def test_cooldown_ignores_a_storm_of_throttles_from_calls_already_in_flight():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, changes = make(clock, rate=10.0, margin=0.05, cooldown=1.0)
     accept(control, clock, rate=10.0, seconds=3.0)
     control.on_throttle()
@@ -247,7 +235,7 @@ def test_cooldown_ignores_a_storm_of_throttles_from_calls_already_in_flight():
 
 
 def test_a_throttle_after_the_cooldown_decreases_again():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=10.0, margin=0.05, cooldown=1.0)
     accept(control, clock, rate=10.0, seconds=3.0)
     control.on_throttle()
@@ -259,7 +247,7 @@ def test_a_throttle_after_the_cooldown_decreases_again():
 
 def test_within_the_cooldown_the_measured_bound_still_tightens_the_rate():
     """A quota that dropped: the bound from the newest anchor falls as data comes in."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=50.0, margin=0.05, cooldown=10.0)
     accept(control, clock, rate=50.0, seconds=2.0)
     control.on_throttle()
@@ -270,7 +258,7 @@ def test_within_the_cooldown_the_measured_bound_still_tightens_the_rate():
 
 
 def test_probe_climbs_slowly_under_the_estimate_and_never_past_the_ceiling():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, changes = make(
         clock, rate=20.0, margin=0.1, cooldown=1.0, probe=0.02, growth=0.5, recover=math.inf
     )
@@ -298,7 +286,7 @@ def test_probe_climbs_slowly_under_the_estimate_and_never_past_the_ceiling():
 
 
 def test_under_the_estimate_the_probe_closes_the_gap_with_the_recover_time_constant():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=20.0, margin=0.1, cooldown=1.0, probe=0.0, recover=2.0)
     control.on_throttle()
     accept(control, clock, rate=10.0, seconds=2.0)
@@ -314,7 +302,7 @@ def test_under_the_estimate_the_probe_closes_the_gap_with_the_recover_time_const
 
 
 def test_probe_reports_only_steps_of_report_step_or_more():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, changes = make(clock, rate=20.0, margin=0.1, cooldown=0.0, report_step=0.05)
     control.on_throttle()
     accept(control, clock, rate=10.0, seconds=2.0)
@@ -331,7 +319,7 @@ def test_probe_reports_only_steps_of_report_step_or_more():
 
 
 def test_no_probe_while_the_bucket_is_not_what_limits_the_run():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=20.0, cooldown=0.0, idle=1.0)
     control.on_throttle()
     accept(control, clock, rate=10.0, seconds=2.0)
@@ -344,7 +332,7 @@ def test_no_probe_while_the_bucket_is_not_what_limits_the_run():
 
 
 def test_never_below_the_floor():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=10.0, floor=2.0, cooldown=0.0)
     for _ in range(20):
         clock.advance(1.0)
@@ -354,7 +342,7 @@ def test_never_below_the_floor():
 
 
 def test_non_adaptive_keeps_the_rate_fixed_but_counts():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, changes = make(clock, rate=10.0, adaptive=False)
     for _ in range(5):
         clock.advance(0.1)
@@ -367,7 +355,7 @@ def test_non_adaptive_keeps_the_rate_fixed_but_counts():
 
 
 def test_the_bucket_follows_the_controller():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     control, _ = make(clock, rate=10.0, margin=0.05)
     control.on_throttle()
     assert control.limiter.rate == control.rate == pytest.approx(9.5)
