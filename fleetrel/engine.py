@@ -372,7 +372,9 @@ async def run(
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(_watch_signals, session, tg.cancel_scope, stop_grace)
-                failed_before = {k for k, r in state.steps.items() if r.outcome == "failed"} if state else set()
+                # failures of earlier sessions that are not being retried now hold back later waves
+                retried = {s.key for s in todo}
+                failed_before = {k for k, r in state.steps.items() if r.outcome == "failed"} - retried if state else set()
                 await session.execute_waves(client, list(waves or [len(steps)]), before_wave, failed_before)
                 tg.cancel_scope.cancel()
         result = _result(session, state, steps, path, time.monotonic() - started)

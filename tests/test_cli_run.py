@@ -121,6 +121,16 @@ def test_a_failure_in_a_wave_stops_before_the_next(emulator, tmp_path):
     started = {r["step"] for r in records(journal) if r["event"] == "step_started"}
     assert started == {f"{PKG}/{v}" for v in versions[:4]}
 
+    # the same command again: the failure still holds the next wave back ...
+    again = fleetrel("run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url, "--wave-pause", "0")
+    assert again.returncode == 1 and update_calls(emulator) == 4
+    # ... until the missing version exists and the failed step is retried
+    emulator.seed([(PKG, versions[2])])
+    fixed = fleetrel("run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url,
+                     "--wave-pause", "0", "--retry-failed")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert update_calls(emulator) == 4 + 1 + 4  # the retried step, then wave 3
+
 
 # -- the plain log, with a fake clock --------------------------------------------------
 
