@@ -142,8 +142,10 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
             time.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation
             return True
         if interactive and not yes:
-            if not click.confirm(f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step "
-                                 f"{ends[wave - 1]})?", default=True, err=json_output):
+            with display.paused():
+                go_on = click.confirm(f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step "
+                                      f"{ends[wave - 1]})?", default=True, err=json_output)
+            if not go_on:
                 console.print("stopped between waves: run the same command again to continue")
                 return False
         return True

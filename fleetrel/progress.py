@@ -11,12 +11,14 @@ comparison per finished step before it writes anything.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.table import Table
 from rich.text import Text
 
 FINISHED = ("step_succeeded", "step_skipped", "step_failed")
@@ -119,6 +121,11 @@ class RunProgress:
     def done(self) -> int:
         return self.succeeded + self.skipped + self.failed
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """While the operator answers a prompt (the live display stops redrawing)."""
+        yield
+
     def __enter__(self) -> "RunProgress":
         return self
 
@@ -193,7 +200,7 @@ class _LiveView:
         self.progress = progress
         self.title = title
 
-    def __rich__(self) -> Group:
+    def __rich__(self) -> Table:
         s = self.progress.snapshot()
         head = Text.assemble((self.title, "bold"), f"  {s.done}/{s.total} steps",
                              (f"  (+{s.done_before} done before)" if s.done_before else ""),
@@ -208,7 +215,10 @@ class _LiveView:
         parts: list[Any] = [head, ProgressBar(total=max(1, s.total), completed=s.done, width=60), counts, rate]
         if s.stopping:
             parts.append(Text(f"stopping ({s.stopping}): waiting for calls in flight", style="bold red"))
-        return Group(*parts)
+        grid = Table.grid()  # one row each: a ProgressBar does not end its own line
+        for part in parts:
+            grid.add_row(part)
+        return grid
 
 
 class LiveDisplay(RunProgress):
@@ -226,6 +236,15 @@ class LiveDisplay(RunProgress):
 
     def note(self, line: str) -> None:
         self._live.console.print(line)  # printed above the live display
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing while the operator answers a prompt, then carry on."""
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
 
     def __enter__(self) -> "LiveDisplay":
         self._live.start()
