@@ -357,6 +357,9 @@ async def run(
                   "to_do": len(todo), "rate": rate, "burst": burst, "concurrency": concurrency, "pid": os.getpid()}
         if getattr(plan, "source", None):  # so `fleetrel status` can print the command that resumes
             header["plan_file"] = str(plan.source)
+        overrides = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
+        if any(overrides.values()):  # where the plan's own target was overridden (no secrets here)
+            header["target"] = {k: v for k, v in overrides.items() if v}
         if state is None:
             from fleetrel import __version__
 

@@ -177,6 +177,7 @@ class RunState:
     retries: int = 0
     torn_tail: bool = False
     running: bool = False  # a fleetrel run holds the journal's lock right now
+    target: dict[str, str] = field(default_factory=dict)  # the last session's --endpoint-url/--region/--profile
 
     @property
     def run_id(self) -> str:
@@ -251,6 +252,7 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
     if event in ("run_started", "run_resumed"):
         state.sessions += 1
         state.ending = None
+        state.target = record.get("target", {})
         return
     if event in ("run_finished", "run_aborted", "run_interrupted"):
         state.ending = event

@@ -162,6 +162,8 @@ def resume_command(state: RunState) -> str:
     """The command that continues this run (the plan file as the run recorded it)."""
     plan_file = state.header.get("plan_file") or "PLAN"
     words = ["fleetrel", "run", plan_file, "--journal", str(state.path)]
+    for name, value in state.target.items():
+        words += [f"--{name.replace('_', '-')}", value]
     if state.status in ("failed", "aborted") and state.counts()["failed"]:
         words.append("--retry-failed")
     return " ".join(shlex.quote(w) for w in words)

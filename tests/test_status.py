@@ -75,7 +75,7 @@ def test_status_of_an_aborted_run_names_failures_by_code_and_the_resume_command(
     failed = doc["failures"]["ResourceNotFoundException"]
     assert failed and all(int(k.rsplit(".", 1)[1]) % 2 == 1 for k in failed)  # only the missing ones
     assert doc["counts"]["failed"] == len(failed) and doc["counts"]["unfinished"] > 0
-    assert doc["resume"] == f"fleetrel run {plan} --journal {journal} --retry-failed"
+    assert doc["resume"] == f"fleetrel run {plan} --journal {journal} --endpoint-url {emulator.url} --retry-failed"
 
 
 def test_status_after_sigkill_then_resume(emulator, tmp_path):
@@ -97,7 +97,7 @@ def test_status_after_sigkill_then_resume(emulator, tmp_path):
     assert code == 130 and doc["status"] == "interrupted" and doc["ended"] is None
     assert doc["counts"]["succeeded"] >= 10 and doc["counts"]["unfinished"] > 0
     assert doc["counts"]["succeeded"] + doc["counts"]["unfinished"] == 80
-    assert doc["resume"] == f"fleetrel run {plan} --journal {journal}"
+    assert doc["resume"] == f"fleetrel run {plan} --journal {journal} --endpoint-url {emulator.url}"
     text = CliRunner().invoke(main, ["status", str(journal)])
     assert "interrupted" in text.output and "resume with: fleetrel run" in text.output
 
