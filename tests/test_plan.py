@@ -598,3 +598,12 @@ def test_property_mutated_plans_only_raise_plan_error_and_loaded_ones_pass_the_r
     path = scratch / "mutated.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     _load_only_plan_error(path)
+
+
+def test_the_readme_example_plan_is_valid(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```yaml\n") + len("```yaml\n")
+    example = tmp_path / "readme.yaml"
+    example.write_text(readme[start:readme.index("```", start)])
+    plan = load(example)
+    assert len(plan.steps()) == 5 and plan.wave_ends() == [1, 3, 5]
