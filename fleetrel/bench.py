@@ -25,8 +25,6 @@ network; `Trial` brackets one contender's run against a live emulator.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import math
 import resource
 import tempfile
@@ -333,12 +331,9 @@ async def run_fleetrel(
     journal_path = journal_dir / f"{contender}-{int(time.time() * 1000)}.journal.jsonl"
     trial = Trial(emu, contender=contender, calls=len(versions), quota=quota)
     listener = _Completions(trial)
-    kwargs: dict[str, Any] = dict(journal_path=journal_path, endpoint_url=emu.url, rate=rate, burst=burst, concurrency=concurrency)
-    takes_listeners = "listeners" in inspect.signature(run).parameters
-    if takes_listeners:
-        kwargs["listeners"] = [listener]
     trial.start()
-    result = await run(plan, **kwargs)
+    result = await run(plan, journal_path=journal_path, endpoint_url=emu.url, rate=rate, burst=burst,
+                       concurrency=concurrency, listeners=[listener])
     measurement = trial.finish(
         succeeded=result.succeeded,
         failed=len(versions) - result.succeeded,
@@ -346,28 +341,7 @@ async def run_fleetrel(
         client_throttles=result.throttles,
         extra={"skipped": result.skipped, "engine_failed": result.failed, "engine_elapsed_s": result.elapsed},
     )
-    if not takes_listeners:
-        measurement.completions = _completions_from_journal(journal_path, trial.started_at)
     return measurement
-
-
-def _completions_from_journal(path: Path, started_at: float) -> list[float]:
-    """Success times from the journal's wall-clock stamps, when the engine takes no
-    listener: offsets from the first record, which is written at the start."""
-    from datetime import datetime
-
-    stamps: list[tuple[str, float]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "ts" in rec:
-            stamps.append((rec.get("event", ""), datetime.fromisoformat(rec["ts"]).timestamp()))
-    if not stamps:
-        return []
-    first = stamps[0][1]
-    return sorted(round(ts - first, 4) for event, ts in stamps if event == "step_succeeded")
 
 
 def measure(
