@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,23 @@ def test_plain_log_writes_every_tenth_of_the_steps_and_every_interval():
     assert "failed 1" in lines[-1] and "stopping: aborted" in lines[-1]
     assert all(ANSI_ESCAPE not in line for line in lines)
     assert "ETA" in lines[-1]
+
+
+# -- demo and bench: the commands that start their own emulator ---------------------------
+
+def test_demo_rehearses_a_plan_against_its_own_emulator(tmp_path):
+    plan = write_plan(tmp_path / "p.yaml", names(12))
+    out = fleetrel("demo", "--plan", str(plan), "--rate", "100", "--latency-ms", "0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "12 versions seeded as DRAFT" in out.stdout and "complete" in out.stdout
+    seen, throttled = map(int, re.search(r"the emulator saw (\d+) UpdatePackageVersion calls, (\d+) throttled",
+                                         out.stdout).groups())
+    assert seen - throttled == 12  # every step accepted once
+
+
+def test_bench_reports_its_figures_as_json(tmp_path):
+    out = fleetrel("bench", "--rate", "100", "--burst", "10", "--steps", "30", "--latency-ms", "0", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["failed"] == 0 and figures["succeeded"] == 30
+    assert figures["attempts"] >= 30 and figures["efficiency"] > 0
