@@ -34,6 +34,7 @@ from fleetrel.aws import iot_client
 from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, RunState, fields_for_journal, replay
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController
+from fleetrel.state import VersionState, drift_of
 from fleetrel.tokens import client_token
 
 
@@ -263,18 +264,8 @@ class Run:
                 current = await client.get_package_version(packageName=step.package, versionName=step.version)
             except Exception:
                 return False
-        want = {"PUBLISH": "PUBLISHED", "DEPRECATE": "DEPRECATED"}[step.action]
-        if current.get("status") != want:
-            return False
-        if step.description is not None and current.get("description") != step.description:
-            return False
-        if step.attributes is not None and any(current.get("attributes", {}).get(k) != v for k, v in step.attributes.items()):
-            return False
-        if step.artifact is not None and current.get("artifact") != step.artifact:
-            return False
-        if step.recipe is not None and current.get("recipe") != step.recipe:
-            return False
-        return True
+        # the same rules `fleetrel verify` applies: skipped means verify will agree
+        return not drift_of(step, VersionState.from_response(current))
 
     def _finish(self, step: Step, outcome: str, attempt: int, base: dict[str, Any], **detail: Any) -> None:
         self.emit(f"step_{outcome}", **base, attempt=attempt, **{k: v for k, v in detail.items() if v is not None})

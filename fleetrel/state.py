@@ -14,13 +14,13 @@ the CLI and `fleetrel.report` turn them into tables.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 import anyio
 from aiolimiter import AsyncLimiter
 
+from fleetrel import errors
 from fleetrel.aws import iot_client
 from fleetrel.plan import Step, digest
 
@@ -255,18 +255,6 @@ def drift_of(step: Step, current: VersionState | ReadError) -> list[str]:
 
 # -- reading (I/O) ---------------------------------------------------------------------
 
-def _error_code(exc: Exception) -> tuple[str, str]:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error", {})
-        return error.get("Code") or type(exc).__name__, error.get("Message") or str(exc)
-    return type(exc).__name__, str(exc)
-
-
-RETRYABLE = frozenset({"ThrottlingException", "InternalServerException", "ServiceUnavailableException",
-                       "TooManyRequestsException"})
-
-
 async def _read_one(client: Any, limiter: AsyncLimiter, call: str, *, attempts: int, backoff_cap: float,
                     **request: Any) -> dict[str, Any] | ReadError:
     """One read, retried on throttles and server errors with full-jitter backoff; every
@@ -275,13 +263,12 @@ async def _read_one(client: Any, limiter: AsyncLimiter, call: str, *, attempts: 
         async with limiter:
             try:
                 return await getattr(client, call)(**request)
-            except Exception as exc:  # classified below; none is lost
-                code, message = _error_code(exc)
-                # no response at all: a dropped connection or a timeout, worth another try
-                transient = code in RETRYABLE or not hasattr(exc, "response")
-        if not transient or attempt == attempts:
-            return ReadError(code, message)
-        await anyio.sleep(random.uniform(0, min(backoff_cap, 0.1 * 2 ** attempt)))
+            except Exception as exc:  # classified as the engine does; none is lost
+                kind = errors.classify(exc)
+                failure = ReadError(errors.error_code(exc), errors.error_message(exc))
+        if kind not in (errors.Kind.THROTTLED, errors.Kind.TRANSIENT) or attempt == attempts:
+            return failure
+        await anyio.sleep(errors.backoff(attempt, cap=backoff_cap))
     raise AssertionError("unreachable")
 
 
