@@ -1,13 +1,15 @@
 """fleetrel: batch releases for the AWS IoT Software Package Catalog.
 
     import anyio
-    from fleetrel import load_plan, run
+    from fleetrel import RunOptions, load_plan, run
 
     plan = load_plan("plans/demo.yaml")
     result = anyio.run(lambda: run(plan, endpoint_url="http://127.0.0.1:5000"))
     print(result.status, result.succeeded, result.failed)   # complete 200 0
 
-`run` resumes from the plan's journal when there is one; see `fleetrel.engine.run`.
+`run` resumes from the plan's journal when there is one; see `fleetrel.api.run`. Its parts,
+for finer control: `fleetrel.session.open_session` and `fleetrel.engine.execute`;
+`fleetrel.testing` has a scripted fake IoT client for testing code that drives them.
 """
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
@@ -20,8 +22,11 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Imported on first use, so `fleetrel validate` does not pay for aioboto3's import.
 _EXPORTS = {
-    "run": ("fleetrel.engine", "run"),
+    "run": ("fleetrel.api", "run"),
+    "RunOptions": ("fleetrel.engine", "RunOptions"),
     "RunResult": ("fleetrel.engine", "RunResult"),
+    "Stop": ("fleetrel.engine", "Stop"),
+    "Status": ("fleetrel.events", "Status"),
     "load_plan": ("fleetrel.plan", "load"),
     "PlanError": ("fleetrel.plan", "PlanError"),
     "ReleasePlan": ("fleetrel.plan", "ReleasePlan"),

@@ -18,6 +18,13 @@ from botocore.config import Config
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "fleetrel-emulator", "aws_secret_access_key": "fleetrel-emulator"}
 
 
+def target_settings(target: Any, endpoint_url: str | None = None, region: str | None = None,
+                    profile: str | None = None) -> dict[str, str | None]:
+    """The plan's `target:` with the command line's overrides on top (`iot_client`'s keywords)."""
+    return {"endpoint_url": endpoint_url or target.endpoint_url, "region": region or target.region,
+            "profile": profile or target.profile}
+
+
 class AwsSetupError(Exception):
     """The user's AWS setup cannot give a client (no region, unknown profile)."""
 

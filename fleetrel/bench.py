@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from fleetrel.events import Event, Record
+
 OPERATION = "UpdatePackageVersion"
 PACKAGE = "bench-pkg"
 
@@ -296,8 +298,8 @@ class _Completions:
     def __init__(self, trial: Trial) -> None:
         self.trial = trial
 
-    def on_event(self, event: str, **fields: Any) -> None:
-        if event == "step_succeeded":
+    def on_event(self, record: Record) -> None:
+        if record.event == Event.STEP_SUCCEEDED:
             self.trial.completed()
 
 
@@ -316,7 +318,7 @@ async def run_fleetrel(
     `ceiling` is the rate fleetrel is told (default: the true quota); the burst it is
     told is always the true one.
     """
-    from fleetrel import run
+    from fleetrel import RunOptions, run
     from fleetrel.plan import ReleasePlan
 
     rate = ceiling if ceiling is not None else quota.rate
@@ -332,8 +334,8 @@ async def run_fleetrel(
     trial = Trial(emu, contender=contender, calls=len(versions), quota=quota)
     listener = _Completions(trial)
     trial.start()
-    result = await run(plan, journal_path=journal_path, endpoint_url=emu.url, rate=rate, burst=burst,
-                       concurrency=concurrency, listeners=[listener])
+    result = await run(plan, journal_path=journal_path, endpoint_url=emu.url,
+                       options=RunOptions(rate=rate, burst=burst, concurrency=concurrency), listeners=[listener])
     measurement = trial.finish(
         succeeded=result.succeeded,
         failed=len(versions) - result.succeeded,

@@ -1,8 +1,9 @@
 """The `fleetrel` command line. It knows plans, journals and terminals; never HTTP.
 
-Each command is a thin shell over a module: parse flags, call, render, choose the exit code.
-Exit codes: 0 success, 1 some steps failed / drift found, 2 invalid input, 3 aborted by
-threshold, 130 interrupted.
+Each command is a thin shell over a module: parse flags, call, render, choose the exit code
+(`fleetrel.events.ExitCode`: 0 success, 1 some steps failed / drift found, 2 invalid input,
+3 aborted by threshold, 130 interrupted). Signals, prompts and the default journal path
+are chosen here, not in the engine.
 """
 from __future__ import annotations
 
@@ -12,10 +13,23 @@ from typing import NoReturn
 
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from fleetrel.events import ExitCode
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Ctrl-C (or Ctrl-D at a prompt) anywhere outside a run's own handling ends the
+    command with 130, as an interrupted run does, not click's "Aborted!" and 1 (which
+    `verify` uses for drift)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, EOFError, click.Abort):
+            click.echo("\nfleetrel: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fleetrel")
 def main() -> None:
     """fleetrel: batch releases for the AWS IoT Software Package Catalog.
@@ -32,7 +46,7 @@ from fleetrel.emulator.command import emulator as _emulator_command  # noqa: E40
 main.add_command(_emulator_command)
 
 
-def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+def fail(message: str, code: int = ExitCode.INVALID) -> NoReturn:
     """A user error: the message on stderr, no traceback, the exit code."""
     click.echo(f"fleetrel: {message}", err=True)
     sys.exit(code)
@@ -58,7 +72,7 @@ def validate_command(plan_paths: tuple[str, ...]) -> None:
             click.echo(str(exc), err=True)
         else:
             click.echo(f"{plan_path}: ok — {plan.summary()}")
-    sys.exit(EXIT_INVALID if any_invalid else EXIT_OK)
+    sys.exit(ExitCode.INVALID if any_invalid else ExitCode.OK)
 
 
 @main.command("schema")
@@ -111,15 +125,16 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
       3    aborted by the plan's failure threshold (abort:)
       130  interrupted (Ctrl-C, SIGTERM, or declined to start the next wave)
     """
-    import time
-
     import anyio
     from rich.console import Console
 
+    from fleetrel.api import run
     from fleetrel.aws import AwsSetupError
-    from fleetrel.engine import run
+    from fleetrel.engine import RunOptions
+    from fleetrel.interrupts import ask, with_signals
     from fleetrel.journal import JournalError
-    from fleetrel.report import echo_json, print_summary
+    from fleetrel.report import echo_json, print_drift, print_summary
+    from fleetrel.session import PlanChanged
 
     plan = _load_or_fail(plan_path)
     if dry_run:
@@ -135,42 +150,43 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
             fail("not confirmed: nothing sent")
     ends = plan.wave_ends()
 
-    def before_wave(wave: int, waves: int) -> bool:
-        """Between waves (in a worker thread): the soak time, or the operator's yes."""
+    async def before_wave(wave: int, waves: int) -> bool:
+        """Between waves: the soak time, or the operator's yes."""
         if wave_pause is not None:
             console.print(f"wave {wave - 1}/{waves} complete; wave {wave} in {wave_pause:g} s")
-            time.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation
+            await anyio.sleep(wave_pause)  # the operator's soak time between waves, not synchronisation
             return True
         if interactive and not yes:
             with display.paused():
-                go_on = click.confirm(f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step "
-                                      f"{ends[wave - 1]})?", default=True, err=json_output)
+                go_on = await ask(lambda: click.confirm(
+                    f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step {ends[wave - 1]})?",
+                    default=True, err=json_output))
             if not go_on:
                 console.print("stopped between waves: run the same command again to continue")
                 return False
         return True
 
+    options = RunOptions(rate=rate, burst=burst, concurrency=concurrency, new_run=new_run,
+                         retry_failed=retry_failed, journal_sensitive=journal_sensitive)
     display = _progress_display(console, plan.plan, to_stderr=json_output)
     try:
         with display:
-            result = anyio.run(lambda: run(
+            result = anyio.run(lambda: with_signals(lambda stop: run(
                 plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                rate=rate, burst=burst, concurrency=concurrency, new_run=new_run, retry_failed=retry_failed,
-                journal_sensitive=journal_sensitive, handle_signals=True, listeners=[display],
-                on_start=display.on_start, waves=ends, before_wave=before_wave))
+                options=options, listeners=[display], before_wave=before_wave, stop=stop)))
+    except PlanChanged as exc:
+        fail(f"{exc}\nPass --new-run to start a new run.")
     except (JournalError, AwsSetupError) as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_INTERRUPTED)
     print_summary(result, console)
     exit_code = result.exit_code
     output = result.to_dict()
     if verify_after and result.status in ("complete", "failed"):
         drift = _read_drift(plan, endpoint_url, region, profile)
-        _print_drift(drift, console)
+        print_drift(drift, console)
         output["verify"] = drift.to_dict()
-        if not drift.matches and exit_code == EXIT_OK:
-            exit_code = EXIT_FAILED
+        if not drift.matches and exit_code == ExitCode.OK:
+            exit_code = ExitCode.FAILED
     if json_output:
         echo_json(output)
     sys.exit(exit_code)
@@ -193,7 +209,7 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
         echo_json(preview.to_dict())
     else:
         print_preview(preview)
-    sys.exit(EXIT_OK if preview.can_apply else EXIT_INVALID)
+    sys.exit(ExitCode.OK if preview.can_apply else ExitCode.INVALID)
 
 
 def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str | None):
@@ -206,12 +222,6 @@ def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str
         return anyio.run(lambda: read_drift(plan, endpoint_url=endpoint_url, region=region, profile=profile))
     except AwsSetupError as exc:
         fail(str(exc))
-
-
-def _print_drift(drift, console) -> None:
-    from fleetrel.report import print_drift
-
-    print_drift(drift, console)
 
 
 def _target_options(command):
@@ -280,7 +290,7 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
         echo_json(drift.to_dict())
     else:
         print_drift(drift)
-    sys.exit(EXIT_OK if drift.matches else EXIT_FAILED)
+    sys.exit(ExitCode.OK if drift.matches else ExitCode.FAILED)
 
 
 @main.command("status")
@@ -309,7 +319,7 @@ def status_command(journal_path: Path, json_output: bool) -> None:
         echo_json(status)
     else:
         print_status(status)
-    sys.exit({"complete": EXIT_OK, "failed": EXIT_FAILED, "aborted": EXIT_ABORTED}.get(status["status"], EXIT_INTERRUPTED))
+    sys.exit(ExitCode.for_status(status["status"]))
 
 
 @main.command("demo")
@@ -331,8 +341,9 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
     import anyio
     from rich.console import Console
 
+    from fleetrel.api import run
     from fleetrel.emulator import start_emulator
-    from fleetrel.engine import run
+    from fleetrel.interrupts import with_signals
     from fleetrel.report import print_summary
 
     plan = _load_or_fail(plan_path)
@@ -344,9 +355,9 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
                    f"quota {rate:g} calls/s, {latency_ms:g} ms latency")
         console = Console(highlight=False)
         with _progress_display(console, plan.plan, to_stderr=False) as display:
-            result = anyio.run(lambda: run(plan, journal_path=Path(tmp) / "demo.journal.jsonl",
-                                           endpoint_url=emulator.url, handle_signals=True,
-                                           listeners=[display], on_start=display.on_start))
+            result = anyio.run(lambda: with_signals(lambda stop: run(
+                plan, journal_path=Path(tmp) / "demo.journal.jsonl", endpoint_url=emulator.url,
+                listeners=[display], stop=stop)))
         print_summary(result, console)
         record = emulator.record()
         click.echo(f"  the emulator saw {sum(record['operations'].get('UpdatePackageVersion', {}).values())} "
@@ -394,4 +405,4 @@ def bench_command(rate: float, burst: int, steps: int, latency_ms: float, ceilin
             f"  {figures['calls_per_s']:.1f} calls/s, {figures['calls_per_cpu_s']:.0f} calls per client CPU-second, "
             f"failed {figures['failed']}"
         )
-    sys.exit(EXIT_FAILED if figures["failed"] else EXIT_OK)
+    sys.exit(ExitCode.FAILED if figures["failed"] else ExitCode.OK)

@@ -1,10 +1,13 @@
 """The progress journal: one JSON object per line, appended as events happen.
 
     journal = Journal.open(Path("spring.journal.jsonl"))      # takes an exclusive lock
-    journal.start(header)                                     # first line of a new run
-    journal.on_event("step_succeeded", step="fw/1.0", client_token=..., attempt=1)
+    journal.write(Event.RUN_STARTED, format=FORMAT_VERSION, run_id=..., ...)   # the header
+    journal.write(Event.STEP_SUCCEEDED, step="fw/1.0", client_token=..., attempt=1)
     journal.close()                                           # fsync, unlock
     state = replay(Path("spring.journal.jsonl"))              # → RunState
+
+As an engine listener it takes `on_event(record)`; `write` is the same for callers
+that have no `Record` at hand.
 
 Every record is flushed to the OS as it is written, so a killed process (SIGKILL) loses
 nothing it wrote. fsync (which only matters if the machine itself dies) is batched: a
@@ -24,8 +27,9 @@ from typing import IO, Any
 
 import structlog
 
+from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Outcome, Record, Status, run_status
+
 FORMAT_VERSION = 1
-TERMINAL = ("step_succeeded", "step_skipped", "step_failed")
 SENSITIVE_FIELDS = ("description", "attributes", "recipe")
 
 
@@ -88,8 +92,11 @@ class Journal:
         _truncate_torn_tail(file)
         return cls(path, file, **kwargs)
 
-    def on_event(self, event: str, **fields: Any) -> None:
-        self._log.info(event, **fields)
+    def on_event(self, record: Record) -> None:
+        self.write(record.event, **record.fields)
+
+    def write(self, event: Event, **fields: Any) -> None:
+        self._log.info(str(event), **fields)
         if event in TERMINAL or event.startswith("run_"):
             self._dirty = True
             now = time.monotonic()
@@ -114,6 +121,13 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def default_journal_path(plan: Any) -> Path:
+    """`<plan file stem>.journal.jsonl` in the current directory (the plan's name for a
+    plan built in code)."""
+    stem = Path(plan.source).stem if plan.source is not None else plan.plan
+    return Path.cwd() / f"{stem}.journal.jsonl"
 
 
 def is_locked(path: Path) -> bool:
@@ -154,7 +168,7 @@ class StepRecord:
     client_token: str | None = None
     attempts: int = 0
     throttles: int = 0
-    outcome: str | None = None  # succeeded | skipped | failed | None (not finished)
+    outcome: Outcome | None = None  # SUCCEEDED | SKIPPED | FAILED; None: not finished
     code: str | None = None
     message: str | None = None
     permanent: bool | None = None
@@ -171,7 +185,7 @@ class RunState:
     sessions: int = 0  # how many times the run was started or resumed
     started: str | None = None
     ended: str | None = None
-    ending: str | None = None  # run_finished | run_aborted | run_interrupted | None (killed)
+    ending: Ending | None = None  # None: killed (or still running)
     rate_changes: list[dict[str, Any]] = field(default_factory=list)
     throttles: int = 0
     retries: int = 0
@@ -188,28 +202,20 @@ class RunState:
         return self.header["plan_digest"]
 
     def finished_keys(self, *, include_failed: bool) -> set[str]:
-        done = {"succeeded", "skipped"} | ({"failed"} if include_failed else set())
+        done = {Outcome.SUCCEEDED, Outcome.SKIPPED} | ({Outcome.FAILED} if include_failed else set())
         return {k for k, s in self.steps.items() if s.outcome in done}
 
     def counts(self) -> dict[str, int]:
-        out = {"succeeded": 0, "skipped": 0, "failed": 0, "unfinished": 0}
+        out = {outcome.value: 0 for outcome in Outcome}
         for key in self.header.get("step_digests", {}):
             rec = self.steps.get(key)
-            out[rec.outcome if rec and rec.outcome else "unfinished"] += 1
+            out[rec.outcome if rec and rec.outcome else Outcome.UNFINISHED] += 1
         return out
 
     @property
-    def status(self) -> str:
-        """complete | failed | aborted | running | interrupted (stopped, or killed mid-run)."""
-        counts = self.counts()
-        if self.running and self.ending is None:
-            return "running"
-        if self.ending == "run_finished" and (counts["failed"] or not counts["unfinished"]):
-            # a failure in a wave ends the run before the next wave: failed, not interrupted
-            return "failed" if counts["failed"] else "complete"
-        if self.ending == "run_aborted":
-            return "aborted"
-        return "interrupted"
+    def status(self) -> Status:
+        """The run's status by `fleetrel.events.run_status`, the rule the engine applies live."""
+        return run_status(self.ending, self.counts(), running=self.running)
 
 
 def replay(path: Path) -> RunState:
@@ -238,7 +244,7 @@ def replay(path: Path) -> RunState:
         except (ValueError, UnicodeDecodeError) as exc:
             raise JournalError(f"{path}:{number}: corrupt journal line ({exc}); the journal was edited or damaged") from None
         records.append(record)
-    if not records or records[0].get("event") != "run_started" or records[0].get("format") != FORMAT_VERSION:
+    if not records or records[0].get("event") != Event.RUN_STARTED or records[0].get("format") != FORMAT_VERSION:
         raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
     state = RunState(path=path, header=records[0], torn_tail=torn, running=is_locked(path))
     state.started = records[0].get("ts")
@@ -247,18 +253,21 @@ def replay(path: Path) -> RunState:
     return state
 
 
+_ENDINGS = frozenset(Ending)
+
+
 def _apply(state: RunState, record: dict[str, Any]) -> None:
     event = record["event"]
-    if event in ("run_started", "run_resumed"):
+    if event in SESSION_STARTS:
         state.sessions += 1
         state.ending = None
         state.target = record.get("target", {})
         return
-    if event in ("run_finished", "run_aborted", "run_interrupted"):
-        state.ending = event
+    if event in _ENDINGS:
+        state.ending = Ending(event)
         state.ended = record.get("ts")
         return
-    if event == "rate_changed":
+    if event == Event.RATE_CHANGED:
         state.rate_changes.append(record)
         return
     key = record.get("step")
@@ -267,14 +276,14 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
     step = state.steps.setdefault(key, StepRecord(key=key))
     step.client_token = record.get("client_token", step.client_token)
     step.attempts = max(step.attempts, int(record.get("attempt", 0)))
-    if event == "attempt_failed":
+    if event == Event.ATTEMPT_FAILED:
         state.retries += 1
         if record.get("throttled"):
             step.throttles += 1
             state.throttles += 1
     elif event in TERMINAL:
         step.terminal_records += 1
-        step.outcome = event.removeprefix("step_")
+        step.outcome = Outcome.of(event)
         step.code = record.get("code")
         step.message = record.get("message")
         step.permanent = record.get("permanent")

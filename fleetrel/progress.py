@@ -1,9 +1,10 @@
 """Progress of a run for the operator: a live display on a terminal, log lines in CI.
 
     with LiveDisplay(console) as display:          # or PlainLog(write=print)
-        result = await run(plan, listeners=[display], on_start=display.on_start)
+        result = await run(plan, listeners=[display])
 
-Both are engine listeners over the same counters (`RunProgress`). `on_event` sits on the
+Both are engine listeners over the same counters (`RunProgress`): they receive the
+engine's `Record`s and, at the start, a read-only `SessionView` for the live rate. `on_event` sits on the
 engine's per-event path, so it only counts: the live display is redrawn by rich's own
 refresh thread a few times a second, and the plain log checks one clock reading and one
 comparison per finished step before it writes anything.
@@ -21,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-FINISHED = ("step_succeeded", "step_skipped", "step_failed")
+from fleetrel.events import SESSION_STARTS, TERMINAL, Event, Record, SessionView
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ def format_seconds(seconds: float | None) -> str:
 
 class RunProgress:
     """Counts the engine's events. A listener on its own (tests use it so); the displays
-    below add rendering. `on_start` is the engine's hook that hands over the session, for
-    the controller's live rate and ceiling."""
+    below add rendering. `on_start` receives the session's read-only view, for the live
+    rate and ceiling."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -82,37 +83,38 @@ class RunProgress:
         self.succeeded = self.skipped = self.failed = 0
         self.throttles = self.retries = 0
         self.stopping: str | None = None
-        self._controller: Any = None
+        self._view: SessionView | None = None
 
-    def on_start(self, session: Any) -> None:
-        self._controller = session.controller
-        self.total = len(session.todo)
+    def on_start(self, view: SessionView) -> None:
+        self._view = view
+        self.total = view.to_do
         self.started = self.clock()
 
-    def on_event(self, event: str, **fields: Any) -> None:
-        if event == "step_succeeded":
+    def on_event(self, record: Record) -> None:
+        event = record.event
+        if event == Event.STEP_SUCCEEDED:
             self.succeeded += 1
-        elif event == "step_skipped":
+        elif event == Event.STEP_SKIPPED:
             self.skipped += 1
-        elif event == "step_failed":
+        elif event == Event.STEP_FAILED:
             self.failed += 1
-        elif event == "attempt_failed":
+        elif event == Event.ATTEMPT_FAILED:
             self.retries += 1
-            if fields.get("throttled"):
+            if record.get("throttled"):
                 self.throttles += 1
-        elif event in ("run_started", "run_resumed"):
-            self.total = int(fields.get("to_do", self.total))
-            self.done_before = int(fields.get("done_before", 0))
-        elif event == "run_aborted":
+        elif event in SESSION_STARTS:
+            self.total = int(record.get("to_do", self.total))
+            self.done_before = int(record.get("done_before", 0))
+        elif event == Event.RUN_ABORTED:
             self.stopping = "aborted"
-        elif event == "run_interrupted":
+        elif event == Event.RUN_INTERRUPTED:
             self.stopping = "interrupted"
-        elif event == "wave_started":
-            self.note(f"wave {fields['wave']}/{fields['waves']}: {fields['steps']} steps, "
-                      f"up to step {fields['end']} of the plan")
-        elif event == "wave_stopped":
-            self.note(f"not starting wave {fields['wave']}/{fields['waves']}: "
-                      f"{fields['failed']} step(s) failed in the waves before it")
+        elif event == Event.WAVE_STARTED:
+            self.note(f"wave {record['wave']}/{record['waves']}: {record['steps']} steps, "
+                      f"up to step {record['end']} of the plan")
+        elif event == Event.WAVE_STOPPED:
+            self.note(f"not starting wave {record['wave']}/{record['waves']}: "
+                      f"{record['failed']} step(s) failed in the waves before it")
 
     def note(self, line: str) -> None:
         """A one-off line for the operator (a wave starts or is held back)."""
@@ -137,11 +139,11 @@ class RunProgress:
         done = self.done
         remaining = max(0, self.total - done)
         eta = remaining * elapsed / done if done and elapsed > 0 else (0.0 if not remaining else None)
-        controller = self._controller
+        view = self._view
         return Snapshot(done=done, total=self.total, done_before=self.done_before, succeeded=self.succeeded,
                         skipped=self.skipped, failed=self.failed, throttles=self.throttles, retries=self.retries,
-                        rate=controller.rate if controller is not None else None,
-                        ceiling=controller.ceiling if controller is not None else None,
+                        rate=view.rate if view is not None else None,
+                        ceiling=view.ceiling if view is not None else None,
                         elapsed=elapsed, eta=eta, stopping=self.stopping)
 
 
@@ -162,23 +164,25 @@ class PlainLog(RunProgress):
         self._next_done = 1
         self._written = -1  # steps done at the last line written
 
-    def on_start(self, session: Any) -> None:
-        super().on_start(session)
+    def on_start(self, view: SessionView) -> None:
+        super().on_start(view)
         self._next_time = self.started + self.every_seconds
         self._next_done = self._step_mark(0)
 
     def _step_mark(self, done: int) -> int:
         return done + max(1, int(self.total * self.every_fraction))
 
-    def on_event(self, event: str, **fields: Any) -> None:
-        super().on_event(event, **fields)
-        if event in FINISHED or event == "attempt_failed":
+    def on_event(self, record: Record) -> None:
+        super().on_event(record)
+        event = record.event
+        if event in TERMINAL or event == Event.ATTEMPT_FAILED:
             now = self.clock()
             if self.done >= self._next_done or now >= self._next_time:
                 self._emit(now)
-        elif event in ("run_aborted", "run_interrupted") or (event == "run_finished" and self.done != self._written):
+        elif event in (Event.RUN_ABORTED, Event.RUN_INTERRUPTED) or (
+                event == Event.RUN_FINISHED and self.done != self._written):
             self._emit(self.clock())
-        elif event in ("run_started", "run_resumed"):
+        elif event in SESSION_STARTS:
             self._next_done = self._step_mark(0)  # now that the session's size is known
 
     def note(self, line: str) -> None:
@@ -225,7 +229,7 @@ class LiveDisplay(RunProgress):
     """A rich live display on a terminal, redrawn 4 times a second by rich's thread.
 
         with LiveDisplay(Console(), title="spring-release") as display:
-            result = await run(plan, listeners=[display], on_start=display.on_start)
+            result = await run(plan, listeners=[display])
     """
 
     def __init__(self, console: Console, *, title: str = "fleetrel", refresh_per_second: float = 4.0,

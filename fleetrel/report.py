@@ -17,6 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fleetrel.events import Outcome, Status
+
 if TYPE_CHECKING:
     from fleetrel.engine import RunResult
     from fleetrel.journal import RunState
@@ -31,31 +33,15 @@ def _console(console: Console | None) -> Console:
 
 # -- after a run -----------------------------------------------------------------------
 
-def summary_lines(result: RunResult) -> list[str]:
-    lines = [
-        f"plan {result.plan} run {result.run_id}: {result.status}",
-        f"  steps {result.steps}: succeeded {result.succeeded}, skipped {result.skipped}, "
-        f"failed {result.failed}, unfinished {result.unfinished}"
-        + (f" ({result.done_before} finished in earlier sessions)" if result.done_before else ""),
-        f"  calls {result.attempts} in {result.elapsed:.1f}s ({result.calls_per_second:.1f}/s), "
-        f"throttled {result.throttles} ({result.throttled_fraction:.1%}), retries {result.retries}, "
-        f"final rate {result.final_rate:.1f}/s",
-    ]
-    for code, count in sorted(result.failures_by_code.items()):
-        lines.append(f"  failed with {code}: {count}")
-    lines += [f"  {hint}" for hint in next_steps(result)]
-    return lines
-
-
 def next_steps(result: RunResult) -> list[str]:
     """What the operator can do next, as commands."""
-    if result.status == "aborted":
+    if result.status == Status.ABORTED:
         return [f"aborted: the failure ratio passed the plan's abort threshold (journal: {result.journal})",
                 "fix the cause, then run the same command again to resume; "
                 "add --retry-failed to send the failed steps again"]
-    if result.status == "interrupted":
+    if result.status == Status.INTERRUPTED:
         return [f"interrupted: run the same command again to resume (journal: {result.journal})"]
-    if result.status == "failed":
+    if result.status == Status.FAILED:
         return ["fix the failed steps, then run the same command with --retry-failed to send them again"]
     return []
 
@@ -87,7 +73,7 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
     """The final summary table and what to do next."""
     console = _console(console)
     console.print(summary_table(result))
-    if result.status != "complete":
+    if result.status != Status.COMPLETE:
         console.print(f"run {result.run_id}, journal {result.journal}")
     for hint in next_steps(result):
         console.print(hint)
@@ -164,7 +150,7 @@ def resume_command(state: RunState) -> str:
     words = ["fleetrel", "run", plan_file, "--journal", str(state.path)]
     for name, value in state.target.items():
         words += [f"--{name.replace('_', '-')}", value]
-    if state.status in ("failed", "aborted") and state.counts()["failed"]:
+    if state.status in (Status.FAILED, Status.ABORTED) and state.counts()["failed"]:
         words.append("--retry-failed")
     return " ".join(shlex.quote(w) for w in words)
 
@@ -173,7 +159,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
     """Everything `fleetrel status` shows, from the journal alone, as plain data."""
     failures: dict[str, list[str]] = {}
     for key, step in state.steps.items():
-        if step.outcome == "failed":
+        if step.outcome == Outcome.FAILED:
             failures.setdefault(step.code or "unknown", []).append(key)
     start = state.header.get("ts")
     changes = [{"at": _elapsed(start, rec.get("ts")), "old": rec.get("old"), "new": rec.get("new"),
@@ -196,17 +182,17 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "rate_changes": changes,
         "torn_tail": state.torn_tail,
     }
-    if status not in ("complete", "running"):
+    if status not in (Status.COMPLETE, Status.RUNNING):
         out["resume"] = resume_command(state)
     return out
 
 
 STATUS_MEANING = {
-    "complete": "complete: every step succeeded or was already done",
-    "failed": "finished with failures",
-    "aborted": "aborted: the failure ratio passed the plan's abort threshold",
-    "interrupted": "interrupted: stopped or killed before every step finished",
-    "running": "running: a fleetrel run holds this journal now",
+    Status.COMPLETE: "complete: every step succeeded or was already done",
+    Status.FAILED: "finished with failures",
+    Status.ABORTED: "aborted: the failure ratio passed the plan's abort threshold",
+    Status.INTERRUPTED: "interrupted: stopped or killed before every step finished",
+    Status.RUNNING: "running: a fleetrel run holds this journal now",
 }
 
 

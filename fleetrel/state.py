@@ -15,13 +15,13 @@ the CLI and `fleetrel.report` turn them into tables.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import anyio
 from aiolimiter import AsyncLimiter
 
 from fleetrel import errors
-from fleetrel.aws import iot_client
+from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
 
 # What each action leaves the version in, and the lifecycle the service allows
@@ -255,21 +255,48 @@ def drift_of(step: Step, current: VersionState | ReadError) -> list[str]:
 
 # -- reading (I/O) ---------------------------------------------------------------------
 
-async def _read_one(client: Any, limiter: AsyncLimiter, call: str, *, attempts: int, backoff_cap: float,
-                    **request: Any) -> dict[str, Any] | ReadError:
-    """One read, retried on throttles and server errors with full-jitter backoff; every
-    attempt waits for the bucket."""
-    for attempt in range(1, attempts + 1):
+# Reads give up sooner than updates: a preview that cannot read a version says so.
+READ_POLICY = errors.RetryPolicy(max_attempts_transient=6, max_attempts_throttled=6)
+
+async def read_version(client: Any, limiter: AsyncLimiter, step: Step, *,
+                       policy: errors.RetryPolicy = READ_POLICY) -> VersionState | ReadError:
+    """GetPackageVersion for one step, retried on throttles and server errors as
+    `policy` says; every attempt waits for the bucket."""
+    answer = await _read(client, limiter, "get_package_version", policy, packageName=step.package,
+                         versionName=step.version)
+    return answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
+
+
+async def _read(client: Any, limiter: AsyncLimiter, call: str, policy: errors.RetryPolicy,
+                **request: Any) -> dict[str, Any] | ReadError:
+    attempt = 0
+    while True:
+        attempt += 1
         async with limiter:
             try:
                 return await getattr(client, call)(**request)
             except Exception as exc:  # classified as the engine does; none is lost
                 kind = errors.classify(exc)
                 failure = ReadError(errors.error_code(exc), errors.error_message(exc))
-        if kind not in (errors.Kind.THROTTLED, errors.Kind.TRANSIENT) or attempt == attempts:
+        # a conflict cannot happen on a read: only throttles and server faults are worth another try
+        delay = policy.retry_delay(kind, attempt) if kind in (errors.Kind.THROTTLED, errors.Kind.TRANSIENT) else None
+        if delay is None:
             return failure
-        await anyio.sleep(errors.backoff(attempt, cap=backoff_cap))
-    raise AssertionError("unreachable")
+        await anyio.sleep(delay)
+
+
+async def _bounded(items: Iterable[Any], concurrency: int, work: Callable[[Any], Awaitable[None]]) -> None:
+    """`work(item)` for every item, at most `concurrency` at a time, with that many tasks
+    (not one per item: 100k steps would be 100k tasks)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(max(1, concurrency)):
+            tg.start_soon(worker)
 
 
 async def read_versions(
@@ -279,8 +306,7 @@ async def read_versions(
     rate: float = 10.0,
     burst: int = 10,
     concurrency: int = 16,
-    attempts: int = 6,
-    backoff_cap: float = 5.0,
+    policy: errors.RetryPolicy = READ_POLICY,
 ) -> tuple[dict[str, VersionState | ReadError], set[str]]:
     """GetPackageVersion for every step, at most `rate` calls/s with bursts of `burst`.
 
@@ -289,44 +315,27 @@ async def read_versions(
     """
     steps = list(steps)
     limiter = AsyncLimiter(burst, burst / rate)  # `burst` calls per burst/rate s = `rate`/s
-    slots = anyio.Semaphore(concurrency)
     found: dict[str, VersionState | ReadError] = {}
 
     async def read(step: Step) -> None:
-        async with slots:
-            answer = await _read_one(client, limiter, "get_package_version", attempts=attempts,
-                                     backoff_cap=backoff_cap, packageName=step.package, versionName=step.version)
-        found[step.key] = answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
+        found[step.key] = await read_version(client, limiter, step, policy=policy)
 
-    async with anyio.create_task_group() as tg:
-        for step in steps:
-            tg.start_soon(read, step)
-
+    await _bounded(steps, concurrency, read)
     missing_packages: set[str] = set()
     suspects = sorted({s.package for s in steps if isinstance(found[s.key], ReadError) and found[s.key].missing})
 
     async def check_package(name: str) -> None:
-        async with slots:
-            answer = await _read_one(client, limiter, "get_package", attempts=attempts, backoff_cap=backoff_cap,
-                                     packageName=name)
+        answer = await _read(client, limiter, "get_package", policy, packageName=name)
         if isinstance(answer, ReadError) and answer.missing:
             missing_packages.add(name)
 
-    async with anyio.create_task_group() as tg:
-        for name in suspects:
-            tg.start_soon(check_package, name)
+    await _bounded(suspects, concurrency, check_package)
     return found, missing_packages
 
 
 def _limits(plan: Any) -> dict[str, Any]:
     limits = plan.limits
     return {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
-
-
-def _target(plan: Any, endpoint_url: str | None, region: str | None, profile: str | None) -> dict[str, Any]:
-    target = plan.target
-    return {"endpoint_url": endpoint_url or target.endpoint_url, "region": region or target.region,
-            "profile": profile or target.profile}
 
 
 async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
@@ -338,7 +347,7 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     """
     steps = plan.steps()
     limits = _limits(plan)
-    async with iot_client(**_target(plan, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
+    async with iot_client(**target_settings(plan.target, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
         found, missing_packages = await read_versions(client, steps, **limits)
     return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=s.package not in missing_packages)
                                for s in steps])
@@ -353,6 +362,6 @@ async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str 
     """
     steps = plan.steps()
     limits = _limits(plan)
-    async with iot_client(**_target(plan, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
+    async with iot_client(**target_settings(plan.target, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
         found, _ = await read_versions(client, steps, **limits)
     return DriftReport(plan.plan, [StepDrift(s.key, drift_of(s, found[s.key])) for s in steps])

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from fleetrel.testing import FakeClock  # noqa: F401  (re-exported for the tests)
+
 
 def write_plan(path: Path, versions: list[str] | list[dict], *, package: str = "thermostat-fw",
                name: str = "test-plan", rate: float = 100, burst: int = 5, concurrency: int = 4,
@@ -37,16 +39,3 @@ def journal_records(path: Path) -> list[dict]:
 def update_calls(emulator: Any) -> int:
     """UpdatePackageVersion requests the emulator received, whatever it answered."""
     return sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values())
-
-
-class FakeClock:
-    """A clock that moves only when the test says so."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

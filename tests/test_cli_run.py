@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from fleetrel.cli import main
 from fleetrel.journal import replay
+from fleetrel.events import Event, Record
 from fleetrel.progress import PlainLog
 from support import FakeClock, update_calls, write_plan as _write_plan
 from support import journal_records as records
@@ -138,17 +139,17 @@ def test_a_failure_in_a_wave_stops_before_the_next(emulator, tmp_path):
 def test_plain_log_writes_every_tenth_of_the_steps_and_every_interval():
     clock, lines = FakeClock(), []
     log = PlainLog(lines.append, every_seconds=5.0, every_fraction=0.1, clock=clock)
-    log.on_event("run_started", to_do=100)
+    log.on_event(Record.of(Event.RUN_STARTED, to_do=100))
     log.started = clock.now
     for i in range(1, 31):
-        log.on_event("step_succeeded", step=f"p/{i}")
+        log.on_event(Record.of(Event.STEP_SUCCEEDED, step=f"p/{i}"))
     assert len(lines) == 3 and lines[-1].split("]")[1].strip().startswith("30/100 (30%)")
     clock.now = 6.0  # nothing for a while, then one step and a throttle: the interval passed
-    log.on_event("attempt_failed", step="p/31", throttled=True)
+    log.on_event(Record.of(Event.ATTEMPT_FAILED, step="p/31", throttled=True))
     assert len(lines) == 4 and "throttles 1 retries 1" in lines[-1]
-    log.on_event("step_failed", step="p/31", code="ValidationException")
+    log.on_event(Record.of(Event.STEP_FAILED, step="p/31", code="ValidationException"))
     assert len(lines) == 4  # neither a tenth more nor 5 s since the last line
-    log.on_event("run_aborted")
+    log.on_event(Record.of(Event.RUN_ABORTED))
     assert "failed 1" in lines[-1] and "stopping: aborted" in lines[-1]
     assert all(ANSI_ESCAPE not in line for line in lines)
     assert "ETA" in lines[-1]

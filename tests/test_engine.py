@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from fleetrel import load_plan, run
+from fleetrel import RunOptions, load_plan, run
 from fleetrel.journal import JournalError, TERMINAL, Journal, replay
 from support import journal_records, update_calls, write_plan as _write_plan
 
@@ -141,10 +141,10 @@ async def test_changed_plan_is_refused_and_new_run_gets_new_tokens(emulator, tmp
     # the same version deprecated, then published again in a later run: all three must apply
     second = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "DEPRECATE"},
                                                         {"package": PKG, "version": "1.0.1", "action": "PUBLISH"}]))
-    with pytest.raises(JournalError, match=r"(?s)another version of plan.*added: thermostat-fw/1.0.1.*--new-run"):
+    with pytest.raises(JournalError, match=r"(?s)another version of plan.*added: thermostat-fw/1.0.1.*Start a new run"):
         await run(second, journal_path=journal, endpoint_url=emulator.url)
-    assert (await run(second, journal_path=journal, endpoint_url=emulator.url, new_run=True)).succeeded == 2
-    assert (await run(first, journal_path=journal, endpoint_url=emulator.url, new_run=True)).succeeded == 1
+    assert (await run(second, journal_path=journal, endpoint_url=emulator.url, options=RunOptions(new_run=True))).succeeded == 2
+    assert (await run(first, journal_path=journal, endpoint_url=emulator.url, options=RunOptions(new_run=True))).succeeded == 1
     assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "PUBLISHED"}
     assert len(set(emulator.record()["tokens"][f"{PKG}/1.0.0"])) == 3  # a new token per run
     assert len(list(tmp_path.glob("j.jsonl.*"))) == 2  # old journals kept, renamed

@@ -8,10 +8,10 @@ from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, fields_for_j
 
 def write_run(path, events):
     with Journal.open(path) as journal:
-        journal.on_event("run_started", format=FORMAT_VERSION, run_id="r1", plan="p", plan_digest="d",
+        journal.write("run_started", format=FORMAT_VERSION, run_id="r1", plan="p", plan_digest="d",
                          steps=2, step_digests={"a/1": "x", "a/2": "y"})
         for event, fields in events:
-            journal.on_event(event, **fields)
+            journal.write(event, **fields)
 
 
 def test_replay_counts_outcomes(tmp_path):
@@ -37,7 +37,7 @@ def test_torn_last_line_is_tolerated_and_cut_on_reopen(tmp_path):
     state = replay(path)
     assert state.torn_tail and state.steps["a/1"].outcome == "succeeded"
     with Journal.open(path) as journal:  # a resume appends after cutting the torn line
-        journal.on_event("step_succeeded", step="a/2", client_token="t2", attempt=1)
+        journal.write("step_succeeded", step="a/2", client_token="t2", attempt=1)
     state = replay(path)
     assert not state.torn_tail and state.counts()["succeeded"] == 2
 

@@ -21,7 +21,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetrel.cli import EXIT_INVALID, EXIT_OK, main
+from fleetrel.cli import main
+from fleetrel.events import ExitCode
+
+EXIT_INVALID, EXIT_OK = ExitCode.INVALID, ExitCode.OK
 from fleetrel.plan import (
     Abort,
     Limits,

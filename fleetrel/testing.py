@@ -1,0 +1,190 @@
+"""Test seams for code that drives fleetrel: a scripted fake IoT client and virtual time.
+
+    from fleetrel.testing import DROP, THROTTLE, FakeIoT, run_virtual
+
+    iot = FakeIoT({"fw/1.0": "DRAFT", "fw/1.1": "PUBLISHED"})
+    iot.script("fw/1.0", THROTTLE, THROTTLE)   # its first two calls are throttled, then served
+    iot.script("fw/1.1", DROP)                 # applied, then the connection drops
+    result = run_virtual(lambda: fleetrel.run(plan, client=iot, journal_path=path))
+    iot.calls["fw/1.0"], iot.tokens["fw/1.0"]  # 3 calls, one clientToken
+
+`FakeIoT` answers the calls the engine and the state reader make (UpdatePackageVersion,
+GetPackageVersion, GetPackage) by the service's rules — the lifecycle, DRAFT-only fields,
+clientToken idempotency — and raises exactly what aiobotocore raises (`ClientError` with
+the service's code and HTTP status, `ConnectionClosedError` for a dropped connection), so
+`fleetrel.errors.classify` sees what it sees in production. `run_virtual` runs a coroutine
+on an event loop whose clock jumps to the next timer, so backoffs, the rate controller's
+bucket and fake latency cost no real time: an engine test takes milliseconds.
+
+The emulator (`fleetrel.emulator`, over real HTTP) stays the integration layer; this is
+for fast behaviour tests of retries, aborts, waves, resume and interruption.
+"""
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections import Counter, defaultdict
+from typing import Any, Awaitable, Callable, TypeVar
+
+import anyio
+from botocore.exceptions import ClientError, ConnectionClosedError
+
+from fleetrel.state import ALLOWED, DRAFT_ONLY, TARGET_STATUS
+
+T = TypeVar("T")
+
+# Scripted answers: each is used for one call of the step it was scripted for, in order.
+THROTTLE = "throttle"  # 400 ThrottlingException, nothing applied
+SERVER_ERROR = "server-error"  # 500 InternalServerException, nothing applied
+DROP = "drop"  # the call is applied, then the connection is lost before the answer
+HANG = "hang"  # the call never answers (until it is cancelled)
+EXPIRED = "expired"  # 403 ExpiredTokenException: the caller's credentials ran out
+
+_ERRORS = {
+    THROTTLE: ("ThrottlingException", 400, "Rate exceeded"),
+    SERVER_ERROR: ("InternalServerException", 500, "Internal failure"),
+    EXPIRED: ("ExpiredTokenException", 403, "The security token included in the request is expired"),
+}
+
+
+def service_error(code: str, status: int, message: str, operation: str = "UpdatePackageVersion") -> ClientError:
+    """The exception aiobotocore raises for an error answer of the service."""
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+
+class FakeIoT:
+    """An in-memory IoT client with the package-version lifecycle and scripted faults.
+
+    :param versions: `{"package/version": "DRAFT" | "PUBLISHED" | "DEPRECATED"}`; others do not exist.
+    :param latency: seconds each call takes (virtual seconds under `run_virtual`).
+    """
+
+    def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.versions: dict[str, dict[str, Any]] = {}
+        for key, status in (versions or {}).items():
+            self.versions[key] = {"status": status, "attributes": {}}
+        self.calls: Counter[str] = Counter()  # UpdatePackageVersion calls received per step key
+        self.applied: Counter[str] = Counter()  # ... of which changed the version
+        self.tokens: defaultdict[str, set[str]] = defaultdict(set)  # clientTokens seen per step key
+        self.reads = 0
+        self._script: defaultdict[str, list[str | Callable[[], Awaitable[None]]]] = defaultdict(list)
+        self._answers: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (key, request)
+
+    def script(self, key: str, *answers: str | Callable[[], Awaitable[None]]) -> "FakeIoT":
+        """Queue answers for the next calls to `key`; an async callable is awaited first
+        (to hold a call until a test lets it go), then the call is served."""
+        self._script[key].extend(answers)
+        return self
+
+    def status(self, key: str) -> str | None:
+        version = self.versions.get(key)
+        return version["status"] if version else None
+
+    async def update_package_version(self, *, packageName: str, versionName: str, clientToken: str | None = None,
+                                     **fields: Any) -> dict[str, Any]:
+        key = f"{packageName}/{versionName}"
+        self.calls[key] += 1
+        if clientToken:
+            self.tokens[key].add(clientToken)
+        if self.latency:
+            await anyio.sleep(self.latency)
+        answer = self._script[key].pop(0) if self._script[key] else None
+        if callable(answer):
+            await answer()
+        elif answer == HANG:
+            await anyio.sleep_forever()
+        elif answer in _ERRORS:
+            raise service_error(*_ERRORS[answer])
+        if clientToken and clientToken in self._answers:
+            if self._answers[clientToken] != (key, fields):
+                raise service_error("ConflictException", 409, "clientToken reused with a different request")
+            return {}  # the same call again: the first answer
+        self._apply(key, fields)
+        if clientToken:
+            self._answers[clientToken] = (key, fields)
+        if answer == DROP:
+            raise ConnectionClosedError(endpoint_url="https://iot.fake.amazonaws.com")
+        return {}
+
+    def _apply(self, key: str, fields: dict[str, Any]) -> None:
+        version = self.versions.get(key)
+        if version is None:
+            raise service_error("ResourceNotFoundException", 404, f"version {key} does not exist")
+        now, action = version["status"], fields.get("action")
+        after = TARGET_STATUS.get(action or "", now)
+        if action and after == now:
+            raise service_error("ConflictException", 409, f"version {key} is already {now}")
+        if action and (now, after) not in ALLOWED:
+            raise service_error("ValidationException", 400, f"{now} cannot become {after}")
+        if now != "DRAFT" and any(fields.get(name) is not None for name in DRAFT_ONLY):
+            raise service_error("ValidationException", 400, f"{', '.join(DRAFT_ONLY)} can change only in DRAFT")
+        version.update({k: v for k, v in fields.items() if k != "action" and v is not None}, status=after)
+        self.applied[key] += 1
+
+    async def get_package_version(self, *, packageName: str, versionName: str) -> dict[str, Any]:
+        self.reads += 1
+        version = self.versions.get(f"{packageName}/{versionName}")
+        if version is None:
+            raise service_error("ResourceNotFoundException", 404, "no such version", "GetPackageVersion")
+        return {"packageName": packageName, "versionName": versionName, **version}
+
+    async def get_package(self, *, packageName: str) -> dict[str, Any]:
+        self.reads += 1
+        if not any(key.split("/", 1)[0] == packageName for key in self.versions):
+            raise service_error("ResourceNotFoundException", 404, "no such package", "GetPackage")
+        return {"packageName": packageName}
+
+
+class FakeClock:
+    """A clock that moves only when the test says so (for pure pieces that take `clock=`)."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting.
+
+    asyncio asks the selector to block for `timeout` seconds until the next timer is
+    due; here the selector only polls and the clock moves forward by `timeout`.
+    Everything that reads `loop.time()` (asyncio.sleep, aiolimiter, anyio.current_time)
+    sees consistent virtual time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(selectors.DefaultSelector())
+        self._virtual_now = 0.0
+        poll = self._selector.select
+
+        def select(timeout: float | None = None) -> list[Any]:
+            events = poll(0)
+            if events or self._ready:
+                return events
+            if timeout is None:
+                raise RuntimeError("virtual-time loop would wait forever: deadlock")
+            # A real loop iteration takes a few microseconds. Without that, a timer that
+            # re-arms itself a rounding error from "now" (aiolimiter's waker does) would spin.
+            self._virtual_now += max(timeout, 1e-6)
+            return events
+
+        self._selector.select = select  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main()` to completion on a fresh `VirtualTimeLoop`."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()

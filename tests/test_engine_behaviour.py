@@ -1,0 +1,213 @@
+"""The engine's behaviour against `fleetrel.testing.FakeIoT` on virtual time: retries,
+aborts, waves, resume, interruption and skip-if-already-done, each in milliseconds.
+
+The same behaviours over real HTTP against the emulator are in test_engine.py and
+test_cli_run.py (the integration layer).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fleetrel import RunOptions, Stop, load_plan, run
+from fleetrel.events import TERMINAL, Event, ExitCode, Record, Status
+from fleetrel.journal import replay
+from fleetrel.testing import DROP, EXPIRED, HANG, SERVER_ERROR, THROTTLE, FakeIoT, run_virtual
+from support import journal_records, write_plan
+
+PKG = "fw"
+
+
+def plan_of(tmp_path: Path, versions: list[str], **kwargs):
+    return load_plan(write_plan(tmp_path / "p.yaml", versions, package=PKG, rate=10, burst=5, concurrency=4, **kwargs))
+
+
+def drafts(*versions: str, status: str = "DRAFT") -> dict[str, str]:
+    return {f"{PKG}/{v}": status for v in versions}
+
+
+def go(plan, iot, tmp_path, **kwargs):
+    return run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl", **kwargs))
+
+
+def terminal_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in journal_records(path):
+        if record["event"] in TERMINAL:
+            counts[record["step"]] = counts.get(record["step"], 0) + 1
+    return counts
+
+
+def test_throttles_and_server_errors_are_retried_with_one_token(tmp_path):
+    iot = FakeIoT(drafts("1", "2", "3"))
+    iot.script(f"{PKG}/1", THROTTLE, THROTTLE).script(f"{PKG}/2", SERVER_ERROR)
+    result = go(plan_of(tmp_path, ["1", "2", "3"]), iot, tmp_path)
+    assert result.status == Status.COMPLETE and result.succeeded == 3
+    assert iot.calls == {f"{PKG}/1": 3, f"{PKG}/2": 2, f"{PKG}/3": 1}
+    assert result.throttles == 2 and result.retries == 3
+    assert all(len(tokens) == 1 for tokens in iot.tokens.values())
+    assert set(terminal_counts(tmp_path / "j.jsonl").values()) == {1}
+
+
+def test_a_dropped_connection_after_apply_is_resent_with_the_same_token(tmp_path):
+    iot = FakeIoT(drafts("1"))
+    iot.script(f"{PKG}/1", DROP)
+    result = go(plan_of(tmp_path, ["1"]), iot, tmp_path)
+    assert result.succeeded == 1 and iot.calls[f"{PKG}/1"] == 2 and iot.applied[f"{PKG}/1"] == 1
+    assert len(iot.tokens[f"{PKG}/1"]) == 1
+
+
+def test_a_permanent_refusal_is_sent_once_and_not_again_on_resume(tmp_path):
+    iot = FakeIoT(drafts("1"))  # 2 does not exist: ResourceNotFoundException
+    plan = plan_of(tmp_path, ["1", "2"])
+    result = go(plan, iot, tmp_path)
+    assert result.status == Status.FAILED and result.exit_code == ExitCode.FAILED
+    assert result.failures_by_code == {"ResourceNotFoundException": 1} and iot.calls[f"{PKG}/2"] == 1
+    again = go(plan, iot, tmp_path)
+    assert again.status == Status.FAILED and again.attempts == 0 and iot.calls[f"{PKG}/2"] == 1
+    retried = go(plan, iot, tmp_path, options=RunOptions(retry_failed=True))
+    assert retried.attempts == 1 and iot.calls[f"{PKG}/2"] == 2
+
+
+def test_a_version_already_as_planned_is_skipped(tmp_path):
+    iot = FakeIoT({**drafts("1"), **drafts("2", status="PUBLISHED")})
+    result = go(plan_of(tmp_path, ["1", "2"]), iot, tmp_path)
+    assert result.status == Status.COMPLETE and (result.succeeded, result.skipped) == (1, 1)
+    skipped = [r for r in journal_records(tmp_path / "j.jsonl") if r["event"] == Event.STEP_SKIPPED]
+    assert [r["step"] for r in skipped] == [f"{PKG}/2"] and skipped[0]["code"] == "ConflictException"
+
+
+def test_the_failure_threshold_aborts_the_run(tmp_path):
+    names = [f"{i}" for i in range(40)]
+    iot = FakeIoT(drafts(*names[:10]))  # 30 of 40 missing
+    plan = plan_of(tmp_path, names, abort={"max_failure_ratio": 0.2, "min_finished": 10})
+    result = go(plan, iot, tmp_path)
+    assert result.status == Status.ABORTED and result.exit_code == ExitCode.ABORTED
+    assert result.unfinished > 0 and sum(iot.calls.values()) < 40
+    assert replay(tmp_path / "j.jsonl").status == Status.ABORTED
+
+
+def test_a_failed_wave_holds_the_next_wave_back(tmp_path):
+    names = ["1", "2", "3", "4"]
+    iot = FakeIoT(drafts("1", "3", "4"))  # 2, in the first wave, is missing
+    result = go(plan_of(tmp_path, names, waves=[2]), iot, tmp_path)
+    assert result.status == Status.FAILED and result.unfinished == 2
+    assert iot.calls[f"{PKG}/3"] == 0 and iot.calls[f"{PKG}/4"] == 0
+    events = [r["event"] for r in journal_records(tmp_path / "j.jsonl")]
+    assert Event.WAVE_STOPPED in events and events[-1] == Event.RUN_FINISHED
+
+
+def test_the_python_api_applies_the_plans_waves_and_asks_between_them(tmp_path):
+    asked: list[tuple[int, int]] = []
+
+    async def before_wave(wave: int, waves: int) -> bool:
+        asked.append((wave, waves))
+        return False  # the operator says no
+
+    iot = FakeIoT(drafts("1", "2", "3", "4"))
+    result = go(plan_of(tmp_path, ["1", "2", "3", "4"], waves=[2]), iot, tmp_path, before_wave=before_wave)
+    assert asked == [(2, 2)] and result.status == Status.INTERRUPTED and result.succeeded == 2
+    assert iot.calls[f"{PKG}/3"] == 0
+    resumed = go(plan_of(tmp_path, ["1", "2", "3", "4"], waves=[2]), iot, tmp_path)
+    assert resumed.status == Status.COMPLETE and resumed.done_before == 2 and resumed.attempts == 2
+
+
+class StopAfter:
+    """A listener that asks the run to stop after `count` steps succeeded."""
+
+    def __init__(self, stop: Stop, count: int) -> None:
+        self.stop, self.count = stop, count
+
+    def on_event(self, record: Record) -> None:
+        if record.event == Event.STEP_SUCCEEDED:
+            self.count -= 1
+            if self.count == 0:
+                self.stop.request("interrupted")
+
+
+def test_an_interrupted_run_resumes_with_the_same_tokens_and_sends_only_the_rest(tmp_path):
+    names = [str(i) for i in range(12)]
+    plan = plan_of(tmp_path, names)
+    iot = FakeIoT(drafts(*names), latency=0.05)
+    stop = Stop()
+    first = go(plan, iot, tmp_path, stop=stop, listeners=[StopAfter(stop, 5)])
+    assert first.status == Status.INTERRUPTED and first.exit_code == ExitCode.INTERRUPTED
+    assert first.succeeded >= 5 and first.unfinished == 12 - first.succeeded
+    tokens_before = {k: set(v) for k, v in iot.tokens.items()}
+    second = go(plan, iot, tmp_path)
+    assert second.status == Status.COMPLETE and second.done_before == first.succeeded
+    assert all(iot.applied[f"{PKG}/{n}"] == 1 for n in names)
+    assert all(len(iot.tokens[k]) == 1 for k in iot.tokens)  # the same token if it was sent before
+    assert all(iot.tokens[k] == v for k, v in tokens_before.items())
+    assert set(terminal_counts(tmp_path / "j.jsonl").values()) == {1} and len(terminal_counts(tmp_path / "j.jsonl")) == 12
+
+
+def test_stop_now_cancels_calls_in_flight_and_leaves_them_unfinished(tmp_path):
+    iot = FakeIoT(drafts("1", "2"))
+    iot.script(f"{PKG}/1", HANG).script(f"{PKG}/2", HANG)
+    stop = Stop()
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            async def stopper() -> None:
+                while sum(iot.calls.values()) < 2:  # both calls in flight
+                    await anyio.sleep(0.01)
+                stop.request()
+                stop.now()
+            tg.start_soon(stopper)
+            return await run(plan_of(tmp_path, ["1", "2"]), client=iot, journal_path=tmp_path / "j.jsonl", stop=stop)
+
+    result = run_virtual(main)
+    assert result.status == Status.INTERRUPTED and result.unfinished == 2
+    assert terminal_counts(tmp_path / "j.jsonl") == {}
+    assert journal_records(tmp_path / "j.jsonl")[-1]["event"] == Event.RUN_INTERRUPTED
+
+
+def test_a_stop_with_nothing_in_flight_ends_the_run_without_waiting(tmp_path):
+    """Workers waiting for the bucket leave at once: on virtual time, the run ends at
+    the moment of the stop, not when the bucket would have admitted them."""
+    names = [str(i) for i in range(30)]
+    iot = FakeIoT(drafts(*names))
+    stop = Stop()
+    plan = load_plan(write_plan(tmp_path / "p.yaml", names, package=PKG, rate=1, burst=1, concurrency=8))
+
+    async def main():
+        result = await run(plan, client=iot, journal_path=tmp_path / "j.jsonl", stop=stop,
+                           listeners=[StopAfter(stop, 2)])
+        return result, anyio.current_time()
+
+    result, ended = run_virtual(main)
+    assert result.status == Status.INTERRUPTED and result.succeeded == 2
+    assert ended < 2.5  # 2 calls at 1/s; without the fix the 8 waiting workers each waited for a token
+
+
+def test_listeners_get_records_and_a_read_only_view(tmp_path):
+    seen: list[Record] = []
+
+    class Listener:
+        view = None
+
+        def on_start(self, view) -> None:
+            Listener.view = view
+
+        def on_event(self, record: Record) -> None:
+            seen.append(record)
+
+    iot = FakeIoT(drafts("1"))
+    go(plan_of(tmp_path, ["1"]), iot, tmp_path, listeners=[Listener()])
+    assert [r.event for r in seen][0] == Event.RUN_STARTED and seen[-1].event == Event.RUN_FINISHED
+    assert Listener.view.ceiling == 10 and Listener.view.to_do == 1
+    with pytest.raises(TypeError):
+        seen[0].fields["plan"] = "changed"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("fault", [EXPIRED])
+def test_fake_client_raises_what_aiobotocore_raises(fault):
+    from fleetrel import errors
+
+    iot = FakeIoT(drafts("1")).script(f"{PKG}/1", fault)
+    with pytest.raises(Exception) as caught:
+        run_virtual(lambda: iot.update_package_version(packageName=PKG, versionName="1", action="PUBLISH"))
+    assert errors.error_code(caught.value) == "ExpiredTokenException"
