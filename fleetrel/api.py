@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from fleetrel.aws import iot_client, target_settings
+from fleetrel.aws import client_identity, iot_client, target_settings, without_userinfo
 from fleetrel.engine import BeforeWave, RunOptions, RunResult, Stop, execute
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
@@ -37,16 +37,19 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     """
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
+    settings = target_settings(plan.target, endpoint_url, region, profile)
     overrides = {k: v for k, v in {"endpoint_url": endpoint_url, "region": region, "profile": profile}.items() if v}
+    if endpoint_url:  # never a password in a journal (iot_client refuses one anyway)
+        overrides["endpoint_url"] = without_userinfo(endpoint_url)
 
     async def with_client(client: Any) -> RunResult:
+        # the client exists, so region and credentials are settled: nothing was written before
         with open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
-                          target=overrides) as session:
+                          identity=client_identity(client, settings["profile"]), target=overrides) as session:
             return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
 
     if client is not None:
         return await with_client(client)
     concurrency = options.limits(plan)[2]
-    async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
-                          concurrency=concurrency) as built:
+    async with iot_client(**settings, concurrency=concurrency) as built:
         return await with_client(built)

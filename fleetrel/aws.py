@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-import aioboto3
-from botocore.config import Config
+# aioboto3 and botocore are imported where a client is built: `fleetrel status` and
+# `validate` use the URL helpers here without paying for them.
 
 # Credentials fleetrel uses against a local emulator when none are configured: the
 # emulator accepts any, and a user rehearsing a release should not need an AWS account.
@@ -26,7 +26,45 @@ def target_settings(target: Any, endpoint_url: str | None = None, region: str | 
 
 
 class AwsSetupError(Exception):
-    """The user's AWS setup cannot give a client (no region, unknown profile)."""
+    """The user's AWS setup cannot give a client (no region, unknown profile, bad endpoint)."""
+
+
+def without_userinfo(url: str) -> str:
+    """`url` with any `user:password@` removed: for journals, reports and messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def check_endpoint_url(url: str | None) -> None:
+    """An endpoint botocore can send to: http(s)://host[:port], with no credentials in it."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise AwsSetupError(f"endpoint URL {without_userinfo(url)!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AwsSetupError(f"endpoint URL {without_userinfo(url)!r} needs a scheme and a host, "
+                            "like http://127.0.0.1:5000 or https://iot.eu-west-1.amazonaws.com")
+    if parts.username is not None or parts.password is not None:
+        raise AwsSetupError(f"endpoint URL {without_userinfo(url)!r} carries a user name or password: "
+                            "AWS endpoints take none (credentials come from your AWS profile or environment), "
+                            "and fleetrel would not write them to its journal")
+
+
+def client_identity(client: Any, profile: str | None) -> dict[str, str]:
+    """Where a client sends its calls, as a run's identity: endpoint, region, profile."""
+    meta = getattr(client, "meta", None)
+    identity = {"endpoint": without_userinfo(str(getattr(meta, "endpoint_url", "") or "")),
+                "region": str(getattr(meta, "region_name", "") or ""), "profile": profile or ""}
+    return {k: v for k, v in identity.items() if v}
 
 
 def is_loopback(endpoint_url: str | None) -> bool:
@@ -46,11 +84,13 @@ def plain_http_loopback(endpoint_url: str | None) -> bool:
     return is_loopback(endpoint_url) and urlsplit(endpoint_url or "").scheme == "http"
 
 
-def client_config(concurrency: int, *, connect_timeout: float = 5.0, read_timeout: float = 20.0) -> Config:
+def client_config(concurrency: int, *, connect_timeout: float = 5.0, read_timeout: float = 20.0) -> Any:
     """botocore 1.40.61 defaults to the legacy retry mode with 5 attempts, blind to our
     limiter and with a fresh clientToken per retry: switch it off, the engine retries.
     The connection pool defaults to 10; a smaller pool than the concurrency queues calls
     inside aiohttp where the limiter cannot see them."""
+    from botocore.config import Config
+
     return Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=max(10, concurrency),
@@ -68,15 +108,17 @@ async def iot_client(
     concurrency: int = 16,
 ) -> AsyncIterator[Any]:
     """An aiobotocore IoT client: profile/region/env/config resolved the AWS way."""
+    import aioboto3
     from botocore.exceptions import ProfileNotFound
 
+    check_endpoint_url(endpoint_url)
     try:
         session = aioboto3.Session(profile_name=profile, region_name=region)
     except ProfileNotFound as exc:
         raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
     region = session.region_name or ("us-east-1" if is_loopback(endpoint_url) else None)
     if region is None:
-        raise AwsSetupError("no AWS region: set target.region in the plan, pass --region, or set AWS_REGION")
+        raise AwsSetupError("no AWS region: set target.region in the plan, pass --region, or set AWS_DEFAULT_REGION")
     extra: dict[str, Any] = {}
     if await session.get_credentials() is None:
         if not is_loopback(endpoint_url):

@@ -27,6 +27,28 @@ class _Commands(click.Group):
         except (KeyboardInterrupt, EOFError, click.Abort):
             click.echo("\nfleetrel: interrupted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:  # the reader left (`| head`): stop quietly, as a shell tool does
+            _silence_stdout()
+            sys.exit(128 + 13)  # 128 + SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _print_for_a_reader_that_may_leave(*printers) -> None:
+    """Print a finished run's summary; a reader that went away (`| head -n 1`) does not turn
+    the run's exit code into a traceback: the journal already holds everything."""
+    try:
+        for printer in printers:
+            printer()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +110,7 @@ def schema_command() -> None:
 @main.command("run")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Journal file (default: <plan stem>.journal.jsonl in the current directory).")
+              help="Journal file (default: <plan stem>.journal.jsonl beside the plan file).")
 @click.option("--endpoint-url", help="Service endpoint, e.g. a local `fleetrel emulator`.")
 @click.option("--region", help="AWS region (default: the plan's, then your AWS config's).")
 @click.option("--profile", help="AWS profile (default: the plan's, then AWS_PROFILE).")
@@ -126,21 +148,20 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
       130  interrupted (Ctrl-C, SIGTERM, or declined to start the next wave)
     """
     import anyio
-    from rich.console import Console
 
     from fleetrel.api import run
     from fleetrel.aws import AwsSetupError
     from fleetrel.engine import RunOptions
     from fleetrel.interrupts import ask, with_signals
     from fleetrel.journal import JournalError
-    from fleetrel.report import echo_json, print_drift, print_summary
-    from fleetrel.session import PlanChanged
+    from fleetrel.report import echo_json, plain_console, print_drift, print_summary
+    from fleetrel.session import PlanChanged, TargetChanged
 
     plan = _load_or_fail(plan_path)
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output)
     # Everything for people goes to stderr under --json, so stdout parses.
-    console = Console(stderr=json_output, highlight=False)
+    console = plain_console(stderr=json_output)
     interactive = console.is_terminal and sys.stdin.isatty()
     steps = plan.steps()
     if interactive and not yes and len(steps) > 20:
@@ -176,19 +197,22 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                 options=options, listeners=[display], before_wave=before_wave, stop=stop)))
     except PlanChanged as exc:
         fail(f"{exc}\nPass --new-run to start a new run.")
+    except TargetChanged as exc:
+        fail(str(exc))
     except (JournalError, AwsSetupError) as exc:
         fail(str(exc))
-    print_summary(result, console)
     exit_code = result.exit_code
     output = result.to_dict()
+    printers = [lambda: print_summary(result, console)]
     if verify_after and result.status in ("complete", "failed"):
         drift = _read_drift(plan, endpoint_url, region, profile)
-        print_drift(drift, console)
+        printers.append(lambda: print_drift(drift, console))
         output["verify"] = drift.to_dict()
         if not drift.matches and exit_code == ExitCode.OK:
             exit_code = ExitCode.FAILED
     if json_output:
-        echo_json(output)
+        printers.append(lambda: echo_json(output))
+    _print_for_a_reader_that_may_leave(*printers)
     sys.exit(exit_code)
 
 
@@ -339,12 +363,11 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
     import tempfile
 
     import anyio
-    from rich.console import Console
 
     from fleetrel.api import run
     from fleetrel.emulator import start_emulator
     from fleetrel.interrupts import with_signals
-    from fleetrel.report import print_summary
+    from fleetrel.report import plain_console, print_summary
 
     plan = _load_or_fail(plan_path)
     steps = plan.steps()
@@ -353,7 +376,7 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
         emulator.seed(steps)
         click.echo(f"emulator at {emulator.url}: {len(steps)} versions seeded as DRAFT, "
                    f"quota {rate:g} calls/s, {latency_ms:g} ms latency")
-        console = Console(highlight=False)
+        console = plain_console()
         with _progress_display(console, plan.plan, to_stderr=False) as display:
             result = anyio.run(lambda: with_signals(lambda stop: run(
                 plan, journal_path=Path(tmp) / "demo.journal.jsonl", endpoint_url=emulator.url,

@@ -31,12 +31,11 @@ from botocore.exceptions import ClientError
 from fleetrel import errors
 from fleetrel.events import (Ending, Event, ExitCode, Listener, Outcome, Record, StartListener, Status, ending_for,
                              run_status, terminal_event)
-from fleetrel.journal import FORMAT_VERSION, fields_for_journal
+from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController
 from fleetrel.session import Session
 from fleetrel.state import drift_of, read_version
-from fleetrel.tokens import client_token
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]
@@ -132,6 +131,8 @@ class RunResult:
     final_rate: float = 0.0
     failures_by_code: dict[str, int] = field(default_factory=dict)
     outcomes: list[StepOutcome] = field(default_factory=list)
+    stopped_by: str | None = None  # aborted | interrupted | wave_failed | setup; None: ran to the end
+    setup_error: str | None = None  # why the run stopped for its setup: expired or refused credentials, a client that cannot send
 
     @property
     def calls_per_second(self) -> float:
@@ -143,6 +144,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.stopped_by == "setup":
+            return ExitCode.INVALID  # a setup error: fresh credentials, then the same command resumes
         return ExitCode.for_status(self.status)
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +173,8 @@ class _Execution:
         self._waits: set[anyio.CancelScope] = set()  # tasks waiting for the bucket or a wave's go
         self.outcomes: dict[str, StepOutcome] = {}
         self.attempts = self.throttles = self.retries = self.failed = self.finished = 0
+        self.setup_error: str | None = None
+        self.dropped_listeners: list[str] = []
 
     @property
     def stopping(self) -> bool:
@@ -177,8 +182,18 @@ class _Execution:
 
     def emit(self, event: Event, **fields: Any) -> None:
         record = Record.of(event, **fields)
-        for listener in self.listeners:
-            listener.on_event(record)
+        self.session.journal.on_event(record)  # the journal's failure is the run's: it propagates
+        for listener in list(self.listeners):
+            try:
+                listener.on_event(record)
+            except Exception as exc:  # a display must never cost the journal a record
+                self._drop_listener(listener, exc)
+
+    def _drop_listener(self, listener: Listener, exc: Exception) -> None:
+        """Switch a failing listener (a display whose pipe closed) off; the run goes on."""
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+            self.dropped_listeners.append(f"{type(listener).__name__}: {type(exc).__name__}: {exc}")
 
     def _rate_changed(self, old: float, new: float, reason: str) -> None:
         self.emit(Event.RATE_CHANGED, old=round(old, 3), new=round(new, 3), reason=reason)
@@ -247,11 +262,11 @@ class _Execution:
                 tg.start_soon(worker)
 
     async def run_step(self, client: Any, step: Step) -> None:
-        token = client_token(self.session.run_id, step)
+        token = self.session.token(step)
         request = step.request()
         base = {"step": step.key, "client_token": token}
         self.emit(Event.STEP_STARTED, **base, attempt=1,
-                  request=fields_for_journal(request, sensitive=self.options.journal_sensitive))
+                  request=fields_for_journal(request, sensitive=self.options.journal_sensitive, key=self.session.key))
         policy = self.options.policy
         attempt = 0
         while True:
@@ -266,6 +281,12 @@ class _Execution:
             except Exception as exc:  # every failure is classified, none is lost
                 kind = errors.classify(exc)
                 code = errors.error_code(exc)
+                if kind in (errors.Kind.CREDENTIALS, errors.Kind.SETUP):
+                    # nothing is wrong with the step: leave it (and every other) for a resume
+                    # with fresh credentials or a mended setup
+                    self.request_stop("setup")
+                    self.setup_error = self.setup_error or f"{code}: {errors.error_message(exc)}"
+                    return self._unfinished(step, attempt)
                 if kind is errors.Kind.THROTTLED:
                     self.throttles += 1
                     self.controller.on_throttle()
@@ -339,13 +360,14 @@ class _Execution:
             if o.outcome is Outcome.FAILED:
                 by_code[o.code or "unknown"] = by_code.get(o.code or "unknown", 0) + 1
         # a failed wave ends the session as finished: the run is failed, not interrupted
-        ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED}.get(self.stop_reason or "",
-                                                                                    Ending.FINISHED)
+        ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
+                  "setup": Ending.INTERRUPTED}.get(self.stop_reason or "", Ending.FINISHED)
         return RunResult(
             run_id=self.session.run_id, plan=self.session.plan.plan, journal=str(self.session.path),
             status=run_status(ending, counts), steps=len(self.session.steps), done_before=done_before,
             attempts=self.attempts, throttles=self.throttles, retries=self.retries, elapsed=elapsed,
-            final_rate=self.controller.rate, failures_by_code=by_code, outcomes=outcomes, **counts,
+            final_rate=self.controller.rate, failures_by_code=by_code, outcomes=outcomes,
+            stopped_by=self.stop_reason, setup_error=self.setup_error, **counts,
         )
 
 
@@ -382,7 +404,7 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     """
     options = options or RunOptions()
     listeners = list(listeners)
-    execution = _Execution(session, options, [session.journal, *listeners])
+    execution = _Execution(session, options, listeners)
     rate, burst, concurrency, _ = options.limits(session.plan)
     header = session.header(rate=rate, burst=burst, concurrency=concurrency)
     if session.resumed:
@@ -392,21 +414,34 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
 
         execution.emit(Event.RUN_STARTED, format=FORMAT_VERSION, fleetrel_version=__version__, **header)
     view = _View(execution)
-    for listener in listeners:
+    for listener in list(execution.listeners):
         if isinstance(listener, StartListener):
-            listener.on_start(view)
+            try:
+                listener.on_start(view)
+            except Exception as exc:
+                execution._drop_listener(listener, exc)
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
+        tg.start_soon(_sync_journal, session)
         if stop is not None:
             stop._subscribe(lambda: execution.request_stop(stop.reason or "interrupted"))
             stop._subscribe(lambda: tg.cancel_scope.cancel() if stop.forced else None)
             if stop.reason is not None:
                 execution.request_stop(stop.reason)
         await execution.execute_waves(client, list(waves or session.plan.wave_ends()), before_wave)
+        tg.cancel_scope.cancel()  # the journal's timer
     result = execution.result(time.monotonic() - started)
     ending = ending_for(result.status)
     if ending is not Ending.ABORTED:  # run_aborted was journalled when the threshold tripped
+        reason = {"reason": result.stopped_by} if ending is Ending.INTERRUPTED and result.stopped_by else {}
         execution.emit(Event(ending.value), succeeded=result.succeeded, skipped=result.skipped,
                        failed=result.failed, unfinished=result.unfinished, attempts=result.attempts,
-                       throttles=result.throttles, elapsed=round(result.elapsed, 3))
+                       throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
     return result
+
+
+async def _sync_journal(session: Session) -> None:
+    """fsync the journal's new records every SYNC_INTERVAL seconds while the run goes on."""
+    while True:
+        await anyio.sleep(SYNC_INTERVAL)
+        session.journal.sync()

@@ -35,6 +35,8 @@ class Kind(enum.Enum):
     THROTTLED = "throttled"  # the service's quota: slow down, then retry
     TRANSIENT = "transient"  # 5xx, lost connection, timeout: retry with backoff
     CONFLICT = "conflict"  # 409: state changed under us; check, then retry a little
+    CREDENTIALS = "credentials"  # expired or unobtainable credentials: stop the run, resume later
+    SETUP = "setup"  # the client cannot send this at all (a local misconfiguration): stop the run
     PERMANENT = "permanent"  # the request itself is wrong, or we have a bug: stop
 
 
@@ -76,6 +78,23 @@ TRANSIENT_CODES = frozenset(
 
 CONFLICT_CODES = frozenset({"ConflictException"})
 
+#: Answers that say the caller's credentials ran out (STS session tokens: ExpiredToken,
+#: ExpiredTokenException; a signature past its 5-minute window: RequestExpired) or were not
+#: accepted. botocore 1.40.61 has no list of these to reuse (it refreshes credentials
+#: before they expire, it does not classify the answers). Nothing is wrong with the step,
+#: so it must stay unfinished for a resume with fresh credentials.
+CREDENTIAL_CODES = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+    }
+)
+
 # botocore.exceptions.ConnectionError covers EndpointConnectionError,
 # ConnectTimeoutError, ProxyConnectionError, SSLError; HTTPClientError covers
 # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError. aiobotocore
@@ -107,8 +126,17 @@ def classify(exc: BaseException) -> Kind:
         >>> classify(ClientError({"Error": {"Code": "ThrottlingException"}}, "UpdatePackageVersion"))
         <Kind.THROTTLED: 'throttled'>
     """
+    if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.CredentialRetrievalError,
+                        botocore.exceptions.PartialCredentialsError)):
+        return Kind.CREDENTIALS
+    if isinstance(exc, botocore.exceptions.HTTPClientError) and isinstance(exc.kwargs.get("error"), (ValueError, TypeError)):
+        # aiohttp refused to build the request ("Cannot combine AUTHORIZATION header with
+        # AUTH argument or credentials encoded in URL"): retrying cannot help
+        return Kind.SETUP
     if isinstance(exc, botocore.exceptions.ClientError):
         code, status = _client_error_parts(exc)
+        if code in CREDENTIAL_CODES:
+            return Kind.CREDENTIALS
         if code in THROTTLE_CODES or status == 429:
             return Kind.THROTTLED
         if code in CONFLICT_CODES or (status == 409 and not code):
@@ -195,6 +223,8 @@ class RetryPolicy:
             Kind.THROTTLED: self.max_attempts_throttled,
             Kind.TRANSIENT: self.max_attempts_transient,
             Kind.CONFLICT: self.max_attempts_conflict,
+            Kind.CREDENTIALS: 1,
+            Kind.SETUP: 1,
             Kind.PERMANENT: 1,
         }[kind]
 

@@ -9,18 +9,26 @@
 As an engine listener it takes `on_event(record)`; `write` is the same for callers
 that have no `Record` at hand.
 
-Every record is flushed to the OS as it is written, so a killed process (SIGKILL) loses
-nothing it wrote. fsync (which only matters if the machine itself dies) is batched: a
-terminal record is fsynced at most `fsync_interval` seconds after it is written, and
-always on close. Losing a record to a power cut costs at most a re-send, which the
-deterministic clientToken makes harmless.
+Guarantees, as the code below keeps them:
+- Every record is flushed to the OS as it is written, so a killed process (SIGKILL) loses
+  nothing it wrote.
+- A session's first record (the header, or `run_resumed`) is fsynced, with the folder
+  after the file was created or renamed, before the engine sends its first call: a power
+  cut cannot lose the run's id, hence its clientTokens. Later records are fsynced by the
+  engine every `SYNC_INTERVAL` seconds, before any pause between waves, and on close; a
+  record lost to a power cut costs at most a re-send with the same clientToken.
+- A file that is not empty and is not a fleetrel journal is refused and never changed;
+  only a torn last line of a real journal (a crash mid-write) is cut.
+- Journals, and their run keys, are created readable by their owner only (0600).
+- Sensitive request fields (description, attributes, recipe) are stored as HMAC digests
+  keyed with the run's key (`<journal>.key`), unless the user opts in to clear text.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,23 +39,63 @@ from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Outcome, Re
 
 FORMAT_VERSION = 1
 SENSITIVE_FIELDS = ("description", "attributes", "recipe")
+SYNC_INTERVAL = 0.5  # seconds between fsyncs of a running journal
+PRIVATE = 0o600  # journals and run keys: the owner's alone
 
 
 class JournalError(Exception):
     """A journal the user pointed us at cannot be used (locked, corrupt, another plan's)."""
 
 
-def fields_for_journal(request: dict[str, Any], *, sensitive: bool) -> dict[str, Any]:
+def fields_for_journal(request: dict[str, Any], *, sensitive: bool, key: bytes | None = None) -> dict[str, Any]:
     """The request as the journal stores it: sensitive fields (per the AWS model) as
-    digests unless the user opted in with --journal-sensitive."""
-    from fleetrel.plan import digest
+    digests keyed with the run's key unless the user opted in with --journal-sensitive."""
+    from fleetrel.tokens import keyed_digest
 
     out = {k: v for k, v in request.items() if k not in ("packageName", "versionName")}
     if not sensitive:
+        prefix = "hmac:" if key is not None else "sha256:"
         for name in SENSITIVE_FIELDS:
             if name in out:
-                out[name] = "sha256:" + digest(out[name])[:16]
+                out[name] = prefix + keyed_digest(key, out[name])[:16]
     return out
+
+
+def run_key_path(journal: Path) -> Path:
+    return journal.with_name(journal.name + ".key")
+
+
+def write_run_key(journal: Path, key: bytes) -> None:
+    """Keep the run's key beside its journal, owner-only, durable before the header."""
+    path = run_key_path(journal)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    try:
+        os.write(fd, key.hex().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+
+
+def read_run_key(journal: Path) -> bytes:
+    path = run_key_path(journal)
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        raise JournalError(f"{path}: this run's key is missing. Without it the run's clientTokens cannot be "
+                           "computed again, so resuming could apply steps twice: restore the file, or start "
+                           "a new run") from None
+    except (OSError, ValueError) as exc:
+        raise JournalError(f"{path}: this run's key cannot be read ({exc})") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a file's creation or rename durable: fsync the folder that names it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Journal:
@@ -56,14 +104,12 @@ class Journal:
     It is an engine listener: the engine calls `on_event(event, **fields)`.
     """
 
-    __slots__ = ("path", "_file", "_log", "_fsync_interval", "_last_fsync", "_dirty")
+    __slots__ = ("path", "_file", "_log", "unsynced")
 
-    def __init__(self, path: Path, file: IO[str], *, fsync_interval: float = 0.5) -> None:
+    def __init__(self, path: Path, file: IO[str]) -> None:
         self.path = path
         self._file = file
-        self._fsync_interval = fsync_interval
-        self._last_fsync = time.monotonic()
-        self._dirty = False
+        self.unsynced = 0  # records written since the last fsync
         self._log = structlog.wrap_logger(
             structlog.WriteLogger(file),  # writes one line and flushes it
             processors=[
@@ -77,10 +123,16 @@ class Journal:
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> "Journal":
-        """Open for appending, lock it, and cut a torn last line left by a crash so that
-        the next record starts on a line of its own."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(path, "a+", encoding="utf-8")
+        """Open for appending (created 0600), lock it, check it is a fleetrel journal, and
+        cut a torn last line left by a crash so that the next record starts on a line of
+        its own. Anything else in the file is refused, untouched."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            created = not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open the journal: {_why(exc)}") from None
+        file = os.fdopen(fd, "a+", encoding="utf-8")
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -89,7 +141,15 @@ class Journal:
                 f"{path}: another fleetrel run holds this journal; wait for it to finish "
                 "(or stop it) before running the plan again"
             ) from None
-        _truncate_torn_tail(file)
+        try:
+            _check_is_journal(path)
+            _truncate_torn_tail(file, path)
+            if created:
+                _fsync_dir(path.parent)
+        except BaseException:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+            file.close()
+            raise
         return cls(path, file, **kwargs)
 
     def on_event(self, record: Record) -> None:
@@ -97,21 +157,19 @@ class Journal:
 
     def write(self, event: Event, **fields: Any) -> None:
         self._log.info(str(event), **fields)
-        if event in TERMINAL or event.startswith("run_"):
-            self._dirty = True
-            now = time.monotonic()
-            if now - self._last_fsync >= self._fsync_interval:
-                self.sync()
+        self.unsynced += 1
+        if event in SESSION_STARTS:
+            self.sync()  # the run's identity is durable before its first call
 
     def sync(self) -> None:
-        if self._dirty:
+        """fsync what was written since the last sync (the engine calls it on a timer)."""
+        if self.unsynced:
             os.fsync(self._file.fileno())
-            self._dirty = False
-        self._last_fsync = time.monotonic()
+            self.unsynced = 0
 
     def close(self) -> None:
         if not self._file.closed:
-            self._dirty = True
+            self.unsynced += 1  # at least the folder's and the OS's view, once more
             self.sync()
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
@@ -124,10 +182,28 @@ class Journal:
 
 
 def default_journal_path(plan: Any) -> Path:
-    """`<plan file stem>.journal.jsonl` in the current directory (the plan's name for a
-    plan built in code)."""
-    stem = Path(plan.source).stem if plan.source is not None else plan.plan
-    return Path.cwd() / f"{stem}.journal.jsonl"
+    """`<plan file stem>.journal.jsonl` beside the plan file, so the journal follows the
+    plan's absolute path: the same plan run from another folder is the same run, and two
+    plans with one name in two folders are two runs. (A plan built in code: its name, in
+    the current folder.)
+
+    A journal that an earlier fleetrel kept in the current folder for this very plan (its
+    header names the same plan file) is still found, so an upgrade does not lose a run.
+    """
+    if plan.source is None:
+        return Path.cwd() / f"{plan.plan}.journal.jsonl"
+    source = Path(plan.source).absolute()
+    beside = source.with_name(f"{source.stem}.journal.jsonl")
+    legacy = Path.cwd() / beside.name
+    if not beside.exists() and legacy != beside and legacy.is_file():
+        try:
+            with open(legacy, "rb") as file:
+                header = json.loads(file.readline())
+            if Path(str(header.get("plan_file", ""))).absolute() == source:
+                return legacy
+        except (OSError, ValueError, AttributeError):
+            pass
+    return beside
 
 
 def is_locked(path: Path) -> bool:
@@ -144,12 +220,35 @@ def is_locked(path: Path) -> bool:
     return False
 
 
-def _truncate_torn_tail(file: IO[str]) -> None:
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a part of its folder path is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def _check_is_journal(path: Path) -> None:
+    """Refuse a non-empty file whose first line is not a fleetrel journal header."""
+    with open(path, "rb") as raw:
+        first = raw.readline(1 << 20)
+    if not first:
+        return
+    try:
+        header = json.loads(first)
+        ok = isinstance(header, dict) and header.get("event") == Event.RUN_STARTED \
+            and header.get("format") == FORMAT_VERSION
+    except ValueError:
+        ok = False
+    if not ok:
+        raise JournalError(f"{path}: this file is not a fleetrel journal (its first line is not a journal "
+                           "header); it was left untouched. Choose another --journal path.")
+
+
+def _truncate_torn_tail(file: IO[str], path: Path) -> None:
     file.seek(0, os.SEEK_END)
     size = file.tell()
     if size == 0:
         return
-    with open(file.name, "rb") as raw:
+    with open(path, "rb") as raw:  # by path: file.name of an fdopen()ed file is its fd
         raw.seek(max(0, size - 65536))
         tail = raw.read()
     if tail.endswith(b"\n"):
@@ -160,7 +259,7 @@ def _truncate_torn_tail(file: IO[str]) -> None:
     file.seek(0, os.SEEK_END)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """What the journal says about one step."""
 
@@ -192,6 +291,7 @@ class RunState:
     torn_tail: bool = False
     running: bool = False  # a fleetrel run holds the journal's lock right now
     target: dict[str, str] = field(default_factory=dict)  # the last session's --endpoint-url/--region/--profile
+    identity: dict[str, str] | None = None  # where the last session that recorded it sent its calls
 
     @property
     def run_id(self) -> str:
@@ -219,37 +319,39 @@ class RunState:
 
 
 def replay(path: Path) -> RunState:
-    """Read a journal back. A torn last line (a crash mid-write) is tolerated and
-    reported; a line that does not parse anywhere else is an error."""
+    """Read a journal back, one line at a time (a 100k-step journal is never held whole).
+    A torn last line (a crash mid-write) is tolerated and reported; a line that does not
+    parse anywhere else is an error."""
     try:
-        raw = path.read_bytes()
+        file = open(path, "rb")
     except FileNotFoundError:
         raise JournalError(f"{path}: no such journal") from None
     except OSError as exc:
         raise JournalError(f"{path}: cannot read: {exc.strerror}") from None
-    lines = raw.split(b"\n")
-    torn = False
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        # no final newline: the last record was being written when the process died
-        lines.pop()
-        torn = True
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or "event" not in record:
-                raise ValueError("not a journal record")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise JournalError(f"{path}:{number}: corrupt journal line ({exc}); the journal was edited or damaged") from None
-        records.append(record)
-    if not records or records[0].get("event") != Event.RUN_STARTED or records[0].get("format") != FORMAT_VERSION:
+    state: RunState | None = None
+    with file:
+        for number, line in enumerate(file, 1):
+            if not line.endswith(b"\n"):
+                # no final newline: the last record was being written when the process died
+                if state is not None:
+                    state.torn_tail = True
+                break
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "event" not in record:
+                    raise ValueError("not a journal record")
+            except (ValueError, UnicodeDecodeError) as exc:
+                if number == 1:
+                    break  # reported below as not a journal
+                raise JournalError(f"{path}:{number}: corrupt journal line ({exc}); the journal was edited or damaged") from None
+            if state is None:
+                if record.get("event") != Event.RUN_STARTED or record.get("format") != FORMAT_VERSION:
+                    break
+                state = RunState(path=path, header=record, running=is_locked(path))
+                state.started = record.get("ts")
+            _apply(state, record)
+    if state is None:
         raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
-    state = RunState(path=path, header=records[0], torn_tail=torn, running=is_locked(path))
-    state.started = records[0].get("ts")
-    for record in records:
-        _apply(state, record)
     return state
 
 
@@ -262,6 +364,7 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
         state.sessions += 1
         state.ending = None
         state.target = record.get("target", {})
+        state.identity = record.get("identity", state.identity)
         return
     if event in _ENDINGS:
         state.ending = Ending(event)

@@ -10,6 +10,8 @@ a terminal and a CI log.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 import shlex
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from fleetrel.aws import without_userinfo
 from fleetrel.events import Outcome, Status
 
 if TYPE_CHECKING:
@@ -27,8 +30,23 @@ if TYPE_CHECKING:
 MAX_NAMED = 10  # steps named per error code in a text summary (JSON names them all)
 
 
+class _PlainConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader left (`fleetrel run … | head`): print nothing more. (rich would exit
+        with 1 here, which would replace a finished run's exit code.)"""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+
+
+def plain_console(*, stderr: bool = False) -> Console:
+    """A console that prints text as it is: no markup (a path like `plans/[v2]/x.yaml` is
+    text, not a style tag), no highlighting, and quiet once its reader has gone."""
+    return _PlainConsole(stderr=stderr, highlight=False, markup=False)
+
+
 def _console(console: Console | None) -> Console:
-    return console if console is not None else Console(highlight=False)
+    return console if console is not None else plain_console()
 
 
 # -- after a run -----------------------------------------------------------------------
@@ -39,6 +57,10 @@ def next_steps(result: RunResult) -> list[str]:
         return [f"aborted: the failure ratio passed the plan's abort threshold (journal: {result.journal})",
                 "fix the cause, then run the same command again to resume; "
                 "add --retry-failed to send the failed steps again"]
+    if result.stopped_by == "setup":
+        return [f"stopped: {result.setup_error}",
+                "the unsent steps stay open: renew the credentials (or mend the setup), then run the same "
+                f"command again to resume (journal: {result.journal})"]
     if result.status == Status.INTERRUPTED:
         return [f"interrupted: run the same command again to resume (journal: {result.journal})"]
     if result.status == Status.FAILED:
@@ -149,7 +171,8 @@ def resume_command(state: RunState) -> str:
     plan_file = state.header.get("plan_file") or "PLAN"
     words = ["fleetrel", "run", plan_file, "--journal", str(state.path)]
     for name, value in state.target.items():
-        words += [f"--{name.replace('_', '-')}", value]
+        # journals of fleetrel before 0.2 could hold a password in the endpoint: never show it
+        words += [f"--{name.replace('_', '-')}", without_userinfo(value) if name == "endpoint_url" else value]
     if state.status in (Status.FAILED, Status.ABORTED) and state.counts()["failed"]:
         words.append("--retry-failed")
     return " ".join(shlex.quote(w) for w in words)

@@ -20,14 +20,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fleetrel.events import Outcome
-from fleetrel.journal import Journal, JournalError, RunState, replay
+from fleetrel.journal import Journal, JournalError, RunState, read_run_key, replay, run_key_path, write_run_key
 from fleetrel.plan import ReleasePlan, Step
+from fleetrel.tokens import KEYED_SCHEME, client_token, new_run_key
 
 STEP_DIGEST_CHARS = 16  # of a step's request digest, kept in the header to tell what changed
 
 
 class PlanChanged(JournalError):
     """The journal belongs to a different version of the plan."""
+
+
+class TargetChanged(JournalError):
+    """The journal's run was sent somewhere else than this session would send it."""
 
 
 @dataclass
@@ -42,7 +47,14 @@ class Session:
     prior: RunState | None  # what earlier sessions of this run journalled; None for a new run
     todo: list[Step]  # steps this session sends
     failed_before: set[str] = field(default_factory=set)  # failed earlier and not retried now
-    target: dict[str, str] = field(default_factory=dict)  # where the calls go (never credentials)
+    target: dict[str, str] = field(default_factory=dict)  # the command line's overrides of the plan's target
+    identity: dict[str, str] = field(default_factory=dict)  # where the calls go: endpoint, region, profile
+    key: bytes | None = None  # the run's secret for tokens and digests; None for runs from before it existed
+    carried: dict[str, str] = field(default_factory=dict)  # tokens a --new-run keeps from the run it replaced
+
+    def token(self, step: Step) -> str:
+        """The step's clientToken in this run."""
+        return self.carried.get(step.key) or client_token(self.run_id, step, self.key)
 
     @property
     def path(self) -> Path:
@@ -64,8 +76,14 @@ class Session:
             fields["plan_file"] = str(self.plan.source)
         if self.target:
             fields["target"] = dict(self.target)
+        if self.identity:
+            fields["identity"] = dict(self.identity)
         if self.prior is None:
             fields["step_digests"] = step_digests(self.steps)
+            if self.key is not None:
+                fields["token_scheme"] = KEYED_SCHEME
+            if self.carried:
+                fields["carried_tokens"] = dict(self.carried)
         else:
             fields["done_before"] = self.done_before
         return fields
@@ -82,40 +100,109 @@ def plan_differences(state: RunState, steps: list[Step]) -> list[str]:
     diffs = [f"added: {k}" for k in new if k not in old]
     diffs += [f"removed: {k}" for k in old if k not in new]
     diffs += [f"changed: {k}" for k in new if k in old and old[k] != new[k]]
-    if not diffs and list(old) != list(new):
-        diffs.append("the steps are in a different order")
     return diffs
 
 
 @contextmanager
 def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False, retry_failed: bool = False,
-                 target: dict[str, str] | None = None) -> Iterator[Session]:
+                 identity: dict[str, str] | None = None, target: dict[str, str] | None = None) -> Iterator[Session]:
     """Lock and read the journal, and say what this session of the run has to do.
 
-    A journal that holds this plan's run resumes it: its run id (hence its clientTokens)
-    is kept and the steps it finished are left out (failed ones too, unless
-    `retry_failed`). A journal of another plan raises `PlanChanged`, unless `new_run`.
+    A journal that holds this plan's run resumes it: its run id and key (hence its
+    clientTokens) are kept, and the steps it finished are left out — failed ones too when
+    the service refused them for good, unless `retry_failed`. Refused, before anything
+    is sent: a journal of another plan (`PlanChanged`, unless `new_run`), a run that was
+    sent to another `identity` (`TargetChanged`), and tokens that this fleetrel would
+    compute differently from the ones the run already sent.
     """
     steps = plan.steps()
     journal = Journal.open(journal_path)
     try:
         state = _prior_state(journal_path, plan, steps, new_run=new_run)
+        carried: dict[str, str] = {}
         if new_run and journal_path.stat().st_size:
-            # keep the old run's journal under its run id; renamed while we hold its lock
-            kept = journal_path.with_name(f"{journal_path.name}.{state.run_id if state else uuid.uuid4()}")
-            os.replace(journal_path, kept)
+            carried = _tokens_to_carry(state, steps)
+            # keep the old run's journal (and key) under its run id; renamed while we hold its lock
+            suffix = state.run_id if state else str(uuid.uuid4())
+            for old in (journal_path, run_key_path(journal_path)):
+                if old.exists():
+                    os.replace(old, old.with_name(f"{journal_path.name}.{suffix}{old.name[len(journal_path.name):]}"))
             journal.close()
             journal = Journal.open(journal_path)
             state = None
-        done = state.finished_keys(include_failed=not retry_failed) if state else set()
+        if state is not None and identity and state.identity and state.identity != identity:
+            raise TargetChanged(_target_changed(journal_path, state, identity))
+        if state is None:
+            key = new_run_key()
+            write_run_key(journal_path, key)
+        else:
+            key = read_run_key(journal_path) if state.header.get("token_scheme") == KEYED_SCHEME else None
+        done = _finished(state, retry_failed)
         todo = [s for s in steps if s.key not in done]
         retried = {s.key for s in todo}
         failed_before = ({k for k, r in state.steps.items() if r.outcome == Outcome.FAILED} - retried
                          if state else set())
-        yield Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
-                      prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}))
+        session = Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
+                          prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
+                          identity=dict(identity or {}), key=key,
+                          carried=carried if state is None else dict(state.header.get("carried_tokens", {})))
+        if state is not None:
+            _check_tokens(session, state)
+        yield session
     finally:
         journal.close()
+
+
+def _finished(state: RunState | None, retry_failed: bool) -> set[str]:
+    """Steps a resume does not send: succeeded, skipped, and failed for good (unless
+    `retry_failed`). A failure that was not permanent (throttle or server-error retries
+    ran out) is sent again by a plain resume."""
+    if state is None:
+        return set()
+    return {key for key, rec in state.steps.items()
+            if rec.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
+            or (rec.outcome == Outcome.FAILED and not retry_failed and rec.permanent is not False)}
+
+
+def _tokens_to_carry(state: RunState | None, steps: list[Step]) -> dict[str, str]:
+    """A new run replacing `state` keeps the tokens of the steps that run had sent without
+    hearing the answer, when their request did not change: the call may have been applied,
+    and the same token makes the service answer it as the same call instead of applying
+    the step a second time."""
+    if state is None:
+        return {}
+    old_digests = state.header.get("step_digests", {})
+    new_digests = step_digests(steps)
+    carried = dict(state.header.get("carried_tokens", {}))
+    out: dict[str, str] = {}
+    for key, rec in state.steps.items():
+        token = rec.client_token or carried.get(key)
+        if rec.outcome is None and token and key in new_digests and old_digests.get(key) == new_digests[key]:
+            out[key] = token
+    return out
+
+
+def _check_tokens(session: Session, state: RunState) -> None:
+    """The steps left to send that were sent before must get the token they were sent with."""
+    differ = [s.key for s in session.todo
+              if (rec := state.steps.get(s.key)) is not None and rec.client_token
+              and rec.client_token != session.token(s)]
+    if differ:
+        raise JournalError(
+            f"{session.path}: this fleetrel computes other clientTokens than run {state.run_id} sent for "
+            f"{len(differ)} step(s) (first: {differ[0]}); resuming would apply them again under new tokens. "
+            f"Finish the run with the fleetrel that started it ({state.header.get('fleetrel_version', '?')}), "
+            "or start a new run.")
+
+
+def _target_changed(path: Path, state: RunState, identity: dict[str, str]) -> str:
+    def show(where: dict[str, str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(where.items()) if v) or "the default AWS configuration"
+
+    return (f"{path}: run {state.run_id} of plan {state.header.get('plan')!r} was sent to {show(state.identity or {})}, "
+            f"but this session would send it to {show(identity)}. Resuming would report steps as done that were "
+            "never sent there. Point the run at the same target again, or give the other target its own run "
+            "with another journal (--journal).")
 
 
 def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: bool) -> RunState | None:
@@ -127,7 +214,10 @@ def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: b
         if new_run:  # a damaged journal is kept aside, not read
             return None
         raise
-    if state.plan_digest != plan.digest and not new_run:
+    # The same run when the same requests are planned, in any order (the clientTokens do not
+    # depend on order either); compared step by step so that journals of every fleetrel
+    # version, whatever their plan digest, resume.
+    if state.header.get("step_digests") != step_digests(steps) and not new_run:
         diffs = plan_differences(state, steps)
         shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
         raise PlanChanged(

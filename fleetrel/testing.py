@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import selectors
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, TypeVar
 
 import anyio
@@ -60,8 +61,11 @@ class FakeIoT:
     :param latency: seconds each call takes (virtual seconds under `run_virtual`).
     """
 
-    def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0) -> None:
+    def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0,
+                 endpoint_url: str = "https://iot.fake.invalid", region: str = "us-east-1") -> None:
         self.latency = latency
+        # what aiobotocore clients expose, and fleetrel records as a run's target
+        self.meta = SimpleNamespace(endpoint_url=endpoint_url, region_name=region)
         self.versions: dict[str, dict[str, Any]] = {}
         for key, status in (versions or {}).items():
             self.versions[key] = {"status": status, "attributes": {}}

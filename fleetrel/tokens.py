@@ -1,26 +1,49 @@
 """Deterministic clientTokens: the same step of the same run always sends the same token.
 
-    >>> client_token("5f0c...", step)          # doctest: +SKIP
-    '0b6a7a52-6c1e-5d83-9e3b-8f1a2c3d4e5f'
+    key = new_run_key()                          # per run, kept beside the journal (0600)
+    client_token("5f0c...", step, key)           # '0b6a7a52-6c1e-5d83-9e3b-8f1a2c3d4e5f'
 
 The service treats a repeated token with the same request as the same call and answers
 with the first result, so a step re-sent after a crash or a lost response is applied
 once. The run id is part of the name: a later run (a new release that publishes the same
 version again after a deprecation) gets new tokens and is not swallowed by the service's
 idempotency cache.
+
+The request enters the token (and the journal's digests of sensitive fields) through an
+HMAC keyed with the run's own secret, which is not in the journal: an unkeyed sha256 of
+a low-entropy description or attribute, written next to the run id, would let anyone who
+reads the journal confirm a guess of the text. Runs journalled before the key existed
+(no `token_scheme` in their header) keep their unkeyed tokens, so they resume unchanged.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import uuid
+from typing import Any
 
-from fleetrel.plan import Step
+from fleetrel.plan import Step, canonical_json
 
 # Fixed namespace so tokens are stable across machines and fleetrel versions.
 NAMESPACE = uuid.UUID("6f1d7c1e-3b9a-5c57-9a55-2d1e0b4f7a10")
+#: The journal header's `token_scheme` for keyed tokens (absent: the unkeyed first scheme).
+KEYED_SCHEME = 2
+KEY_BYTES = 32
 
 
-def client_token(run_id: str, step: Step) -> str:
-    """uuid5 over (run_id, package, version, digest of the request): 36 characters,
+def new_run_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def keyed_digest(key: bytes | None, value: Any) -> str:
+    """HMAC-SHA256 of the canonical JSON of `value` (plain sha256 for an unkeyed run)."""
+    data = canonical_json(value).encode()
+    return hmac.new(key, data, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(data).hexdigest()
+
+
+def client_token(run_id: str, step: Step, key: bytes | None = None) -> str:
+    """uuid5 over (run_id, package, version, keyed digest of the request): 36 characters,
     inside the API's `[\\S]{36,64}` pattern."""
-    name = "\n".join((run_id, step.package, step.version, step.request_digest()))
+    name = "\n".join((run_id, step.package, step.version, keyed_digest(key, step.request())))
     return str(uuid.uuid5(NAMESPACE, name))

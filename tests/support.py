@@ -25,6 +25,7 @@ def write_plan(path: Path, versions: list[str] | list[dict], *, package: str = "
         doc["abort"] = abort
     if waves:
         doc["waves"] = waves
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

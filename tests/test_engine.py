@@ -1,6 +1,9 @@
 """The engine against the emulator over real HTTP: throttling, faults, kill and resume."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -118,7 +121,12 @@ async def test_journal_holds_no_credential_and_no_sensitive_text(emulator, tmp_p
     text = (tmp_path / "j.jsonl").read_text()
     assert "AKIASENTINELKEYID0000" not in text and "sentinel" not in text
     started = next(r for r in journal_records(tmp_path / "j.jsonl") if r["event"] == "step_started")
-    assert started["request"]["description"].startswith("sha256:")
+    # keyed with the run's key, which is not in the journal: a guessed text cannot be confirmed
+    assert started["request"]["description"].startswith("hmac:")
+    unkeyed = hashlib.sha256(json.dumps("sentinel-description").encode()).hexdigest()[:16]
+    assert unkeyed not in text and "sha256:" not in text
+    assert oct(os.stat(tmp_path / "j.jsonl").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "j.jsonl.key").st_mode & 0o777) == "0o600"
 
 
 async def test_second_run_on_one_journal_is_refused(emulator, tmp_path):
@@ -147,7 +155,9 @@ async def test_changed_plan_is_refused_and_new_run_gets_new_tokens(emulator, tmp
     assert (await run(first, journal_path=journal, endpoint_url=emulator.url, options=RunOptions(new_run=True))).succeeded == 1
     assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "PUBLISHED"}
     assert len(set(emulator.record()["tokens"][f"{PKG}/1.0.0"])) == 3  # a new token per run
-    assert len(list(tmp_path.glob("j.jsonl.*"))) == 2  # old journals kept, renamed
+    kept = [p for p in tmp_path.glob("j.jsonl.*") if not p.name.endswith(".key")]
+    assert len(kept) == 2  # old journals kept, renamed (each beside its run key)
+    assert all(p.with_name(p.name + ".key").exists() for p in kept)
 
 
 def test_kill_nine_three_times_then_resume_loses_nothing_and_doubles_nothing(emulator, tmp_path):

@@ -49,9 +49,16 @@ def client_error(code: str | None, status: int, message: str = "boom") -> bce.Cl
         (client_error("ResourceNotFoundException", 404), Kind.PERMANENT, "ResourceNotFoundException"),
         (client_error("AccessDeniedException", 403), Kind.PERMANENT, "AccessDeniedException"),
         (client_error("UnauthorizedException", 401), Kind.PERMANENT, "UnauthorizedException"),
-        (client_error("ExpiredTokenException", 403), Kind.PERMANENT, "ExpiredTokenException"),
-        (client_error("InvalidClientTokenId", 403), Kind.PERMANENT, "InvalidClientTokenId"),
-        (client_error("UnrecognizedClientException", 400), Kind.PERMANENT, "UnrecognizedClientException"),
+        # credentials that ran out stop the run with the step unfinished (issue 10)
+        (client_error("ExpiredTokenException", 403), Kind.CREDENTIALS, "ExpiredTokenException"),
+        (client_error("ExpiredToken", 400), Kind.CREDENTIALS, "ExpiredToken"),
+        (client_error("RequestExpired", 400), Kind.CREDENTIALS, "RequestExpired"),
+        (bce.CredentialRetrievalError(provider="sts", error_msg="x"), Kind.CREDENTIALS, "CredentialRetrievalError"),
+        # a request the local HTTP client refuses to build is a setup error, not a transient one
+        (bce.HTTPClientError(error=ValueError("Cannot combine AUTHORIZATION header with AUTH argument or "
+                                              "credentials encoded in URL")), Kind.SETUP, "HTTPClientError"),
+        (client_error("InvalidClientTokenId", 403), Kind.CREDENTIALS, "InvalidClientTokenId"),
+        (client_error("UnrecognizedClientException", 400), Kind.CREDENTIALS, "UnrecognizedClientException"),
         (client_error("SomethingNew", 400), Kind.PERMANENT, "SomethingNew"),
         # what aiobotocore 2.25.1 raises for a lost connection or a timeout
         (bce.ConnectionClosedError(endpoint_url=URL, error=aiohttp.ServerDisconnectedError(), request=None),
@@ -70,7 +77,7 @@ def client_error(code: str | None, status: int, message: str = "boom") -> bce.Cl
         # ours to fix: permanent
         (bce.ParamValidationError(report="Invalid length for parameter versionName"), Kind.PERMANENT,
          "ParamValidationError"),
-        (bce.NoCredentialsError(), Kind.PERMANENT, "NoCredentialsError"),
+        (bce.NoCredentialsError(), Kind.CREDENTIALS, "NoCredentialsError"),
         (FileNotFoundError("x"), Kind.PERMANENT, "FileNotFoundError"),
         (KeyError("x"), Kind.PERMANENT, "KeyError"),
     ],
