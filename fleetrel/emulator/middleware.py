@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import socket
-import struct
 import threading
 import time
 import uuid
@@ -84,7 +82,8 @@ def aws_error(start_response: Callable[..., Any], status: str, code: str,
 
 
 class DroppedConnection(ConnectionAbortedError):
-    """Raised to make werkzeug abandon the request without writing an answer."""
+    """Raised by the app to have the server reset the connection without an answer
+    (WSGI has no way to say it; `server._Gateway` does it)."""
 
 
 class EmulatorApp:
@@ -151,6 +150,7 @@ class EmulatorApp:
                      operation: str, names: tuple[str, ...]) -> Any:
         settings, bucket, dice = self.settings, self.buckets.get(operation), self.dice
         token = None
+        self.record.connection(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
         if operation == "UpdatePackageVersion":
             token = parse_qs(environ.get("QUERY_STRING", "")).get("clientToken", [None])[0]
             self.record.token("/".join(names), token, reached_backend=False)
@@ -190,7 +190,7 @@ class EmulatorApp:
             if data_close is not None:
                 data_close()
             self.record.answered(operation, "dropped", injected="dropped")
-            drop_connection(environ)
+            raise DroppedConnection("fleetrel emulator: connection dropped by fault injection")
         self.record.answered(operation, captured.get("status", 0))
         return body
 
@@ -265,16 +265,3 @@ def read_json(environ: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("the request body must be a JSON object")
     return value
-
-
-def drop_connection(environ: dict[str, Any]) -> None:
-    """Close the client's socket with no answer; werkzeug treats the raise as a client drop."""
-    sock = environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            # Linger 0: the close is a TCP reset, not a graceful end of stream.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    raise DroppedConnection("fleetrel emulator: connection dropped by fault injection")
