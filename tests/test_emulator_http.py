@@ -1,5 +1,5 @@
 """The emulator as an HTTP server: kept-alive connections, faults on a reused connection,
-and the guards on the control endpoints. Real HTTP, real botocore.
+and the guards on the control endpoints (issue 10). Real HTTP, real botocore.
 """
 from __future__ import annotations
 
@@ -75,4 +75,65 @@ def test_a_throttle_keeps_the_connection(emulator: Emulator, iot: Any) -> None:
             outcomes.append(error.response["Error"]["Code"])
     assert outcomes == ["ok"] + ["ThrottlingException"] * 4
     assert emulator.record()["connections"] == 1
+
+
+# -- control endpoints: only loopback names, only JSON POSTs --------------------------
+
+def control_request(emulator: Emulator, method: str, action: str, body: bytes | None = None,
+                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One raw request, so the test sets Host and Content-Type as a browser would."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    address = urlsplit(emulator.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        connection.request(method, f"/_fleetrel/{action}", body=body, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read() or b"null")
+    finally:
+        connection.close()
+
+
+def test_a_cross_origin_text_plain_post_changes_nothing(emulator: Emulator) -> None:
+    port = emulator.url.rsplit(":", 1)[1]
+    host = {"Host": f"127.0.0.1:{port}"}
+    emulator.seed([("fw", "1.0")])
+    # What a web page can send without a CORS preflight: text/plain, form, multipart.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x", None):
+        headers = dict(host, **({"Content-Type": content_type} if content_type else {}))
+        for action, body in (("configure", b'{"fail_rate": 1.0}'),
+                             ("seed", b'{"versions": [{"package": "fw", "version": "2.0"}]}'),
+                             ("reset", b"{}"), ("reset-record", b"{}")):
+            status, answer = control_request(emulator, "POST", action, body, headers)
+            assert status == 415, (action, content_type, answer)
+            assert "application/json" in answer["error"]
+    assert emulator.settings()["fail_rate"] == 0.0
+    assert emulator.state("fw", "1.0") is not None  # not reset
+    assert emulator.state("fw", "2.0") is None  # not seeded
+    json_headers = dict(host, **{"Content-Type": "application/json; charset=utf-8"})
+    status, answer = control_request(emulator, "POST", "configure", b'{"fail_rate": 0.5}',
+                                     json_headers)
+    assert (status, answer["fail_rate"]) == (200, 0.5)
+
+
+def test_control_endpoints_refuse_a_host_that_is_not_loopback(emulator: Emulator) -> None:
+    port = emulator.url.rsplit(":", 1)[1]
+    json_type = {"Content-Type": "application/json"}
+    # DNS rebinding: evil.example resolves to 127.0.0.1, the browser still says its name.
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                 f"10.0.0.1:{port}", ""):
+        for method, action, body in (("POST", "configure", b'{"fail_rate": 1.0}'),
+                                     ("GET", "record", None), ("GET", "settings", None),
+                                     ("POST", "reset", b"{}")):
+            status, answer = control_request(emulator, method, action, body,
+                                             dict(json_type, Host=host))
+            assert status == 403, (host, action, answer)
+    assert emulator.settings()["fail_rate"] == 0.0
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
+                 "127.0.0.1"):
+        status, answer = control_request(emulator, "GET", "settings", None, {"Host": host})
+        assert status == 200, host
 

@@ -3,7 +3,9 @@
 Package API calls (the ten operations, recognised by method and path) pass through, in
 order: added latency, the operation's token bucket, the fault dice, then moto. Every other
 path goes to moto untouched. Paths under /_fleetrel/ are the control endpoints; they are
-never delayed, throttled or faulted:
+never delayed, throttled or faulted, and answer only requests whose Host is a loopback
+name (403 otherwise: DNS rebinding), POSTs only as application/json (415 otherwise: a
+web page's cross-origin text/plain POST):
 
     GET  /_fleetrel/health          {"ok": true}
     GET  /_fleetrel/settings        the current settings
@@ -199,12 +201,16 @@ class EmulatorApp:
     def control(self, environ: dict[str, Any], start_response: Callable[..., Any],
                 action: str) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        try:
-            payload = read_json(environ) if method == "POST" else {}
-            status, answer = self.control_answer(method, action, payload,
-                                                 parse_qs(environ.get("QUERY_STRING", "")))
-        except (SettingsError, CatalogError, ValueError, TypeError, KeyError) as error:
-            status, answer = 400, {"error": str(error)}
+        refused = control_refusal(environ)
+        if refused is not None:
+            status, answer = refused
+        else:
+            try:
+                payload = read_json(environ) if method == "POST" else {}
+                status, answer = self.control_answer(method, action, payload,
+                                                     parse_qs(environ.get("QUERY_STRING", "")))
+            except (SettingsError, CatalogError, ValueError, TypeError, KeyError) as error:
+                status, answer = 400, {"error": str(error)}
         data = json.dumps(answer).encode()
         start_response(f"{status} {'OK' if status == 200 else 'Error'}",
                        [("Content-Type", "application/json"),
@@ -256,6 +262,35 @@ def seed(versions: list[dict[str, Any]], region: str = "us-east-1",
         else:
             existing += 1
     return {"created": created, "existing": existing}
+
+
+# Host names a control request may carry: a browser on this machine reaches the emulator
+# under another name only through DNS rebinding (evil.example resolving to 127.0.0.1).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_HOST_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]*)(?::\d*)?$")
+
+
+def control_refusal(environ: dict[str, Any]) -> tuple[int, dict[str, str]] | None:
+    """(status, body) refusing a control request a web page could have made, or None.
+
+    Control endpoints change what the emulator does (fail_rate 1.0, forget every package)
+    and show what it received. A page in the developer's browser can send a cross-origin
+    POST without a preflight only as text/plain, form or multipart: requiring JSON rules
+    those out. It can reach 127.0.0.1 under its own name by DNS rebinding: the Host header
+    still carries that name, so only loopback names are accepted.
+    """
+    match = _HOST_PORT.match(environ.get("HTTP_HOST", ""))
+    host = match.group(1).lower() if match else ""
+    if host not in LOOPBACK_HOSTS:
+        return 403, {"error": "control endpoints answer only requests addressed to a "
+                              "loopback host (127.0.0.1, localhost, [::1]), not "
+                              f"{environ.get('HTTP_HOST', '(no Host header)')!r}"}
+    if environ.get("REQUEST_METHOD") == "POST":
+        media_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            return 415, {"error": "control POSTs must be sent as Content-Type: "
+                                  f"application/json, not {media_type or '(none)'!r}"}
+    return None
 
 
 def read_json(environ: dict[str, Any]) -> dict[str, Any]:
