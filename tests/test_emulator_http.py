@@ -137,3 +137,37 @@ def test_control_endpoints_refuse_a_host_that_is_not_loopback(emulator: Emulator
         status, answer = control_request(emulator, "GET", "settings", None, {"Host": host})
         assert status == 200, host
 
+
+
+# -- whose catalog: the account from the credentials, the region from the signature ---
+
+def test_the_region_comes_from_the_signing_scope(emulator: Emulator) -> None:
+    def client(region: str) -> Any:
+        return boto3.client("iot", endpoint_url=emulator.url, region_name=region,
+                            config=NO_RETRIES, **CREDENTIALS)
+
+    client("eu-west-1").create_package(packageName="fw")
+    client("eu-west-1").create_package_version(packageName="fw", versionName="1.0")
+    assert client("us-east-1").list_packages()["packageSummaries"] == []
+    assert emulator.state("fw", "1.0", region="eu-west-1")["status"] == "DRAFT"
+    assert emulator.state("fw", "1.0", region="us-east-1") is None
+
+
+def test_assumed_role_credentials_reach_the_roles_account(emulator: Emulator) -> None:
+    sts = boto3.client("sts", endpoint_url=emulator.url, region_name=REGION,
+                       config=NO_RETRIES, **CREDENTIALS)
+    assumed = sts.assume_role(RoleArn="arn:aws:iam::111111111111:role/release",
+                              RoleSessionName="fleetrel-test")["Credentials"]
+    iot = boto3.client("iot", endpoint_url=emulator.url, region_name=REGION,
+                       config=NO_RETRIES, aws_access_key_id=assumed["AccessKeyId"],
+                       aws_secret_access_key=assumed["SecretAccessKey"],
+                       aws_session_token=assumed["SessionToken"])
+    iot.create_package(packageName="fw")
+    iot.create_package_version(packageName="fw", versionName="1.0")
+    # Moto's rule: an access key STS issued for a role belongs to the role's account.
+    status, found = control_request(emulator, "GET", "state?package=fw&version=1.0&account="
+                                    "111111111111", headers={"Host": "127.0.0.1"})
+    assert (status, found["status"]) == (200, "DRAFT")
+    default = boto3.client("iot", endpoint_url=emulator.url, region_name=REGION,
+                           config=NO_RETRIES, **CREDENTIALS)
+    assert default.list_packages()["packageSummaries"] == []

@@ -17,8 +17,7 @@ web page's cross-origin text/plain POST):
     POST /_fleetrel/reset           forget all packages, the record and setting changes
     GET  /_fleetrel/state?package=P&version=V[&region=R&account=A]   one version, or 404
 
-    app = EmulatorApp(moto_glue.moto_server_app(), moto_glue.iot_server_app(),
-                      EmulatorSettings(rate=10))
+    app = EmulatorApp(moto_glue.moto_server_app(), EmulatorSettings(rate=10))
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ import re
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -61,6 +61,9 @@ INTERNAL_BODY = json.dumps({"__type": "InternalServerException",
                             "message": "Internal failure. Please retry your request."})
 
 
+PATH_FIELDS = ("packageName", "versionName")  # the path names of ROUTES, in order
+
+
 def route(method: str, path: str) -> tuple[str, tuple[str, ...]] | None:
     """(operation, path names) of a package API call, or None for anything else."""
     if not path.startswith("/packages"):
@@ -69,7 +72,9 @@ def route(method: str, path: str) -> tuple[str, tuple[str, ...]] | None:
         if route_method == method:
             match = pattern.match(path)
             if match:
-                return operation, match.groups()
+                # PATH_INFO is the path's bytes as latin-1 (PEP 3333); names are UTF-8.
+                return operation, tuple(name.encode("latin-1").decode("utf-8", "replace")
+                                        for name in match.groups())
     return None
 
 
@@ -89,12 +94,11 @@ class DroppedConnection(ConnectionAbortedError):
 
 
 class EmulatorApp:
-    """WSGI app: control endpoints; package calls to `iot_app` behind throttling, faults
-    and the record; everything else to `moto_app` (all of moto's services)."""
+    """WSGI app: control endpoints; package calls to the catalogs behind throttling,
+    faults and the record; everything else to `moto_app` (all of moto's services)."""
 
-    def __init__(self, moto_app: WSGIApp, iot_app: WSGIApp,
-                 settings: EmulatorSettings | None = None) -> None:
-        self.moto_app, self.iot_app = moto_app, iot_app
+    def __init__(self, moto_app: WSGIApp, settings: EmulatorSettings | None = None) -> None:
+        self.moto_app = moto_app
         self.initial = settings if settings is not None else EmulatorSettings()
         self.record = Record()
         self._lock = threading.Lock()
@@ -151,10 +155,11 @@ class EmulatorApp:
     def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                      operation: str, names: tuple[str, ...]) -> Any:
         settings, bucket, dice = self.settings, self.buckets.get(operation), self.dice
+        query = parse_qs(environ.get("QUERY_STRING", ""))
         token = None
         self.record.connection(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
         if operation == "UpdatePackageVersion":
-            token = parse_qs(environ.get("QUERY_STRING", "")).get("clientToken", [None])[0]
+            token = query.get("clientToken", [None])[0]
             self.record.token("/".join(names), token, reached_backend=False)
         delay_ms = settings.latency_ms + (dice.uniform(0, settings.jitter_ms)
                                           if settings.jitter_ms else 0.0)
@@ -174,27 +179,25 @@ class EmulatorApp:
 
         if operation == "UpdatePackageVersion":
             self.record.token("/".join(names), token, reached_backend=True)
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"] = int(status.split(" ", 1)[0])
-            if drop:
-                return lambda data: None
-            return start_response(status, headers, exc_info)
-
-        body = self.iot_app(environ, capture)
+        # Straight to the catalog, not through moto's Flask app: routing a call there
+        # costs ~1 ms of the ~1.3 ms a package call takes, and the route is known here.
+        account, region = moto_glue.caller_of(
+            lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
+        text, headers = moto_glue.catalog_answer(
+            operation, account, region, read_body(environ),
+            dict(zip(PATH_FIELDS, names)), query)
+        status = headers.pop("status")
         if drop:
             # The backend has applied the call; now lose the answer, as a reset
             # connection would. The retry this provokes is what clientTokens are for.
-            data_close = getattr(body, "close", None)
-            for _ in body:
-                pass
-            if data_close is not None:
-                data_close()
             self.record.answered(operation, "dropped", injected="dropped")
             raise DroppedConnection("fleetrel emulator: connection dropped by fault injection")
-        self.record.answered(operation, captured.get("status", 0))
-        return body
+        self.record.answered(operation, status)
+        data = text.encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [*headers.items(), ("Content-Length", str(len(data))),
+                        ("x-amzn-RequestId", str(uuid.uuid4()))])
+        return [data]
 
     # -- control --------------------------------------------------------------------
 
@@ -293,9 +296,13 @@ def control_refusal(environ: dict[str, Any]) -> tuple[int, dict[str, str]] | Non
     return None
 
 
-def read_json(environ: dict[str, Any]) -> dict[str, Any]:
+def read_body(environ: dict[str, Any]) -> bytes:
     length = int(environ.get("CONTENT_LENGTH") or 0)
-    raw = environ["wsgi.input"].read(length) if length else b""
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+def read_json(environ: dict[str, Any]) -> dict[str, Any]:
+    raw = read_body(environ)
     value = json.loads(raw) if raw.strip() else {}
     if not isinstance(value, dict):
         raise ValueError("the request body must be a JSON object")

@@ -88,8 +88,7 @@ class EmulatorServer:
     def __init__(self, settings: EmulatorSettings | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         moto_glue.install()
-        self.app = EmulatorApp(moto_glue.moto_server_app(), moto_glue.iot_server_app(),
-                               settings)
+        self.app = EmulatorApp(moto_glue.moto_server_app(), settings)
         self._server = _Server((host, port), self.app, numthreads=WORKER_THREADS,
                                request_queue_size=LISTEN_BACKLOG, timeout=IDLE_TIMEOUT_S)
         self._server.gateway = _Gateway
@@ -97,23 +96,6 @@ class EmulatorServer:
         self.host = host
         self.port = self._server.bind_addr[1]
         self._thread: threading.Thread | None = None
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Send moto one package call before serving. Its first call loads the botocore
-        model and compiles a router for all of IoT; when 32 first calls arrive at once,
-        every thread does that work (moto's caches are not locked): seconds of CPU."""
-        from werkzeug.test import EnvironBuilder
-
-        credential = "Credential=warmup/20260101/us-east-1/iot/aws4_request"
-        for method in ("GET", "PATCH"):
-            environ = EnvironBuilder(
-                path="/packages/fleetrel-warm-up/versions/0", method=method,
-                headers={"Authorization": f"AWS4-HMAC-SHA256 {credential}, "
-                                          "SignedHeaders=host, Signature=0",
-                         "Content-Type": "application/json"}, data="{}").get_environ()
-            for _ in self.app.iot_app(environ, lambda status, headers, exc_info=None: None):
-                pass
 
     @property
     def url(self) -> str:
