@@ -171,3 +171,33 @@ def test_assumed_role_credentials_reach_the_roles_account(emulator: Emulator) ->
     default = boto3.client("iot", endpoint_url=emulator.url, region_name=REGION,
                            config=NO_RETRIES, **CREDENTIALS)
     assert default.list_packages()["packageSummaries"] == []
+
+
+def test_each_account_and_region_has_its_own_quota(emulator: Emulator) -> None:
+    emulator.configure(rate=0.01, burst=1)  # one call per bucket, then throttles for 100 s
+    sts = boto3.client("sts", endpoint_url=emulator.url, region_name=REGION,
+                       config=NO_RETRIES, **CREDENTIALS)
+    assumed = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/release",
+                              RoleSessionName="fleetrel-test")["Credentials"]
+    other_account = {"aws_access_key_id": assumed["AccessKeyId"],
+                     "aws_secret_access_key": assumed["SecretAccessKey"],
+                     "aws_session_token": assumed["SessionToken"]}
+    callers = {"default/us-east-1": (REGION, CREDENTIALS),
+               "default/eu-west-1": ("eu-west-1", CREDENTIALS),
+               "222222222222/us-east-1": (REGION, other_account)}
+    outcomes = {}
+    for name, (region, credentials) in callers.items():
+        client = boto3.client("iot", endpoint_url=emulator.url, region_name=region,
+                              config=NO_RETRIES, **credentials)
+        seen = []
+        for _ in range(3):
+            try:
+                client.list_packages()
+                seen.append("ok")
+            except ClientError as error:
+                seen.append(error.response["Error"]["Code"])
+        outcomes[name] = seen
+    # Each (account, region) spent its own one-token bucket; none drained another's.
+    assert outcomes == {name: ["ok", "ThrottlingException", "ThrottlingException"]
+                        for name in callers}
+    assert emulator.record()["throttled"] == {"ListPackages": 6}

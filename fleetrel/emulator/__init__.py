@@ -42,8 +42,11 @@ Behaviours AWS does not document, and what the emulator does (each is a setting)
   "accepted_times" (wall-clock times of UpdatePackageVersion 200s), "events"
   [[time, operation, status], ...], "started", "connections" (TCP connections that carried
   package calls: connections are kept alive, as AWS keeps them).
-- Packages live per (account, region), as moto keeps them; seeding defaults to
-  us-east-1 and moto's default account, which is what any dummy credentials map to.
+- Packages and quotas (one token bucket per operation) live per (account, region), as
+  AWS keeps them: the account is the one moto maps the signing access key to (any dummy
+  key: moto's default account; a key from the emulator's STS AssumeRole: the role's
+  account), the region is the SigV4 signing scope's. Seeding defaults to us-east-1 and
+  moto's default account. The record is one for all of them.
 """
 from fleetrel.emulator.process import (
     Emulator,

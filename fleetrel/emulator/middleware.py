@@ -110,24 +110,33 @@ class EmulatorApp:
         """Swap in new settings. Unless `fresh`, a bucket whose limits did not change keeps
         its level (turning faults on mid-run must not hand out a free burst) and the dice
         keep rolling unless the seed changed."""
-        old_buckets = {} if fresh else self.buckets
-        buckets: dict[str, TokenBucket] = {}
-        for operation in moto_glue.QUERY_FIELDS:
-            limits = settings.limits_for(operation)
-            if limits is None:
-                continue
-            kept = old_buckets.get(operation)
-            same = kept is not None and (kept.rate, kept.burst) == limits
-            buckets[operation] = kept if same else TokenBucket(*limits)  # type: ignore[assignment]
         moto_glue.install(CatalogRules(refused_transition=settings.refused_transition,
                                        already_in_state=settings.already_in_state,
                                        idempotency_window_s=settings.idempotency_window_s))
         with self._lock:
             reseed = fresh or settings.seed != self.settings.seed
             self.settings = settings
-            self.buckets = buckets
+            if fresh:
+                # (account, region, operation) -> bucket, made on first use (`bucket`):
+                # AWS keeps a quota per account and region.
+                self.buckets: dict[tuple[str, str, str], TokenBucket] = {}
             if reseed:
                 self.dice = random.Random(settings.seed)
+
+    def bucket(self, account: str, region: str, operation: str) -> TokenBucket | None:
+        """The token bucket of `operation` in (account, region), or None if unthrottled.
+        A bucket whose limits the settings changed is replaced by a new, full one."""
+        limits = self.settings.limits_for(operation)
+        if limits is None:
+            return None
+        key = (account, region, operation)
+        bucket = self.buckets.get(key)
+        if bucket is None or (bucket.rate, bucket.burst) != limits:
+            with self._lock:
+                bucket = self.buckets.get(key)
+                if bucket is None or (bucket.rate, bucket.burst) != limits:
+                    bucket = self.buckets[key] = TokenBucket(*limits)
+        return bucket
 
     def configure(self, **changes: Any) -> EmulatorSettings:
         with self._lock:
@@ -154,7 +163,10 @@ class EmulatorApp:
 
     def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                      operation: str, names: tuple[str, ...]) -> Any:
-        settings, bucket, dice = self.settings, self.buckets.get(operation), self.dice
+        settings, dice = self.settings, self.dice
+        account, region = moto_glue.caller_of(
+            lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
+        bucket = self.bucket(account, region, operation)
         query = parse_qs(environ.get("QUERY_STRING", ""))
         token = None
         self.record.connection(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
@@ -181,8 +193,6 @@ class EmulatorApp:
             self.record.token("/".join(names), token, reached_backend=True)
         # Straight to the catalog, not through moto's Flask app: routing a call there
         # costs ~1 ms of the ~1.3 ms a package call takes, and the route is known here.
-        account, region = moto_glue.caller_of(
-            lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
         text, headers = moto_glue.catalog_answer(
             operation, account, region, read_body(environ),
             dict(zip(PATH_FIELDS, names)), query)
