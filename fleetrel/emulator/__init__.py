@@ -12,8 +12,8 @@
 
 Modules: `catalog` (the service's rules, pure Python), `moto_glue` (the only file that
 knows moto), `bucket` (token bucket), `record` (what was received), `settings`,
-`middleware` (WSGI: throttle, faults, latency, control endpoints), `server` (werkzeug),
-`process` (the handle used here), `command` (`fleetrel emulator`).
+`middleware` (WSGI: throttle, faults, latency, control endpoints), `server` (cheroot,
+HTTP/1.1 keep-alive), `process` (the handle used here), `command` (`fleetrel emulator`).
 
 Behaviours AWS does not document, and what the emulator does (each is a setting):
 - A refused transition (DEPRECATE of a DRAFT) is a ValidationException (400)
@@ -40,9 +40,13 @@ Behaviours AWS does not document, and what the emulator does (each is a setting)
   "tokens_sent" {"package/version": [clientToken, ...]} (distinct, first-seen order; of
   UpdatePackageVersion calls that reached the backend / that arrived at all),
   "accepted_times" (wall-clock times of UpdatePackageVersion 200s), "events"
-  [[time, operation, status], ...], "started".
-- Packages live per (account, region), as moto keeps them; seeding defaults to
-  us-east-1 and moto's default account, which is what any dummy credentials map to.
+  [[time, operation, status], ...], "started", "connections" (TCP connections that carried
+  package calls: connections are kept alive, as AWS keeps them).
+- Packages and quotas (one token bucket per operation) live per (account, region), as
+  AWS keeps them: the account is the one moto maps the signing access key to (any dummy
+  key: moto's default account; a key from the emulator's STS AssumeRole: the role's
+  account), the region is the SigV4 signing scope's. Seeding defaults to us-east-1 and
+  moto's default account. The record is one for all of them.
 """
 from fleetrel.emulator.process import (
     Emulator,

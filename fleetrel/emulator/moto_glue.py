@@ -3,8 +3,10 @@
 moto 5.2.5 routes IoT REST calls by the botocore model (which already describes the ten
 package operations) to `IoTResponse.<snake_case_operation>`; it has no such methods.
 `install()` adds them, each one a thin copy between the HTTP request and the
-`PackageCatalog` of the request's account and region. Both moto's server and
-`moto.mock_aws` in-process dispatch through `IoTResponse`, so both see the operations.
+`PackageCatalog` of the request's account and region, so `moto.mock_aws` in-process sees
+the operations. The emulator's server skips moto's routing for them (it costs more than
+the call): the middleware routes them and calls `catalog_answer` with the account and
+region `caller_of` reads from the request, by moto's own rules.
 
     from fleetrel.emulator import moto_glue
     moto_glue.install()
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from typing import Any, Callable
 
 import moto.core.responses as moto_responses
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.responses import BaseResponse
+from moto.iam.models import get_account_id_from
 from moto.iot.models import IoTBackend, iot_backends
 from moto.iot.responses import IoTResponse
 
@@ -82,41 +87,75 @@ def error_answer(error: CatalogError) -> tuple[str, dict[str, Any]]:
                                       "x-amzn-ErrorType": error.code}
 
 
-def _handler(operation: str, method_name: str) -> Callable[[IoTResponse], Any]:
-    query_fields = QUERY_FIELDS[operation]
+def catalog_answer(operation: str, account: str, region: str, body: bytes | str,
+                   path_fields: dict[str, str],
+                   query: dict[str, list[str]]) -> tuple[str, dict[str, Any]]:
+    """Run one package operation on (account, region)'s catalog: (JSON body, headers with
+    "status"), the shape moto's responses return."""
+    try:
+        request: dict[str, Any] = json.loads(body) if body else {}
+    except ValueError:
+        return error_answer(CatalogError("ValidationException", 400,
+                                         "The request body is not valid JSON"))
+    if not isinstance(request, dict):
+        return error_answer(CatalogError("ValidationException", 400,
+                                         "The request body must be a JSON object"))
+    request.update(path_fields)
+    client_token = None
+    for name in QUERY_FIELDS[operation]:
+        values = query.get(name)
+        if not values:
+            continue
+        if name == "clientToken":
+            client_token = values[0]
+        elif name in INTEGER_FIELDS:
+            try:
+                request[name] = int(values[0])
+            except ValueError:
+                return error_answer(CatalogError("ValidationException", 400,
+                                                 f"{name} must be an integer"))
+        else:
+            request[name] = values[0]
+    catalog = catalog_for(account, region)
+    try:
+        call = getattr(catalog, snake(operation))
+        if operation in TAKES_TOKEN:
+            answer = call(request, client_token=client_token)
+        else:
+            answer = call(request)
+    except CatalogError as error:
+        return error_answer(error)
+    return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
 
+
+def caller_of(headers: Callable[[str], str | None]) -> tuple[str, str]:
+    """(account, region) of a request, decided as moto decides them for its own services
+    (`BaseResponse.get_current_account` and `get_region_from_url`): MOTO_ACCOUNT_ID, the
+    x-moto-account-id header, else the account whose IAM/STS access key signed it (moto's
+    default account for any key it does not know); the region from the SigV4 scope.
+    `headers(name)` returns a request header or None."""
+    authorization = headers("Authorization") or ""
+    if "MOTO_ACCOUNT_ID" in os.environ:
+        account = os.environ["MOTO_ACCOUNT_ID"]
+    elif headers("x-moto-account-id"):
+        account = headers("x-moto-account-id") or DEFAULT_ACCOUNT_ID
+    else:
+        match = BaseResponse.access_key_regex.search(authorization)
+        account = get_account_id_from(match.group(1) if match else "AKIAEXAMPLE")
+    agent = BaseResponse.region_from_useragent_regex.search(headers("User-Agent") or "")
+    if agent:
+        region = agent.group(1)
+    elif "AWS4" in authorization:
+        region = authorization.split(",")[0].split("/")[2]
+    else:
+        region = BaseResponse.default_region
+    return account, region
+
+
+def _handler(operation: str, method_name: str) -> Callable[[IoTResponse], Any]:
     def handle(self: IoTResponse) -> tuple[str, dict[str, Any]]:
-        try:
-            request: dict[str, Any] = json.loads(self.body) if self.body else {}
-        except ValueError:
-            return error_answer(CatalogError("ValidationException", 400,
-                                             "The request body is not valid JSON"))
-        request.update(self.uri_match or {})
-        client_token = None
-        for name in query_fields:
-            values = self.querystring.get(name)
-            if not values:
-                continue
-            if name == "clientToken":
-                client_token = values[0]
-            elif name in INTEGER_FIELDS:
-                try:
-                    request[name] = int(values[0])
-                except ValueError:
-                    return error_answer(CatalogError("ValidationException", 400,
-                                                     f"{name} must be an integer"))
-            else:
-                request[name] = values[0]
-        catalog = catalog_for(self.current_account, self.region)
-        try:
-            call = getattr(catalog, method_name)
-            if operation in TAKES_TOKEN:
-                answer = call(request, client_token=client_token)
-            else:
-                answer = call(request)
-        except CatalogError as error:
-            return error_answer(error)
-        return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
+        return catalog_answer(operation, self.current_account, self.region, self.body,
+                              self.uri_match or {}, self.querystring)
 
     handle.__name__ = method_name
     return handle
@@ -165,18 +204,3 @@ def moto_server_app() -> Any:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     return DomainDispatcherApplication(create_backend_app)
-
-
-def iot_server_app() -> Any:
-    """moto's WSGI application for IoT alone. Package calls go straight to it: the
-    all-services dispatcher spends ~1 ms a call (a directory scan) finding the service."""
-    from moto.moto_server.werkzeug_app import create_backend_app
-
-    return create_backend_app("iot")
-
-
-def moto_request_handler() -> Any:
-    """moto's werkzeug request handler (keeps header spellings S3 needs)."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-
-    return MotoRequestHandler

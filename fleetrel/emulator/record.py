@@ -36,6 +36,9 @@ class Record:
             # (wall time, operation, status or "dropped"): wall time so a client in another
             # process can line it up with its own clock when plotting.
             self.events: list[tuple[float, str, int | str]] = []
+            # Client (address, port) pairs that carried package calls: one per TCP
+            # connection, so calls / connections says how well keep-alive works.
+            self._connections: set[tuple[str, str]] = set()
 
     def answered(self, operation: str, status: int | str, *, throttled: bool = False,
                  injected: str | None = None) -> None:
@@ -48,6 +51,11 @@ class Record:
             if injected is not None:
                 self.injected[injected][operation] += 1
             self.events.append((now, operation, status))
+
+    def connection(self, address: str, port: str) -> None:
+        """Note the client end of the TCP connection a package call came on."""
+        with self._lock:
+            self._connections.add((address, port))
 
     def token(self, key: str, client_token: str | None, *, reached_backend: bool) -> None:
         """Note an UpdatePackageVersion clientToken for `package/version` (call once when
@@ -74,4 +82,5 @@ class Record:
                 "accepted_times": [t for t, op, status in self.events
                                    if op == "UpdatePackageVersion" and status == 200],
                 "events": [list(event) for event in self.events],
+                "connections": len(self._connections),
             }

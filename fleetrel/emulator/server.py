@@ -1,4 +1,4 @@
-"""Serving the emulator: a threaded werkzeug server around `EmulatorApp`.
+"""Serving the emulator: cheroot's HTTP/1.1 server (keep-alive) around `EmulatorApp`.
 
 `serve()` is what `fleetrel emulator` runs: it prints the URL as the first stdout line,
 serves until SIGINT/SIGTERM and returns 0. `serve_in_thread()` is the cheap in-process
@@ -7,35 +7,79 @@ variant for tests that do not need a separate process.
     server = EmulatorServer(EmulatorSettings(rate=10))
     print(server.url)            # http://127.0.0.1:PORT
     server.serve_forever()       # or server.start() for a background thread
+
+Why cheroot: AWS keeps connections alive, and a client that opens a TCP connection per
+call spends more CPU on connecting than on calling. cheroot speaks HTTP/1.1 keep-alive,
+parks idle connections in a selector (a kept-alive connection holds no thread), answers
+from the worker thread that ran the app (so an exception there reaches the socket: how a
+dropped connection is made), binds port 0 and runs in any thread (`prepare`/`serve`/
+`stop`), with no process manager of its own. waitress writes answers from its I/O loop and
+turns any app exception into a 500, so a call cannot be applied and then lose its
+connection; gunicorn forks workers and owns the signals, so it cannot serve from a thread
+of a test process.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 from typing import Any, Iterable, TextIO
 
-from werkzeug.serving import make_server
+from cheroot import wsgi
 
 from fleetrel.emulator import moto_glue
-from fleetrel.emulator.middleware import EmulatorApp, seed
+from fleetrel.emulator.middleware import DroppedConnection, EmulatorApp, seed
 from fleetrel.emulator.settings import EmulatorSettings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PARENT_PID_ENV = "FLEETREL_EMULATOR_PARENT_PID"
 
+# Worker threads: a call holds one while the app runs, including the injected latency
+# (a sleep), so this bounds calls in flight: 50 ms of latency at 1000 calls/s is 50.
+# cheroot's pool does not grow by itself. Idle kept-alive connections hold none.
+WORKER_THREADS = 64
+# Kept-alive idle connections (cheroot's default is 10: the 11th client connection would
+# be closed after each answer, which is the cost we are here to remove).
+KEEP_ALIVE_CONNECTIONS = 512
+# An idle connection is closed after this long. Long, so a client rarely races the close
+# (it sends on a connection the server is closing); botocore's read timeout is 60 s.
+IDLE_TIMEOUT_S = 120
+LISTEN_BACKLOG = 1024
 
-def _quiet_handler() -> type:
-    base = moto_glue.moto_request_handler()
 
-    class QuietHandler(base):  # type: ignore[misc, valid-type]
-        """moto's handler without the per-request log line (it costs CPU at 500 calls/s)."""
+class _Gateway(wsgi.Gateway_10):
+    """cheroot's WSGI gateway, plus what WSGI cannot say: lose the connection."""
 
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
+    def respond(self) -> None:
+        try:
+            super().respond()
+        except DroppedConnection:
+            # Linger 0: the close that follows is a TCP reset, with no answer written.
+            # cheroot's connection loop treats ECONNRESET as the client going away:
+            # it closes the socket silently and never reuses it.
+            try:
+                self.req.conn.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            raise ConnectionResetError(errno.ECONNRESET, "dropped by fault injection") \
+                from None
 
-    return QuietHandler
+
+class _Server(wsgi.Server):
+    """cheroot's server with its per-event stderr chatter kept to warnings and worse."""
+
+    keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
+
+    def error_log(self, msg: str = "", level: int = logging.INFO,
+                  traceback: bool = False) -> None:
+        if level >= logging.WARNING:
+            super().error_log(msg, level, traceback)
 
 
 class EmulatorServer:
@@ -44,33 +88,14 @@ class EmulatorServer:
     def __init__(self, settings: EmulatorSettings | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         moto_glue.install()
-        self.app = EmulatorApp(moto_glue.moto_server_app(), moto_glue.iot_server_app(), settings)
-        self._server = make_server(host, port, self.app, threaded=True,
-                                   request_handler=_quiet_handler())
-        # Room for a burst of concurrent connects: werkzeug closes every connection after
-        # one answer, so each call is a fresh connect.
-        # (listen() again on a listening socket only raises its backlog.)
-        self._server.socket.listen(1024)
+        self.app = EmulatorApp(moto_glue.moto_server_app(), settings)
+        self._server = _Server((host, port), self.app, numthreads=WORKER_THREADS,
+                               request_queue_size=LISTEN_BACKLOG, timeout=IDLE_TIMEOUT_S)
+        self._server.gateway = _Gateway
+        self._server.prepare()  # binds: the port is known from here on
         self.host = host
-        self.port = self._server.server_address[1]
+        self.port = self._server.bind_addr[1]
         self._thread: threading.Thread | None = None
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """Send moto one package call before serving. Its first call loads the botocore
-        model and compiles a router for all of IoT; when 32 first calls arrive at once,
-        every thread does that work (moto's caches are not locked): seconds of CPU."""
-        from werkzeug.test import EnvironBuilder
-
-        credential = "Credential=warmup/20260101/us-east-1/iot/aws4_request"
-        for method in ("GET", "PATCH"):
-            environ = EnvironBuilder(
-                path="/packages/fleetrel-warm-up/versions/0", method=method,
-                headers={"Authorization": f"AWS4-HMAC-SHA256 {credential}, "
-                                          "SignedHeaders=host, Signature=0",
-                         "Content-Type": "application/json"}, data="{}").get_environ()
-            for _ in self.app.iot_app(environ, lambda status, headers, exc_info=None: None):
-                pass
 
     @property
     def url(self) -> str:
@@ -78,7 +103,7 @@ class EmulatorServer:
         return f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.2)
+        self._server.serve()
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(target=self.serve_forever, name="fleetrel-emulator",
@@ -87,8 +112,7 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -120,8 +144,8 @@ def serve(settings: EmulatorSettings | None = None, host: str = "127.0.0.1", por
     parent = int(os.environ.get(PARENT_PID_ENV, "0") or 0)
     server.start()
     try:
-        # The main thread only waits, so the signal handler runs promptly; shutting the
-        # server down from the handler itself would deadlock serve_forever.
+        # The main thread only waits, so the signal handler runs promptly; stopping the
+        # server from the handler itself would join threads inside a signal handler.
         while not stop.wait(timeout=1.0):
             if parent and os.getppid() != parent:
                 print("fleetrel emulator: the process that started it is gone; stopping",

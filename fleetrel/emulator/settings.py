@@ -27,8 +27,9 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class EmulatorSettings:
-    """rate/burst: token bucket per operation (rate None or 0: no throttling; burst None:
-    same as rate, at least 1). operations: per-operation {"rate", "burst"} overrides.
+    """rate/burst: token bucket per operation, in each (account, region) (rate None or 0:
+    no throttling; burst None: same as rate, at least 1). operations: per-operation
+    {"rate", "burst"} overrides.
     fail_rate: share of calls answered 500 InternalServerException before reaching the
     backend. drop_rate: share of calls applied by the backend whose connection is then
     closed with no answer (the response is lost, as when a load balancer resets).
