@@ -9,7 +9,7 @@ import sys
 
 import click
 
-EXIT_INVALID = 2
+from fleetrel.events import ExitCode
 
 
 @click.command("emulator")
@@ -54,7 +54,7 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
         settings.check()
     except SettingsError as error:
         click.echo(f"fleetrel emulator: {error}", err=True)
-        sys.exit(EXIT_INVALID)
+        sys.exit(ExitCode.INVALID)
     versions = []
     if seed_plan is not None:
         from fleetrel.plan import PlanError, load
@@ -63,6 +63,6 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
             steps = load(seed_plan).steps()
         except (PlanError, OSError) as error:
             click.echo(f"fleetrel emulator: cannot seed from {seed_plan}:\n{error}", err=True)
-            sys.exit(EXIT_INVALID)
+            sys.exit(ExitCode.INVALID)
         versions = [{"package": step.package, "version": step.version} for step in steps]
     sys.exit(serve(settings, host=host, port=port, versions=versions))
