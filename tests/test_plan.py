@@ -33,6 +33,8 @@ from fleetrel.plan import (
     load,
 )
 
+from support import update_calls, write_plan
+
 REPO = Path(__file__).resolve().parent.parent
 PLANS = REPO / "plans"
 
@@ -116,7 +118,8 @@ def test_models_show_their_defaults():
 
 def test_digest_is_over_the_expanded_requests_and_follows_every_field(write):
     plan = load(write(valid_plan()))
-    assert plan.digest == digest([s.request() for s in plan.steps()])
+    in_key_order = sorted(plan.steps(), key=lambda s: (s.package, s.version))
+    assert plan.digest == digest([s.request() for s in in_key_order])
     assert load(write(valid_plan())).digest == plan.digest  # deterministic
     changed = valid_plan()
     changed["versions"][1]["versions"].append("3.0.2")
@@ -128,6 +131,38 @@ def test_digest_is_over_the_expanded_requests_and_follows_every_field(write):
     changed = valid_plan()
     changed["limits"]["rate"] = 1
     assert load(write(changed)).digest == plan.digest
+
+
+def test_a_reordered_plan_has_the_same_digest(write):
+    # The clientTokens do not depend on the order; neither may the run's identity, or a
+    # plan that was only reordered is refused as changed and `--new-run` re-sends it all.
+    plan = load(write(valid_plan()))
+    reordered = valid_plan()
+    reordered["versions"].reverse()
+    reordered["versions"][1]["versions"].reverse()  # the shorthand list too
+    again = load(write(reordered, "reordered.yaml"))
+    assert [s.key for s in again.steps()] != [s.key for s in plan.steps()]
+    assert again.digest == plan.digest
+    split = valid_plan()  # the same steps, written as one entry per version
+    shorthand = split["versions"].pop(1)
+    split["versions"] += [{**shorthand, "versions": None, "version": v} for v in shorthand["versions"]]
+    for entry in split["versions"][-2:]:
+        del entry["versions"]
+    assert load(write(split, "split.yaml")).digest == plan.digest
+
+
+def test_a_reordered_plan_resumes_its_run_over_http_and_sends_nothing_again(emulator, tmp_path):
+    versions = [f"2.0.{i}" for i in range(6)]
+    emulator.seed([("reorder-pkg", v) for v in versions])
+    plan, journal = tmp_path / "p.yaml", tmp_path / "p.journal.jsonl"
+    args = ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url]
+    write_plan(plan, versions, package="reorder-pkg")
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == EXIT_OK, first.output
+    write_plan(plan, versions[::-1], package="reorder-pkg")
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == EXIT_OK, again.output  # the same run, already complete
+    assert update_calls(emulator) == len(versions)
 
 
 def test_action_is_case_insensitive_and_normalised(write):

@@ -224,10 +224,12 @@ class ReleasePlan(_PlanModel):
 
     @property
     def digest(self) -> str:
-        """sha256 over the canonical JSON of the expanded requests (limits and target
-        are not part of it: changing the rate does not make a new run)."""
+        """sha256 over the canonical JSON of the requests, in (package, version) order:
+        a reordered plan is the same run, as its clientTokens already are. Limits and
+        target are not part of it: changing the rate does not make a new run."""
         if self._digest is None:
-            self._digest = digest([step.request() for step in self.steps()])
+            in_key_order = sorted(self.steps(), key=lambda step: (step.package, step.version))
+            self._digest = digest([step.request() for step in in_key_order])
         return self._digest
 
     def wave_ends(self) -> list[int]:
