@@ -396,6 +396,51 @@ def test_every_problem_is_reported_at_once(write):
     assert any("versions[3]" in p and "already appears in versions[0]" in p for p in problems)
 
 
+# A YAML or JSON escape "\ud800" makes a lone surrogate: not text, and not encodable as UTF-8,
+# so it would pass validation and crash the run (UnicodeEncodeError) on the first send.
+LONE_SURROGATE_FIELDS = [
+    ("recipe", '    recipe: "{x}"\n', "versions[0] (a/1.0): recipe"),
+    ("description", '    description: "ok {x}"\n', "versions[0] (a/1.0): description"),
+    ("attribute-value", '    attributes: {{k: "{x}"}}\n', "versions[0] (a/1.0): attributes.k"),
+    ("attribute-key", '    attributes: {{"k{x}": v}}\n', "versions[0] (a/1.0): attributes.k"),  # pydantic shows the key with U+FFFD
+    ("s3-bucket", '    artifact: {{s3Location: {{bucket: "b{x}", key: k}}}}\n', "artifact.s3Location.bucket"),
+    ("s3-key", '    artifact: {{s3Location: {{bucket: b, key: "k/{x}.bin"}}}}\n', "artifact.s3Location.key"),
+    ("s3-version", '    artifact: {{s3Location: {{bucket: b, key: k, version: "{x}"}}}}\n', "artifact.s3Location.version"),
+    ("version-name", '    versions: ["2.0", "2.{x}"]\n', "versions[0] (a/2.0 …, 2 versions): versions[1]"),
+]
+
+
+@pytest.mark.parametrize(("line", "where"), [f[1:] for f in LONE_SURROGATE_FIELDS], ids=[f[0] for f in LONE_SURROGATE_FIELDS])
+def test_a_lone_surrogate_is_refused_in_validation(write, line, where):
+    head = "plan: p\nversions:\n  - package: a\n    action: PUBLISH\n"
+    head += "" if "versions:" in line else '    version: "1.0"\n'
+    (problem,) = problems_of(write(head + line.format(x="\\ud800")))
+    assert where in problem and "lone surrogate U+D800" in problem and "encodable as UTF-8" in problem, problem
+    problem.encode("utf-8")  # the message itself can be printed
+
+
+def test_run_refuses_a_lone_surrogate_before_sending_or_writing_anything(emulator, write, tmp_path):
+    emulator.seed([("a", "1.0")])
+    plan = write('plan: p\nversions:\n  - {package: a, version: "1.0", recipe: "\\udc80"}\n')
+    journal = tmp_path / "run.journal.jsonl"
+    result = CliRunner().invoke(main, ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url])
+    assert result.exit_code == EXIT_INVALID and "encodable as UTF-8" in result.output, result.output
+    assert not journal.exists() and update_calls(emulator) == 0
+
+
+def test_a_lone_surrogate_from_json_or_in_target_and_defaults_is_refused(write):
+    data = {"plan": "p", "target": {"region": "eu-\ud800"}, "defaults": {"recipe": "\udfff"},
+            "versions": [{"package": "a", "version": "1", "action": "PUBLISH"}]}
+    path = write(json.dumps(data), "plan.json")  # json.dumps writes the escapes
+    problems = problems_of(path)
+    assert [p.split(": ")[1] for p in problems] == ["target.region", "defaults.recipe"], problems
+    assert all("encodable as UTF-8" in p for p in problems)
+    # a well-formed pair of escapes is one character, and fine
+    data = {"plan": "p", "versions": [{"package": "a", "version": "1", "recipe": "\ud83d\ude00"}]}
+    (step,) = load(write(json.dumps(data), "pair.json")).steps()
+    assert step.recipe == "\U0001F600"
+
+
 def test_yaml_problems_carry_line_numbers(write):
     text = "plan: p\nversions:\n  - package: a\n    version: '1'\n    action: PUBLISH\n  - package: b\n    version: '2'\n    action: RETIRE\n"
     path = write(text)

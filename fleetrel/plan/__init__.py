@@ -19,6 +19,8 @@ Choices made for the user:
   are refused with a hint to quote them, never coerced: YAML has already turned
   `1.10` into `1.1` and `on` into `true`, so a coercion would send a value the user
   did not write.
+- Text must be encodable as UTF-8: a lone surrogate from a "\\ud800" escape is refused
+  here rather than crash the run that sends it.
 - `action` is accepted in any case (`publish`) and normalised to upper case.
 - An entry may leave `action` out (a field-only update of a draft) but must then
   change at least one field; an explicit `null` in an entry clears a default.

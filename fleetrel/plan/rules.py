@@ -89,6 +89,13 @@ def _as_text(value: Any) -> str:
     """Accept text only. YAML turns unquoted 1.10, 0x1F, yes, 2024-05-01 into other
     types before we see them; converting back could not restore what was written."""
     if isinstance(value, str):
+        # Every request is sent as UTF-8 (and journalled as UTF-8): refuse here what
+        # would otherwise pass validation and fail mid-run with UnicodeEncodeError.
+        found = lone_surrogate(value)
+        if found:
+            raise plan_rule(f"has a lone surrogate {found[1]} at position {found[0]}, which is not text "
+                            "(half of an escaped pair like \"\\ud83d\\ude00\"): text must be encodable as "
+                            "UTF-8, so write the character itself")
         return value
     if isinstance(value, bool):
         kind = "a boolean (YAML reads true/false/yes/no/on/off that way)"
