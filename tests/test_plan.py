@@ -502,6 +502,30 @@ def test_path_through_a_file_is_unreadable(write):
     assert problem.startswith(f"{path}: cannot be read:")
 
 
+def test_a_file_name_that_is_not_utf8_is_a_plan_error_that_can_be_printed(tmp_path):
+    raw = os.path.join(os.fsencode(tmp_path), b"spring-\xff.yaml")
+    with open(raw, "wb") as f:
+        f.write(b'plan: p\nversions: [{package: a, version: "1", action: PUBLISH}]\n')
+    for path in (os.fsdecode(raw), Path(os.fsdecode(raw)), os.fsdecode(raw[:-5] + b".toml")):
+        with pytest.raises(PlanError) as caught:
+            load(path)
+        (problem,) = caught.value.problems
+        assert problem.startswith(f"{tmp_path}/spring-\\xff.") and "not UTF-8 (byte 0xff)" in problem, problem
+        str(caught.value).encode("utf-8")
+        caught.value.path.encode("utf-8")
+
+
+def test_run_refuses_a_file_name_that_is_not_utf8_before_writing_anything(tmp_path):
+    raw = os.path.join(os.fsencode(tmp_path), b"\xff.yaml")
+    with open(raw, "wb") as f:
+        f.write(b'plan: p\nversions: [{package: a, version: "1", action: PUBLISH}]\n')
+    proc = subprocess.run([sys.executable, "-m", "fleetrel", "run", raw, "--endpoint-url", "http://127.0.0.1:9"],
+                          capture_output=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == EXIT_INVALID, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"not UTF-8" in proc.stderr
+    assert os.listdir(tmp_path) == [os.fsdecode(raw[-6:])]  # no journal beside it
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_permission_denied(write):
     path = write("plan: p\n")

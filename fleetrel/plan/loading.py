@@ -11,6 +11,8 @@ Choices made here:
   the one reported: messages do not depend on whether libyaml is installed.
 - A YAML mapping or JSON object that gives the same key twice is refused (PyYAML and
   json keep the last).
+- A file name that is not UTF-8 is refused before anything else: it would be printed
+  in every message and written into the run's journal, and neither can encode it.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import yaml
 
 from fleetrel.plan.diagnostics import PlanError, validate
 from fleetrel.plan.models import ReleasePlan
-from fleetrel.plan.rules import show
+from fleetrel.plan.rules import lone_surrogate, show
 
 PLAN_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
@@ -39,6 +41,7 @@ def load(path: str | os.PathLike[str]) -> ReleasePlan:
     every problem at once.
     """
     path = Path(path)
+    _refuse_a_name_that_is_not_utf8(path)
     text = _read_text(path)
     if path.suffix.lower() not in PLAN_SUFFIXES:
         raise PlanError(path, [f"{path}: unknown plan format {path.suffix or '(no extension)'!r}: name it .yaml, .yml, .json or .toml"])
@@ -50,6 +53,18 @@ def load(path: str | os.PathLike[str]) -> ReleasePlan:
     plan = validate(path, data, root)
     plan._source = path
     return plan
+
+
+def _refuse_a_name_that_is_not_utf8(path: Path) -> None:
+    # Python decodes such a name with surrogate escapes (b'\xff' -> '\udcff'); show the
+    # bytes as escapes instead, so the message itself can be printed.
+    found = lone_surrogate(str(path))
+    if found:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        byte = ord(str(path)[found[0]]) - 0xDC00
+        byte_text = f"byte 0x{byte:02x}" if 0 <= byte <= 0xFF else f"character {found[1]}"
+        raise PlanError(shown, [f"{shown}: the file name is not UTF-8 ({byte_text}): rename the plan file; "
+                                "its name is printed in messages and written into the run's journal"])
 
 
 def _read_text(path: Path) -> str:
