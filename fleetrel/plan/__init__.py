@@ -24,7 +24,7 @@ Choices made for the user:
 - `action` is accepted in any case (`publish`) and normalised to upper case.
 - An entry may leave `action` out (a field-only update of a draft) but must then
   change at least one field; an explicit `null` in an entry clears a default.
-- A YAML mapping that gives the same key twice is refused (PyYAML keeps the last).
+- A mapping that gives the same key twice is refused (PyYAML and json keep the last).
 - The digest a run's journal pins covers the requests in (package, version) order:
   reordering a plan does not make it another run.
 """

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +193,10 @@ def _parse(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
 
 
 def _json_object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
-    if twice:
+    # One pass to build, one to count only when a key repeats: linear in the object's
+    # size (a count per key was quadratic: 23 s for 60,000 keys).
+    mapping = dict(pairs)
+    if len(mapping) < len(pairs):
+        twice = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
         raise ValueError(f"key {twice[0]!r} appears twice in one object")
-    return dict(pairs)
+    return mapping
