@@ -165,6 +165,42 @@ def test_a_reordered_plan_resumes_its_run_over_http_and_sends_nothing_again(emul
     assert update_calls(emulator) == len(versions)
 
 
+def test_steps_are_built_once_per_plan_and_handed_out_as_copies(write):
+    plan = load(write(valid_plan()))
+    first, second = plan.steps(), plan.steps()
+    assert first == second and all(a is b for a, b in zip(first, second))  # the same Step objects
+    first.reverse()
+    first.append(first[0])
+    assert [s.index for s in plan.steps()] == [0, 1, 2, 3]  # the caller's list was a copy
+
+
+@pytest.mark.parametrize("with_a_field_error", [False, True], ids=["fields-valid", "field-error"])
+def test_rules_across_entries_run_once_per_load(write, monkeypatch, with_a_field_error):
+    # With every field valid the model's validator finds the duplicate; with a field error it
+    # does not run and the loader finds it over the valid parts. Never both.
+    import fleetrel.plan.diagnostics
+    import fleetrel.plan.models
+
+    calls: list[str] = []
+    for name in ("cross_entry_problems", "duplicate_problems"):
+        original = getattr(fleetrel.plan.models, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(*args)
+
+        for module in (fleetrel.plan.models, fleetrel.plan.diagnostics):
+            monkeypatch.setattr(module, name, counted)
+    data = valid_plan()
+    data["versions"].append({"package": "thermostat-fw", "version": "4.2.0"})
+    if with_a_field_error:
+        data["limits"]["rate"] = -1
+    problems = problems_of(write(data))
+    assert any("versions[3]" in p and "already appears in versions[0]" in p for p in problems), problems
+    assert len(problems) == (2 if with_a_field_error else 1)
+    assert sorted(calls) == ["cross_entry_problems", "duplicate_problems"]
+
+
 def test_action_is_case_insensitive_and_normalised(write):
     data = valid_plan()
     data["defaults"]["action"] = "publish"
@@ -665,9 +701,17 @@ def _load_only_plan_error(path: Path) -> ReleasePlan | None:
     except PlanError as exc:
         assert exc.problems and all(p.startswith(str(path)) for p in exc.problems)
         return None
-    for step in plan.steps():
+    steps = plan.steps()
+    for step in steps:
         assert_step_passes_the_rules(step)
-    assert len({s.key for s in plan.steps()}) == len(plan.steps())
+    assert len({s.key for s in steps}) == len(steps)
+    # summary() counts per entry without the steps: it must agree with them
+    summary = plan.summary()
+    assert summary.startswith(f"{len(steps)} step") and f", {len({s.package for s in steps})} package" in summary
+    for action in ("PUBLISH", "DEPRECATE"):
+        count = sum(s.action == action for s in steps)
+        assert (f"{action} {count}" in summary) == (count > 0), summary
+    assert plan.wave_ends()[-1] == len(steps)
     return plan
 
 
@@ -685,6 +729,28 @@ def test_property_arbitrary_data_as_yaml_only_raises_plan_error(scratch, data):
     path = scratch / "data.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     _load_only_plan_error(path)
+
+
+def _yaml_outcome(loader: Any, text: str) -> tuple[str, str]:
+    from fleetrel.plan.loading import _compose_and_construct
+
+    try:
+        return "data", repr(_compose_and_construct(loader(text))[0])
+    except Exception as exc:  # noqa: BLE001 - any refusal counts as one
+        return "refused", type(exc).__name__
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyYAML without libyaml")
+@FAST
+@given(text=st.text(max_size=120) | st.text(alphabet=" :-[]{}\n\t\"'&*!|>#%@`,?ab01.~<=", max_size=80)
+       | st.sampled_from(["!", "a: !", "a: ! 1", "- !\n- ''"]))
+def test_property_the_c_parser_gives_the_data_the_python_parser_gives(text):
+    from fleetrel.plan.loading import _FastPlanYamlLoader, _PlanYamlLoader, _yaml_document
+
+    exact = _yaml_outcome(_PlanYamlLoader, text)
+    if exact[0] == "data":  # what the pure-Python parser reads, the C parser must read the same
+        assert _yaml_outcome(_FastPlanYamlLoader, text) == exact
+        assert repr(_yaml_document(text)[0]) == exact[1]
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

@@ -8,7 +8,9 @@ Choices made here:
   plan the pure-Python parser alone takes seconds. The C parser builds the same node
   tree with the same line marks, so problems found later still name their line. When it
   refuses a file, the file is read again with the pure-Python parser, whose error is
-  the one reported: messages do not depend on whether libyaml is installed.
+  the one reported. Where both accept a file they give the same data (a property test
+  holds them to it); libyaml accepts a few files PyYAML refuses (a tab after a value,
+  a comment straight after a block scalar's `|`), and those now load.
 - A YAML mapping or JSON object that gives the same key twice is refused (PyYAML and
   json keep the last).
 - A file name that is not UTF-8 is refused before anything else: it would be printed
@@ -115,6 +117,11 @@ class _RememberPlainScalarTags:
     The answer depends on the text alone: SafeLoader has no path-dependent resolvers."""
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and implicit == (False, False):
+            # Only a scalar tagged with the non-specific "!" gets here. PyYAML resolves
+            # every such scalar as if it were plain; libyaml reports the empty one (`key: !`)
+            # as not implicit, which would make it '' instead of null.
+            implicit = (True, False)
         if kind is not yaml.ScalarNode or not implicit[0]:
             return super().resolve(kind, value, implicit)  # type: ignore[misc]
         try:
