@@ -69,9 +69,9 @@ ALLOWED_TRANSITIONS = frozenset({("DRAFT", "PUBLISHED"), ("PUBLISHED", "DEPRECAT
 DRAFT_ONLY = ("attributes", "artifact", "recipe")
 
 # --- the operations -------------------------------------------------------------------
-# model: the ten Software Package Catalog operations on packages and versions (the model
-# has four more with "Package" in the name: SBOM association and the account's package
-# configuration, which fleetrel does not call).
+# model: the ten operations on /packages, a package and its versions. (The model has
+# more about packages, which fleetrel does not call: SBOM association and validation
+# results under a version's /sbom, and the account's /package-configuration.)
 PACKAGE_OPERATIONS = (
     "CreatePackage", "GetPackage", "UpdatePackage", "DeletePackage", "ListPackages",
     "CreatePackageVersion", "GetPackageVersion", "UpdatePackageVersion",
