@@ -110,11 +110,10 @@ class _RefuseDuplicateKeys:
         return super().construct_mapping(node, deep)  # type: ignore[misc]
 
 
-class _RememberPlainScalarTags:
-    """Resolve each distinct plain scalar once per file. Resolving runs up to three
-    regular expressions in Python for every scalar that starts with a digit (int, float,
-    timestamp?), and a big plan repeats its keys and version names thousands of times.
-    The answer depends on the text alone: SafeLoader has no path-dependent resolvers."""
+class _QuickScalars:
+    """The bulk of a big plan is plain text scalars (names, versions, keys): resolve
+    each distinct one once per file, and construct text without PyYAML's per-node
+    bookkeeping. Both give what SafeLoader gives (a property test holds them to it)."""
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode and implicit == (False, False):
@@ -124,6 +123,9 @@ class _RememberPlainScalarTags:
             implicit = (True, False)
         if kind is not yaml.ScalarNode or not implicit[0]:
             return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        # Resolving runs up to three regular expressions in Python for every scalar that
+        # starts with a digit (int, float, timestamp?). The answer depends on the text
+        # alone: SafeLoader has no path-dependent resolvers.
         try:
             known = self._known_tags  # type: ignore[has-type]
         except AttributeError:
@@ -133,6 +135,13 @@ class _RememberPlainScalarTags:
             tag = known[value] = super().resolve(kind, value, implicit)  # type: ignore[misc]
         return tag
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # SafeConstructor's str constructor returns node.value; a scalar cannot be recursive,
+        # and an alias to it yields the same (immutable) string.
+        if node.tag == "tag:yaml.org,2002:str" and type(node) is yaml.ScalarNode:
+            return node.value
+        return super().construct_object(node, deep)  # type: ignore[misc]
+
 
 class _PlanYamlLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
     """The pure-Python SafeLoader: its errors are the ones reported."""
@@ -141,7 +150,7 @@ class _PlanYamlLoader(_RefuseDuplicateKeys, yaml.SafeLoader):
 # libyaml is optional in PyYAML (a wheel without it has no CSafeLoader): then every file
 # takes the pure-Python path, with the same results, slower.
 _FastPlanYamlLoader = (
-    type("_FastPlanYamlLoader", (_RememberPlainScalarTags, _RefuseDuplicateKeys, yaml.CSafeLoader), {})
+    type("_FastPlanYamlLoader", (_QuickScalars, _RefuseDuplicateKeys, yaml.CSafeLoader), {})
     if hasattr(yaml, "CSafeLoader") else None
 )
 
