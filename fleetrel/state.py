@@ -23,13 +23,10 @@ from aiolimiter import AsyncLimiter
 from fleetrel import errors
 from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
-
-# What each action leaves the version in, and the lifecycle the service allows
-# (DRAFT -> PUBLISHED -> DEPRECATED -> PUBLISHED; nothing returns to DRAFT).
-TARGET_STATUS = {"PUBLISH": "PUBLISHED", "DEPRECATE": "DEPRECATED"}
-ALLOWED = {("DRAFT", "PUBLISHED"), ("PUBLISHED", "DEPRECATED"), ("DEPRECATED", "PUBLISHED")}
-# Fields the service accepts only while a version is DRAFT.
-DRAFT_ONLY = ("attributes", "artifact", "recipe")
+# The lifecycle (what each action leaves a version in, the transitions allowed, the
+# DRAFT-only fields) is the service's: defined once, with its sources, in fleetrel.service.
+from fleetrel.service import ALLOWED_TRANSITIONS as ALLOWED
+from fleetrel.service import DRAFT_ONLY, TARGET_STATUS
 
 # Preview outcomes. `apply`: the call will change something; `unchanged`: the version is
 # already as planned (the engine records the step as skipped, or its call is a no-op);

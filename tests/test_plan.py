@@ -36,6 +36,8 @@ from fleetrel.plan import (
     load,
 )
 
+from support import update_calls, write_plan
+
 REPO = Path(__file__).resolve().parent.parent
 PLANS = REPO / "plans"
 
@@ -119,7 +121,8 @@ def test_models_show_their_defaults():
 
 def test_digest_is_over_the_expanded_requests_and_follows_every_field(write):
     plan = load(write(valid_plan()))
-    assert plan.digest == digest([s.request() for s in plan.steps()])
+    in_key_order = sorted(plan.steps(), key=lambda s: (s.package, s.version))
+    assert plan.digest == digest([s.request() for s in in_key_order])
     assert load(write(valid_plan())).digest == plan.digest  # deterministic
     changed = valid_plan()
     changed["versions"][1]["versions"].append("3.0.2")
@@ -131,6 +134,74 @@ def test_digest_is_over_the_expanded_requests_and_follows_every_field(write):
     changed = valid_plan()
     changed["limits"]["rate"] = 1
     assert load(write(changed)).digest == plan.digest
+
+
+def test_a_reordered_plan_has_the_same_digest(write):
+    # The clientTokens do not depend on the order; neither may the run's identity, or a
+    # plan that was only reordered is refused as changed and `--new-run` re-sends it all.
+    plan = load(write(valid_plan()))
+    reordered = valid_plan()
+    reordered["versions"].reverse()
+    reordered["versions"][1]["versions"].reverse()  # the shorthand list too
+    again = load(write(reordered, "reordered.yaml"))
+    assert [s.key for s in again.steps()] != [s.key for s in plan.steps()]
+    assert again.digest == plan.digest
+    split = valid_plan()  # the same steps, written as one entry per version
+    shorthand = split["versions"].pop(1)
+    split["versions"] += [{**shorthand, "versions": None, "version": v} for v in shorthand["versions"]]
+    for entry in split["versions"][-2:]:
+        del entry["versions"]
+    assert load(write(split, "split.yaml")).digest == plan.digest
+
+
+def test_a_reordered_plan_resumes_its_run_over_http_and_sends_nothing_again(emulator, tmp_path):
+    versions = [f"2.0.{i}" for i in range(6)]
+    emulator.seed([("reorder-pkg", v) for v in versions])
+    plan, journal = tmp_path / "p.yaml", tmp_path / "p.journal.jsonl"
+    args = ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url]
+    write_plan(plan, versions, package="reorder-pkg")
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == EXIT_OK, first.output
+    write_plan(plan, versions[::-1], package="reorder-pkg")
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == EXIT_OK, again.output  # the same run, already complete
+    assert update_calls(emulator) == len(versions)
+
+
+def test_steps_are_built_once_per_plan_and_handed_out_as_copies(write):
+    plan = load(write(valid_plan()))
+    first, second = plan.steps(), plan.steps()
+    assert first == second and all(a is b for a, b in zip(first, second))  # the same Step objects
+    first.reverse()
+    first.append(first[0])
+    assert [s.index for s in plan.steps()] == [0, 1, 2, 3]  # the caller's list was a copy
+
+
+@pytest.mark.parametrize("with_a_field_error", [False, True], ids=["fields-valid", "field-error"])
+def test_rules_across_entries_run_once_per_load(write, monkeypatch, with_a_field_error):
+    # With every field valid the model's validator finds the duplicate; with a field error it
+    # does not run and the loader finds it over the valid parts. Never both.
+    import fleetrel.plan.diagnostics
+    import fleetrel.plan.models
+
+    calls: list[str] = []
+    for name in ("cross_entry_problems", "duplicate_problems"):
+        original = getattr(fleetrel.plan.models, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(*args)
+
+        for module in (fleetrel.plan.models, fleetrel.plan.diagnostics):
+            monkeypatch.setattr(module, name, counted)
+    data = valid_plan()
+    data["versions"].append({"package": "thermostat-fw", "version": "4.2.0"})
+    if with_a_field_error:
+        data["limits"]["rate"] = -1
+    problems = problems_of(write(data))
+    assert any("versions[3]" in p and "already appears in versions[0]" in p for p in problems), problems
+    assert len(problems) == (2 if with_a_field_error else 1)
+    assert sorted(calls) == ["cross_entry_problems", "duplicate_problems"]
 
 
 def test_action_is_case_insensitive_and_normalised(write):
@@ -364,6 +435,51 @@ def test_every_problem_is_reported_at_once(write):
     assert any("versions[3]" in p and "already appears in versions[0]" in p for p in problems)
 
 
+# A YAML or JSON escape "\ud800" makes a lone surrogate: not text, and not encodable as UTF-8,
+# so it would pass validation and crash the run (UnicodeEncodeError) on the first send.
+LONE_SURROGATE_FIELDS = [
+    ("recipe", '    recipe: "{x}"\n', "versions[0] (a/1.0): recipe"),
+    ("description", '    description: "ok {x}"\n', "versions[0] (a/1.0): description"),
+    ("attribute-value", '    attributes: {{k: "{x}"}}\n', "versions[0] (a/1.0): attributes.k"),
+    ("attribute-key", '    attributes: {{"k{x}": v}}\n', "versions[0] (a/1.0): attributes.k"),  # pydantic shows the key with U+FFFD
+    ("s3-bucket", '    artifact: {{s3Location: {{bucket: "b{x}", key: k}}}}\n', "artifact.s3Location.bucket"),
+    ("s3-key", '    artifact: {{s3Location: {{bucket: b, key: "k/{x}.bin"}}}}\n', "artifact.s3Location.key"),
+    ("s3-version", '    artifact: {{s3Location: {{bucket: b, key: k, version: "{x}"}}}}\n', "artifact.s3Location.version"),
+    ("version-name", '    versions: ["2.0", "2.{x}"]\n', "versions[0] (a/2.0 …, 2 versions): versions[1]"),
+]
+
+
+@pytest.mark.parametrize(("line", "where"), [f[1:] for f in LONE_SURROGATE_FIELDS], ids=[f[0] for f in LONE_SURROGATE_FIELDS])
+def test_a_lone_surrogate_is_refused_in_validation(write, line, where):
+    head = "plan: p\nversions:\n  - package: a\n    action: PUBLISH\n"
+    head += "" if "versions:" in line else '    version: "1.0"\n'
+    (problem,) = problems_of(write(head + line.format(x="\\ud800")))
+    assert where in problem and "lone surrogate U+D800" in problem and "encodable as UTF-8" in problem, problem
+    problem.encode("utf-8")  # the message itself can be printed
+
+
+def test_run_refuses_a_lone_surrogate_before_sending_or_writing_anything(emulator, write, tmp_path):
+    emulator.seed([("a", "1.0")])
+    plan = write('plan: p\nversions:\n  - {package: a, version: "1.0", recipe: "\\udc80"}\n')
+    journal = tmp_path / "run.journal.jsonl"
+    result = CliRunner().invoke(main, ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url])
+    assert result.exit_code == EXIT_INVALID and "encodable as UTF-8" in result.output, result.output
+    assert not journal.exists() and update_calls(emulator) == 0
+
+
+def test_a_lone_surrogate_from_json_or_in_target_and_defaults_is_refused(write):
+    data = {"plan": "p", "target": {"region": "eu-\ud800"}, "defaults": {"recipe": "\udfff"},
+            "versions": [{"package": "a", "version": "1", "action": "PUBLISH"}]}
+    path = write(json.dumps(data), "plan.json")  # json.dumps writes the escapes
+    problems = problems_of(path)
+    assert [p.split(": ")[1] for p in problems] == ["target.region", "defaults.recipe"], problems
+    assert all("encodable as UTF-8" in p for p in problems)
+    # a well-formed pair of escapes is one character, and fine
+    data = {"plan": "p", "versions": [{"package": "a", "version": "1", "recipe": "\ud83d\ude00"}]}
+    (step,) = load(write(json.dumps(data), "pair.json")).steps()
+    assert step.recipe == "\U0001F600"
+
+
 def test_yaml_problems_carry_line_numbers(write):
     text = "plan: p\nversions:\n  - package: a\n    version: '1'\n    action: PUBLISH\n  - package: b\n    version: '2'\n    action: RETIRE\n"
     path = write(text)
@@ -408,6 +524,34 @@ def test_malformed_files_raise_plan_error(write, content, name, expected):
     assert all(p.startswith(str(path)) for p in problems)
 
 
+def test_the_json_duplicate_key_check_compares_keys_a_linear_number_of_times():
+    # Counted, not timed: a count per key compared every key with every other (60,000 keys: 23 s).
+    from fleetrel.plan.loading import _json_object_without_duplicates  # json.loads' object_pairs_hook
+
+    compared = 0
+
+    class Key(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            nonlocal compared
+            compared += 1
+            return str.__eq__(self, other)
+
+    n = 2000
+    assert len(_json_object_without_duplicates([(Key(f"k{i}"), i) for i in range(n)])) == n
+    assert compared <= 2 * n, compared
+    with pytest.raises(ValueError, match="'k7' appears twice"):
+        _json_object_without_duplicates([(Key(f"k{i}"), i) for i in range(n)] + [(Key("k7"), 0)])
+
+
+def test_a_duplicate_key_at_the_end_of_a_big_json_object_is_found(write):
+    attributes = ", ".join(f'"k{i}": "v"' for i in range(20_000))
+    text = '{"plan": "p", "versions": [{"package": "a", "version": "1", "attributes": {%s, "k5": "w"}}]}' % attributes
+    (problem,) = problems_of(write(text, "big.json"))
+    assert "'k5' appears twice in one object" in problem
+
+
 def test_missing_file(tmp_path):
     problems = problems_of(tmp_path / "nope.yaml")
     assert problems == [f"{tmp_path / 'nope.yaml'}: no such file"]
@@ -423,6 +567,30 @@ def test_path_through_a_file_is_unreadable(write):
     path = write("plan: p\n") / "inner.yaml"
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}: cannot be read:")
+
+
+def test_a_file_name_that_is_not_utf8_is_a_plan_error_that_can_be_printed(tmp_path):
+    raw = os.path.join(os.fsencode(tmp_path), b"spring-\xff.yaml")
+    with open(raw, "wb") as f:
+        f.write(b'plan: p\nversions: [{package: a, version: "1", action: PUBLISH}]\n')
+    for path in (os.fsdecode(raw), Path(os.fsdecode(raw)), os.fsdecode(raw[:-5] + b".toml")):
+        with pytest.raises(PlanError) as caught:
+            load(path)
+        (problem,) = caught.value.problems
+        assert problem.startswith(f"{tmp_path}/spring-\\xff.") and "not UTF-8 (byte 0xff)" in problem, problem
+        str(caught.value).encode("utf-8")
+        caught.value.path.encode("utf-8")
+
+
+def test_run_refuses_a_file_name_that_is_not_utf8_before_writing_anything(tmp_path):
+    raw = os.path.join(os.fsencode(tmp_path), b"\xff.yaml")
+    with open(raw, "wb") as f:
+        f.write(b'plan: p\nversions: [{package: a, version: "1", action: PUBLISH}]\n')
+    proc = subprocess.run([sys.executable, "-m", "fleetrel", "run", raw, "--endpoint-url", "http://127.0.0.1:9"],
+                          capture_output=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == EXIT_INVALID, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"not UTF-8" in proc.stderr
+    assert os.listdir(tmp_path) == [os.fsdecode(raw[-6:])]  # no journal beside it
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -536,9 +704,17 @@ def _load_only_plan_error(path: Path) -> ReleasePlan | None:
     except PlanError as exc:
         assert exc.problems and all(p.startswith(str(path)) for p in exc.problems)
         return None
-    for step in plan.steps():
+    steps = plan.steps()
+    for step in steps:
         assert_step_passes_the_rules(step)
-    assert len({s.key for s in plan.steps()}) == len(plan.steps())
+    assert len({s.key for s in steps}) == len(steps)
+    # summary() counts per entry without the steps: it must agree with them
+    summary = plan.summary()
+    assert summary.startswith(f"{len(steps)} step") and f", {len({s.package for s in steps})} package" in summary
+    for action in ("PUBLISH", "DEPRECATE"):
+        count = sum(s.action == action for s in steps)
+        assert (f"{action} {count}" in summary) == (count > 0), summary
+    assert plan.wave_ends()[-1] == len(steps)
     return plan
 
 
@@ -556,6 +732,28 @@ def test_property_arbitrary_data_as_yaml_only_raises_plan_error(scratch, data):
     path = scratch / "data.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     _load_only_plan_error(path)
+
+
+def _yaml_outcome(loader: Any, text: str) -> tuple[str, str]:
+    from fleetrel.plan.loading import _compose_and_construct
+
+    try:
+        return "data", repr(_compose_and_construct(loader(text))[0])
+    except Exception as exc:  # noqa: BLE001 - any refusal counts as one
+        return "refused", type(exc).__name__
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyYAML without libyaml")
+@FAST
+@given(text=st.text(max_size=120) | st.text(alphabet=" :-[]{}\n\t\"'&*!|>#%@`,?ab01.~<=", max_size=80)
+       | st.sampled_from(["!", "a: !", "a: ! 1", "- !\n- ''"]))
+def test_property_the_c_parser_gives_the_data_the_python_parser_gives(text):
+    from fleetrel.plan.loading import _FastPlanYamlLoader, _PlanYamlLoader, _yaml_document
+
+    exact = _yaml_outcome(_PlanYamlLoader, text)
+    if exact[0] == "data":  # what the pure-Python parser reads, the C parser must read the same
+        assert _yaml_outcome(_FastPlanYamlLoader, text) == exact
+        assert repr(_yaml_document(text)[0]) == exact[1]
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

@@ -1,0 +1,62 @@
+"""The release plan: read a file, check every rule the service would enforce (botocore
+checks almost none of them), expand it into the UpdatePackageVersion requests to send::
+
+    plan = load("plans/demo.yaml")       # raises PlanError listing every problem
+    for step in plan.steps():
+        print(step.key, step.request())
+
+The package, one idea per module:
+
+- `rules`: what one value must be (names, description, recipe, attributes, actions,
+  waves), as annotated types; the limits themselves are in `fleetrel.service`.
+- `models`: the pydantic models, `Step`, the rules across entries, steps and digest.
+- `loading`: YAML (with line numbers), JSON and TOML files into data; `load`.
+- `diagnostics`: pydantic's errors into 'file:line: entry: message' lines; `PlanError`.
+
+Choices made for the user:
+
+- Numbers, booleans and dates where text is expected (`min_hw: 3`, `version: 1.10`)
+  are refused with a hint to quote them, never coerced: YAML has already turned
+  `1.10` into `1.1` and `on` into `true`, so a coercion would send a value the user
+  did not write.
+- Text must be encodable as UTF-8: a lone surrogate from a "\\ud800" escape is refused
+  here rather than crash the run that sends it.
+- `action` is accepted in any case (`publish`) and normalised to upper case.
+- An entry may leave `action` out (a field-only update of a draft) but must then
+  change at least one field; an explicit `null` in an entry clears a default.
+- A mapping that gives the same key twice is refused (PyYAML and json keep the last).
+- The digest a run's journal pins covers the requests in (package, version) order:
+  reordering a plan does not make it another run.
+"""
+from fleetrel.plan.diagnostics import PlanError
+from fleetrel.plan.loading import PLAN_SUFFIXES, load
+from fleetrel.plan.models import (
+    Abort,
+    Artifact,
+    Defaults,
+    Limits,
+    ReleasePlan,
+    S3Location,
+    Step,
+    Target,
+    VersionEntry,
+    canonical_json,
+    digest,
+)
+
+__all__ = [
+    "PLAN_SUFFIXES",
+    "Abort",
+    "Artifact",
+    "Defaults",
+    "Limits",
+    "PlanError",
+    "ReleasePlan",
+    "S3Location",
+    "Step",
+    "Target",
+    "VersionEntry",
+    "canonical_json",
+    "digest",
+    "load",
+]

@@ -1,0 +1,181 @@
+"""The service's facts against botocore's model: fleetrel.service, the plan's validation
+and the emulator's own copy of the rules, each compared with what the model states.
+
+The emulator keeps its rules apart from `fleetrel.service` on purpose (an independent
+reading); this file is where both readings meet the one source they share. Only what
+the model states is checked here: the 3 KB attribute limit and the lifecycle are docs.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import botocore
+import botocore.session
+import pytest
+from pydantic import ValidationError
+
+from fleetrel import service
+from fleetrel.emulator import catalog, settings
+from fleetrel.plan import ReleasePlan, Step
+from fleetrel.tokens import client_token
+
+MODEL = botocore.session.get_session().get_service_model("iot")
+UPDATE = MODEL.operation_model("UpdatePackageVersion").input_shape.members
+ASCII = [chr(c) for c in range(0x20, 0x7F)] + ["\t", "\n", "é", "\u200b"]
+
+
+def model(shape: Any, key: str) -> Any:
+    return shape.metadata.get(key)
+
+
+def model_regex(shape: Any) -> re.Pattern[str]:
+    # The model's patterns are Java-style, anchored by convention; those compared here
+    # mean the same in Python's re (no \p{...}).
+    return re.compile(model(shape, "pattern"))
+
+
+def test_the_model_is_botocore_1_40_61s():
+    assert botocore.__version__ == "1.40.61"  # pinned by aioboto3 15.5.0; a new model needs a new look
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("member", "maximum", "emulator_maximum"), [
+    ("packageName", service.MAX_PACKAGE_NAME, catalog.MAX_PACKAGE_NAME),
+    ("versionName", service.MAX_VERSION_NAME, catalog.MAX_VERSION_NAME),
+])
+def test_name_lengths_and_pattern_are_the_models(member, maximum, emulator_maximum):
+    shape = UPDATE[member]
+    assert (model(shape, "min"), model(shape, "max")) == (service.MIN_NAME, maximum) == (1, emulator_maximum)
+    allowed = model_regex(shape)
+    for char in ASCII:
+        expected = allowed.fullmatch(char) is not None
+        assert (service.NAME_RE.fullmatch(char) is not None) == expected, char
+        assert (char in catalog.NAME_CHARS) == expected, char
+
+
+def _entry_is_valid(**entry: Any) -> bool:
+    try:
+        ReleasePlan.model_validate({"plan": "p", "versions": [{"action": "PUBLISH", **entry}]})
+    except ValidationError:
+        return False
+    return True
+
+
+def _emulator_accepts(check: Any, *args: Any) -> bool:
+    try:
+        check(*args)
+    except catalog.CatalogError as exc:
+        assert exc.code == "ValidationException"
+        return False
+    return True
+
+
+EMULATOR_MAX = {"packageName": catalog.MAX_PACKAGE_NAME, "versionName": catalog.MAX_VERSION_NAME}
+
+
+@pytest.mark.parametrize("member", ["packageName", "versionName"])
+def test_the_plan_and_the_emulator_refuse_names_as_the_model_says(member):
+    shape = UPDATE[member]
+    allowed, longest = model_regex(shape), model(shape, "max")
+    field = {"packageName": "package", "versionName": "version"}[member]
+    other = {"package": "a", "version": "1"}
+    for name, expected in [("x" * longest, True), ("x" * (longest + 1), False), ("", False)] + [
+            (f"a{char}b", allowed.fullmatch(f"a{char}b") is not None) for char in ASCII]:
+        assert _entry_is_valid(**{**other, field: name}) == expected, name
+        assert _emulator_accepts(catalog.check_name, name, member, EMULATOR_MAX[member]) == expected, name
+
+
+# --- the fields ------------------------------------------------------------------------
+
+
+def test_description_and_recipe_limits_are_the_models():
+    description, recipe = UPDATE["description"], UPDATE["recipe"]
+    assert model(description, "max") == service.MAX_DESCRIPTION == catalog.MAX_DESCRIPTION
+    assert model(recipe, "max") == service.MAX_RECIPE == catalog.MAX_RECIPE
+    assert model(recipe, "pattern") is None and model(recipe, "min") is None
+    # [^\p{C}]+: at least one character, none of Unicode category C (Python's re has no \p)
+    assert model(description, "pattern") == "[^\\p{C}]+"
+    for text, expected in [("d" * service.MAX_DESCRIPTION, True), ("d" * (service.MAX_DESCRIPTION + 1), False),
+                           ("a\nb", False), ("tab\there", False), ("zero\u200bwidth", False), ("héllo ✓", True)]:
+        assert _entry_is_valid(package="a", version="1", description=text) == expected, text
+        assert _emulator_accepts(catalog.check_description, text) == expected, text
+    for text, expected in [("r" * service.MAX_RECIPE, True), ("r" * (service.MAX_RECIPE + 1), False)]:
+        assert _entry_is_valid(package="a", version="1", recipe=text) == expected
+        assert _emulator_accepts(catalog.check_recipe, text) == expected
+
+
+def test_attribute_keys_and_values_are_the_models():
+    attributes = UPDATE["attributes"]
+    key, value = attributes.key, attributes.value
+    assert model(key, "min") == service.MIN_ATTRIBUTE_KEY == 1
+    assert model(key, "max") is None  # so service.MAX_ATTRIBUTE_KEY (128) is ours, and says so
+    assert model(value, "min") == service.MIN_ATTRIBUTE_VALUE and model(value, "pattern") == "[^\\p{C}]+"
+    allowed = model_regex(key)
+    for char in ASCII:
+        expected = allowed.fullmatch(char) is not None
+        assert (service.ATTRIBUTE_KEY_RE.fullmatch(char) is not None) == expected, char
+        assert (char in catalog.ATTRIBUTE_KEY_CHARS) == expected, char
+        name = f"k{char}k"
+        assert _entry_is_valid(package="a", version="1", attributes={name: "v"}) == expected, name
+        assert _emulator_accepts(catalog.check_attributes, {name: "v"}) == expected, name
+    assert not _entry_is_valid(package="a", version="1", attributes={"k": ""})
+    assert not _emulator_accepts(catalog.check_attributes, {"k": ""})
+
+
+def test_s3_location_minimums_are_the_models():
+    location = UPDATE["artifact"].members["s3Location"].members
+    assert model(location["bucket"], "min") == service.MIN_S3_BUCKET
+    assert model(location["key"], "min") == service.MIN_S3_KEY
+    for bucket, key, expected in [("b", "k", True), ("", "k", False), ("b", "", False)]:
+        artifact = {"s3Location": {"bucket": bucket, "key": key}}
+        assert _entry_is_valid(package="a", version="1", artifact=artifact) == expected
+
+
+def test_the_actions_are_the_models_enum():
+    enum = UPDATE["action"].enum
+    assert tuple(enum) == service.ACTIONS == tuple(service.TARGET_STATUS)
+    assert all(_entry_is_valid(package="a", version="1", action=action) for action in enum)
+    assert not _entry_is_valid(package="a", version="1", action="RETIRE")
+    # The emulator accepts exactly these as actions (PUBLISH from DRAFT, DEPRECATE from PUBLISHED).
+    emulator = catalog.PackageCatalog()
+    emulator.seed("a", "draft", status="DRAFT")
+    emulator.seed("a", "published", status="PUBLISHED")
+    for action, version in zip(enum, ["draft", "published"]):
+        emulator.update_package_version({"packageName": "a", "versionName": version, "action": action})
+    with pytest.raises(catalog.CatalogError, match="action must be"):
+        emulator.update_package_version({"packageName": "a", "versionName": "draft", "action": "RETIRE"})
+
+
+def test_statuses_are_the_models_enum():
+    statuses = tuple(MODEL.shape_for("PackageVersionStatus").enum)
+    assert statuses == service.STATUSES == catalog.STATUSES
+    assert set(service.TARGET_STATUS.values()) < set(statuses)
+    assert {state for transition in service.ALLOWED_TRANSITIONS for state in transition} == set(statuses)
+
+
+def test_client_token_is_the_models():
+    shape = UPDATE["clientToken"]
+    assert (model(shape, "min"), model(shape, "max")) == (service.MIN_CLIENT_TOKEN, service.MAX_CLIENT_TOKEN)
+    assert (catalog.TOKEN_MIN, catalog.TOKEN_MAX) == (service.MIN_CLIENT_TOKEN, service.MAX_CLIENT_TOKEN)
+    pattern = re.compile(model(shape, "pattern"))  # \S{36,64}
+    for token in ["t" * 35, "t" * 36, "t" * 64, "t" * 65, "t" * 20 + " " + "t" * 20, "t" * 40 + "\n"]:
+        expected = pattern.fullmatch(token) is not None
+        assert (service.CLIENT_TOKEN_RE.fullmatch(token) is not None) == expected, token
+        assert _emulator_accepts(catalog.check_token, token) == expected, token
+    token = client_token("run-id", Step(package="a", version="1", action="PUBLISH"))
+    assert pattern.fullmatch(token)
+
+
+# --- the operations --------------------------------------------------------------------
+
+
+def test_package_operations_are_the_models_under_packages():
+    under_packages = re.compile(r"^/packages(/\{packageName\}(/versions(/\{versionName\})?)?)?$")
+    in_model = {name for name in MODEL.operation_names
+                if under_packages.match(MODEL.operation_model(name).http["requestUri"].split("?")[0])}
+    assert in_model == set(service.PACKAGE_OPERATIONS) == set(settings.OPERATIONS)
+    assert len(service.PACKAGE_OPERATIONS) == len(set(service.PACKAGE_OPERATIONS)) == 10
+
