@@ -25,7 +25,7 @@ from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
 # The lifecycle (what each action leaves a version in, the transitions allowed, the
 # DRAFT-only fields) is the service's: defined once, with its sources, in fleetrel.service.
-from fleetrel.service import ALLOWED_TRANSITIONS as ALLOWED
+from fleetrel.service import ALLOWED_TRANSITIONS
 from fleetrel.service import DRAFT_ONLY, TARGET_STATUS
 
 # Preview outcomes. `apply`: the call will change something; `unchanged`: the version is
@@ -207,7 +207,7 @@ def diff_step(step: Step, current: VersionState | ReadError, *, package_exists: 
         else:
             preview.outcome, preview.reason = UNCHANGED, f"already {now} as planned (will be skipped)"
         return preview
-    if planned_status is not None and (now, planned_status) not in ALLOWED:
+    if planned_status is not None and (now, planned_status) not in ALLOWED_TRANSITIONS:
         preview.outcome = BLOCKED
         if now == "DRAFT" and planned_status == "DEPRECATED":
             preview.blocked, preview.reason = DRAFT_TO_DEPRECATED, "a DRAFT version cannot be deprecated: publish it first"

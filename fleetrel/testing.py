@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import anyio
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from fleetrel.state import ALLOWED, DRAFT_ONLY, TARGET_STATUS
+from fleetrel.service import ALLOWED_TRANSITIONS, DRAFT_ONLY, TARGET_STATUS
 
 T = TypeVar("T")
 
@@ -120,7 +120,7 @@ class FakeIoT:
         after = TARGET_STATUS.get(action or "", now)
         if action and after == now:
             raise service_error("ConflictException", 409, f"version {key} is already {now}")
-        if action and (now, after) not in ALLOWED:
+        if action and (now, after) not in ALLOWED_TRANSITIONS:
             raise service_error("ValidationException", 400, f"{now} cannot become {after}")
         if now != "DRAFT" and any(fields.get(name) is not None for name in DRAFT_ONLY):
             raise service_error("ValidationException", 400, f"{', '.join(DRAFT_ONLY)} can change only in DRAFT")
