@@ -24,7 +24,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 _EXPORTS = {
     "run": ("fleetrel.api", "run"),
     "RunOptions": ("fleetrel.engine", "RunOptions"),
-    "RunResult": ("fleetrel.engine", "RunResult"),
+    "RunResult": ("fleetrel.result", "RunResult"),
     "Stop": ("fleetrel.engine", "Stop"),
     "Status": ("fleetrel.events", "Status"),
     "load_plan": ("fleetrel.plan", "load"),

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fleetrel.aws import client_identity, iot_client, target_settings, without_userinfo
-from fleetrel.engine import BeforeWave, RunOptions, RunResult, Stop, execute
+from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
+from fleetrel.result import RunResult
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
 from fleetrel.plan import ReleasePlan

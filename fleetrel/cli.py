@@ -66,6 +66,11 @@ def main() -> None:
 from fleetrel.emulator.command import emulator as _emulator_command  # noqa: E402
 
 main.add_command(_emulator_command)
+# `fleetrel demo` and `fleetrel bench`: rehearsals that start their own emulator.
+from fleetrel.rehearsal import bench_command, demo_command  # noqa: E402
+
+main.add_command(demo_command)
+main.add_command(bench_command)
 
 
 def fail(message: str, code: int = ExitCode.INVALID) -> NoReturn:
@@ -344,88 +349,3 @@ def status_command(journal_path: Path, json_output: bool) -> None:
     else:
         print_status(status)
     sys.exit(ExitCode.for_status(status["status"]))
-
-
-@main.command("demo")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("plans/demo.yaml"),
-              show_default=True, help="The plan to rehearse.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="The emulator's quota in calls per second (AWS allows about 10-15).")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
-              help="Latency the emulator adds to each call.")
-def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
-    """Rehearse a plan against a local emulator: no AWS account needed.
-
-    Starts `fleetrel emulator` in its own process (throttling at --rate, like AWS),
-    seeds every version of the plan as DRAFT, runs the plan with a journal in a
-    temporary folder, prints the summary and stops the emulator.
-    """
-    import tempfile
-
-    import anyio
-
-    from fleetrel.api import run
-    from fleetrel.emulator import start_emulator
-    from fleetrel.interrupts import with_signals
-    from fleetrel.report import plain_console, print_summary
-
-    plan = _load_or_fail(plan_path)
-    steps = plan.steps()
-    with start_emulator(rate=rate, burst=plan.limits.burst, latency_ms=latency_ms) as emulator, \
-            tempfile.TemporaryDirectory(prefix="fleetrel-demo-") as tmp:
-        emulator.seed(steps)
-        click.echo(f"emulator at {emulator.url}: {len(steps)} versions seeded as DRAFT, "
-                   f"quota {rate:g} calls/s, {latency_ms:g} ms latency")
-        console = plain_console()
-        with _progress_display(console, plan.plan, to_stderr=False) as display:
-            result = anyio.run(lambda: with_signals(lambda stop: run(
-                plan, journal_path=Path(tmp) / "demo.journal.jsonl", endpoint_url=emulator.url,
-                listeners=[display], stop=stop)))
-        print_summary(result, console)
-        record = emulator.record()
-        click.echo(f"  the emulator saw {sum(record['operations'].get('UpdatePackageVersion', {}).values())} "
-                   f"UpdatePackageVersion calls, {record['throttled'].get('UpdatePackageVersion', 0)} throttled")
-    sys.exit(result.exit_code)
-
-
-@main.command("bench")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="The emulator's quota in calls per second.")
-@click.option("--burst", type=click.IntRange(min=1), default=10, show_default=True, help="The emulator's bucket capacity.")
-@click.option("--steps", type=click.IntRange(min=2), default=500, show_default=True, help="Versions to publish.")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
-              help="Latency the emulator adds to each call.")
-@click.option("--ceiling", type=click.FloatRange(min=0, min_open=True),
-              help="The rate fleetrel is told (default: --rate; set it higher to see the controller find the quota).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON.")
-def bench_command(rate: float, burst: int, steps: int, latency_ms: float, ceiling: float | None,
-                  concurrency: int, as_json: bool) -> None:
-    """What will my settings do? Run fleetrel's engine against a local emulator
-    enforcing this quota, and print E, θ and calls per second.
-
-    E = wall time / ((steps - burst) / rate): 1.00 is the fastest the quota allows.
-    θ = throttled attempts / all attempts, as the emulator counted them.
-    For fleetrel beside botocore's own modes, run `python benchmarks/run.py`.
-    """
-    import json
-
-    from fleetrel.bench import measure
-
-    if steps <= burst:
-        fail(f"--steps ({steps}) must be larger than --burst ({burst}): the ideal time would be zero")
-    figures = measure(rate=rate, burst=burst, steps=steps, latency_ms=latency_ms, ceiling=ceiling,
-                      concurrency=concurrency)
-    if as_json:
-        figures.pop("completions", None)
-        click.echo(json.dumps(figures, indent=2))
-    else:
-        click.echo(
-            f"{steps} steps, quota {rate:g}/s burst {burst}, {latency_ms:g} ms latency, "
-            f"ceiling {ceiling or rate:g}/s, concurrency {concurrency}\n"
-            f"  wall {figures['wall_s']:.2f}s (ideal {figures['ideal_s']:.2f}s)  E {figures['efficiency']:.3f}  "
-            f"θ {figures['throttle_ratio']:.1%} ({figures['throttled']} of {figures['attempts']} attempts)\n"
-            f"  {figures['calls_per_s']:.1f} calls/s, {figures['calls_per_cpu_s']:.0f} calls per client CPU-second, "
-            f"failed {figures['failed']}"
-        )
-    sys.exit(ExitCode.FAILED if figures["failed"] else ExitCode.OK)

@@ -21,7 +21,7 @@ Guarantees kept here:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import anyio
@@ -29,11 +29,12 @@ from aiolimiter import AsyncLimiter
 from botocore.exceptions import ClientError
 
 from fleetrel import errors
-from fleetrel.events import (Ending, Event, ExitCode, Listener, Outcome, Record, StartListener, Status, ending_for,
-                             run_status, terminal_event)
+from fleetrel.events import (Ending, Event, Listener, Outcome, Record, StartListener, ending_for, run_status,
+                             terminal_event)
 from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController
+from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
 from fleetrel.state import drift_of, read_version
 
@@ -99,59 +100,6 @@ class Stop:
 
     def _subscribe(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
-
-
-@dataclass
-class StepOutcome:
-    key: str
-    outcome: Outcome
-    attempts: int = 0
-    code: str | None = None
-    message: str | None = None
-
-
-@dataclass
-class RunResult:
-    """What a run (or a resume) did."""
-
-    run_id: str
-    plan: str
-    journal: str
-    status: Status
-    steps: int
-    succeeded: int = 0
-    skipped: int = 0
-    failed: int = 0
-    unfinished: int = 0
-    done_before: int = 0  # finished in an earlier session of this run
-    attempts: int = 0  # UpdatePackageVersion calls sent in this session
-    throttles: int = 0
-    retries: int = 0
-    elapsed: float = 0.0
-    final_rate: float = 0.0
-    failures_by_code: dict[str, int] = field(default_factory=dict)
-    outcomes: list[StepOutcome] = field(default_factory=list)
-    stopped_by: str | None = None  # aborted | interrupted | wave_failed | setup; None: ran to the end
-    setup_error: str | None = None  # why the run stopped for its setup: expired or refused credentials, a client that cannot send
-
-    @property
-    def calls_per_second(self) -> float:
-        return self.attempts / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def throttled_fraction(self) -> float:
-        return self.throttles / self.attempts if self.attempts else 0.0
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.stopped_by == "setup":
-            return ExitCode.INVALID  # a setup error: fresh credentials, then the same command resumes
-        return ExitCode.for_status(self.status)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(calls_per_second=self.calls_per_second, throttled_fraction=self.throttled_fraction)
-        return out
 
 
 class _Execution:

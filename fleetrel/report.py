@@ -23,7 +23,7 @@ from fleetrel.aws import without_userinfo
 from fleetrel.events import Outcome, Status
 
 if TYPE_CHECKING:
-    from fleetrel.engine import RunResult
+    from fleetrel.result import RunResult
     from fleetrel.journal import RunState
     from fleetrel.state import DriftReport, Preview
 
