@@ -303,3 +303,63 @@ def test_a_password_in_an_old_journal_is_never_shown(tmp_path):
     for args in (["status", str(path)], ["status", str(path), "--json"]):
         out = CliRunner().invoke(main, args)
         assert "hunter2" not in out.output and "127.0.0.1:5000" in out.output
+
+
+# -- prompts on a terminal (a pseudo-terminal: the command sees a tty) -------------------------
+
+class Terminal:
+    """`fleetrel ARGS` on a pseudo-terminal: read what it shows, type, signal it."""
+
+    def __init__(self, *args: str) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "fleetrel", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, env={**ENV, "COLUMNS": "120", "TERM": "xterm"},
+                                     start_new_session=True)
+        os.close(slave)
+        self.seen = b""
+
+    def wait_for(self, text: str) -> None:
+        """Read the screen until `text` shows (no sleeping: blocking reads)."""
+        while text.encode() not in self.seen:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # the process ended and the terminal closed
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"never showed {text!r}; showed:\n{self.seen.decode(errors='replace')}")
+            self.seen += chunk
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def exit_code(self) -> int:
+        code = self.proc.wait(timeout=60)
+        os.close(self.master)
+        return code
+
+
+@pytest.mark.parametrize("how", ["ctrl-d", "sigint"])
+def test_interrupting_the_between_waves_prompt_exits_130_with_an_end_record(emulator, tmp_path, how):
+    emulator.seed([(PKG, v) for v in names(4)])
+    plan = write_plan(tmp_path / "p.yaml", names(4), package=PKG, waves=[2])
+    term = Terminal("run", str(plan), "--endpoint-url", emulator.url)
+    term.wait_for("Start wave 2")
+    if how == "ctrl-d":
+        term.type(b"\x04")
+    else:
+        term.proc.send_signal(signal.SIGINT)
+    assert term.exit_code() == ExitCode.INTERRUPTED
+    assert journal_records(tmp_path / "p.journal.jsonl")[-1]["event"] == Event.RUN_INTERRUPTED
+    assert update_calls(emulator) == 2
+
+
+def test_ctrl_c_at_the_confirmation_exits_130_and_sends_nothing(emulator, tmp_path):
+    emulator.seed([(PKG, v) for v in names(25)])
+    plan = write_plan(tmp_path / "p.yaml", names(25), package=PKG)  # more than 20 steps: it asks first
+    term = Terminal("run", str(plan), "--endpoint-url", emulator.url)
+    term.wait_for("Apply 25 steps")
+    term.proc.send_signal(signal.SIGINT)
+    assert term.exit_code() == ExitCode.INTERRUPTED
+    assert "Aborted!" not in term.seen.decode() and update_calls(emulator) == 0
