@@ -19,10 +19,17 @@ the rate the service admitted *to this run*, whatever burst came before.
 
 Other callers on the same quota (a second run, other automation) take their share of
 those refills unseen, so the bound measures the quota *available to this run*, not the
-quota. That is what to send at now; but what another caller takes may free up, so the
-estimator keeps probing above the bound, additively: every run on the quota climbs at
-the same absolute speed and is cut by the same factor when the bucket runs dry, so the
-gap between two runs shrinks at each cut (AIMD's fairness argument, Chiu and Jain 1989).
+quota: what to send at now. Three things keep a shared quota shared well:
+
+- runs started together (their first bursts collide in one bucket) halve their rate at
+  the first cluster of throttles, as TCP does on loss: equal runs stay equal, where
+  each run's own bound would measure its luck in the race for the first ten tokens and
+  freeze that split (AIMD's fairness argument, Chiu and Jain 1989: equal multiplicative
+  cuts keep equal rates equal, and the probe below adds the same to each);
+- the probe never stops: above the last estimate it grows, so what another caller
+  frees is taken back;
+- a throttle empties our saved burst (`ratecontrol`), so our burst never lands on a
+  bucket another caller has just emptied.
 """
 
 from __future__ import annotations
@@ -81,6 +88,18 @@ class Tuning:
     #: still arrive (a burst sent together answers within one round trip; control
     #: plane calls take 20-200 ms), so a first guess of the quota counts them in.
     round_trip: float = 0.25
+    #: Seconds from a run's first call in which a cluster of throttles (two or more)
+    #: means other runs started with it: their bursts and ours met one bucket. One
+    #: round trip after the start the cluster is there (50 ms here); 2 s leaves room
+    #: for a run that starts a little later, and is long before a lone run's first
+    #: touch (its probe has not left the ceiling or the measured quota by then).
+    start: float = 2.0
+    #: ... then send at this fraction of the ceiling, every such run alike. One half
+    #: is exact for two runs (the case of two operators, or a CI job beside a run);
+    #: with more the overload bound takes each further down from there, and a lone
+    #: run whose first burst met a bucket someone else had emptied climbs back with
+    #: the probe.
+    start_share: float = 0.5
 
 
 class QuotaEstimator:
@@ -98,6 +117,7 @@ class QuotaEstimator:
         "_accepted",
         "_anchors",
         "_cooldown_until",
+        "_first_call",
         "_guessed_at",
         "_guessing",
         "_last_probe",
@@ -107,6 +127,7 @@ class QuotaEstimator:
         "estimate",
         "floor",
         "rate",
+        "throttles",
         "tuning",
     )
 
@@ -116,6 +137,7 @@ class QuotaEstimator:
         self.tuning = tuning
         self.rate = self.ceiling  # the target rate, calls/s
         self.estimate: float | None = None  # the last measured (or assumed) quota
+        self.throttles = 0
         self.decreases_ignored = 0  # throttles inside the cool-down that moved nothing
         self.burst_bound: int | None = None  # the service's burst is at most this
         # times of accepted answers and of throttles, oldest first, within `window`
@@ -125,6 +147,7 @@ class QuotaEstimator:
         self._last_probe: float | None = None
         self._guessing = False  # the estimate is a guess from the first throttle
         self._guessed_at = -math.inf
+        self._first_call: float | None = None
 
     def accepted(self, now: float) -> None:
         """An answer that reached the service's bucket and used a token (anything but a
@@ -138,6 +161,8 @@ class QuotaEstimator:
         `waited`: our own bucket has made a caller wait at least once in the run."""
         t = self.tuning
         self._forget_before(now - t.window)
+        self.throttles += 1
+        share = self._start_share(now)
         previous: float | None = None  # the last throttle of the previous episode
         if self._anchors and now - self._anchors[-1] > t.episode:
             # A quiet spell since the last throttle means we sent under the quota for a
@@ -148,7 +173,11 @@ class QuotaEstimator:
             self._anchors.clear()
         bound = self._measured_bound(now)
         self._anchors.append(now)
-        if bound is not None and bound < self.rate * (1 - t.margin):
+        if share is not None and share < self.rate * (1 - t.margin) and (bound is None or share < bound):
+            # Runs started together: the share, not the bound (see `_start_share`).
+            # Like the bound it is data, so it applies inside the cool-down.
+            estimate = share
+        elif bound is not None and bound < self.rate * (1 - t.margin):
             # Overload: since an earlier throttle of this episode the service admitted
             # clearly less than we send (the start, a quota that dropped). The bound is
             # data, not a reaction, so it applies even inside the cool-down, and applying
@@ -204,6 +233,8 @@ class QuotaEstimator:
             else:
                 self._guessing = False
         last, self._last_probe = self._last_probe, now
+        if self._first_call is None:
+            self._first_call = now
         if (
             last is None
             or self.rate >= self.ceiling
@@ -229,6 +260,20 @@ class QuotaEstimator:
     def _set(self, rate: float) -> float:
         self.rate = min(self.ceiling, max(self.floor, rate))
         return self.rate
+
+    def _start_share(self, now: float) -> float | None:
+        """The rate for runs that started together, or None if this is not that.
+
+        Their first bursts meet one bucket and the service admits them first come first
+        served, so how many of ten tokens each run gets is a race, and each run's bound
+        (or its admitted fraction) measures its luck: a 7:3 split would last the whole
+        run. Cutting every such run to the same fraction of its ceiling instead keeps
+        runs that started equal, equal.
+        """
+        t = self.tuning
+        if self._first_call is None or now - self._first_call > t.start or self.throttles < 2:
+            return None
+        return self.ceiling * t.start_share
 
     def _guess(self, now: float) -> float:
         """The service's rate if its bucket holds a second's worth: what it admitted

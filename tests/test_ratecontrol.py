@@ -248,6 +248,27 @@ def test_a_throttle_before_our_bucket_ever_held_a_call_back_guesses_from_what_wa
     assert other.burst_bound is None
 
 
+def test_a_cluster_of_throttles_at_the_start_halves_the_rate_whatever_the_race_for_tokens():
+    """Two runs started together: each halves, whichever won more of the first tokens."""
+
+    def start(admitted: int) -> float:
+        estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+        estimator.probe(0.0, waited_at=0.0)  # the first call
+        for _ in range(admitted):
+            estimator.accepted(0.05)
+        estimator.throttled(0.051)
+        return estimator.throttled(0.052)  # the second of the cluster, inside the cool-down
+
+    assert start(admitted=7) == start(admitted=3) == pytest.approx(10.0 * 0.5 * 0.95)
+
+
+def test_a_lone_throttle_at_the_start_is_a_touch_not_another_run():
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    estimator.probe(0.0, waited_at=0.0)
+    now = accept(estimator, 0.0, rate=10.0, seconds=0.5)
+    assert estimator.throttled(now) == pytest.approx(9.5)
+
+
 # -- the controller: the bucket follows the estimator ----------------------------------
 
 
@@ -399,3 +420,46 @@ def test_a_fixed_rate_above_the_quota_is_what_adaptation_saves_us_from():
 
     (c,) = scenarios_for("default", ["c"])
     assert simulate(replace(c, calls=100), adaptive=False).throttled_fraction > 0.5
+
+
+def test_two_controllers_sharing_one_bucket_converge_to_a_fair_share():
+    """Two runs on one 10/s quota (the emulator's TokenBucket on the virtual clock), each
+    told the whole quota: each ends near half of it, and they finish together."""
+    quota = 10.0
+
+    async def main(loop):
+        service = TokenBucket(quota, 10, clock=loop.time)
+        rng = random.Random(3)
+        finished: list[float] = []
+
+        async def run(control: RateController, steps: int) -> None:
+            todo = list(range(steps))
+
+            async def worker() -> None:
+                while todo:
+                    todo.pop()
+                    while True:
+                        await control.acquire()
+                        await asyncio.sleep(rng.uniform(0, 0.002))
+                        admitted = service.take()
+                        await asyncio.sleep(0.05)
+                        if admitted:
+                            control.on_success()
+                            break
+                        control.on_throttle()
+                        await asyncio.sleep(rng.uniform(0, 0.2))
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+            finished.append(loop.time())
+
+        controls = [RateController(rate=quota, burst=10) for _ in range(2)]
+        await asyncio.gather(*(run(c, 150) for c in controls))
+        return controls, finished
+
+    controls, finished = run_virtual(main)
+    rates = [c.rate for c in controls]
+    assert min(finished) >= 0.9 * max(finished)
+    assert min(rates) >= 0.8 * max(rates)
+    assert sum(rates) == pytest.approx(quota, rel=0.15)
+    # and the quota was used: 300 calls in not much more than (300 - 10) / 10 s
+    assert max(finished) <= 1.1 * (300 - 10) / quota
