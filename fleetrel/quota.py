@@ -88,11 +88,11 @@ class Tuning:
     #: still arrive (a burst sent together answers within one round trip; control
     #: plane calls take 20-200 ms), so a first guess of the quota counts them in.
     round_trip: float = 0.25
-    #: Seconds from a run's first call in which a cluster of throttles (two or more)
-    #: means other runs started with it: their bursts and ours met one bucket. One
-    #: round trip after the start the cluster is there (50 ms here); 2 s leaves room
-    #: for a run that starts a little later, and is long before a lone run's first
-    #: touch (its probe has not left the ceiling or the measured quota by then).
+    #: Round trips from a run's first call (the first answer times the first) in which
+    #: a cluster of throttles (two or more) means other runs started with it: their
+    #: bursts and ours met one bucket. The answers to our first burst arrive within
+    #: one round trip and a little jitter; two leave room for a run that started a
+    #: little earlier or later, and end long before a lone run's first touch.
     start: float = 2.0
     #: ... then send at this fraction of the ceiling, every such run alike. One half
     #: is exact for two runs (the case of two operators, or a CI job beside a run);
@@ -117,6 +117,7 @@ class QuotaEstimator:
         "_accepted",
         "_anchors",
         "_cooldown_until",
+        "_first_answer",
         "_first_call",
         "_guessed_at",
         "_guessing",
@@ -148,12 +149,15 @@ class QuotaEstimator:
         self._guessing = False  # the estimate is a guess from the first throttle
         self._guessed_at = -math.inf
         self._first_call: float | None = None
+        self._first_answer: float | None = None
 
     def accepted(self, now: float) -> None:
         """An answer that reached the service's bucket and used a token (anything but a
         throttle: 200, 409, 400, 5xx). A lost connection is not one."""
         self._accepted.append(now)
         self._forget_before(now - self.tuning.window)
+        if self._first_answer is None:
+            self._first_answer = now
 
     def throttled(self, now: float, *, waited: bool = True) -> float:
         """A ThrottlingException arrived at `now`: returns the rate to send at.
@@ -162,6 +166,8 @@ class QuotaEstimator:
         t = self.tuning
         self._forget_before(now - t.window)
         self.throttles += 1
+        if self._first_answer is None:
+            self._first_answer = now
         share = self._start_share(now)
         previous: float | None = None  # the last throttle of the previous episode
         if self._anchors and now - self._anchors[-1] > t.episode:
@@ -271,7 +277,13 @@ class QuotaEstimator:
         runs that started equal, equal.
         """
         t = self.tuning
-        if self._first_call is None or now - self._first_call > t.start or self.throttles < 2:
+        if self._first_call is None or self._first_answer is None or self.throttles < 2:
+            return None
+        # Only throttles answering our first burst: sent before our first answer came
+        # back, they arrive within two round trips of the first call. Later ones are
+        # the bucket running dry under our rate (another caller's steady share, or
+        # the quota itself): the bound measures those.
+        if now - self._first_call > t.start * (self._first_answer - self._first_call):
             return None
         return self.ceiling * t.start_share
 

@@ -262,6 +262,15 @@ def test_a_cluster_of_throttles_at_the_start_halves_the_rate_whatever_the_race_f
     assert start(admitted=7) == start(admitted=3) == pytest.approx(10.0 * 0.5 * 0.95)
 
 
+def test_throttles_after_the_first_round_trips_are_measured_not_halved():
+    """A steady foreign caller: the bucket runs dry under our rate a few round trips in."""
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    estimator.probe(0.0, waited_at=0.0)
+    now = accept(estimator, 0.0, rate=10.0, seconds=0.3)  # first answer at 0.1: a round trip of 0.1 s
+    estimator.throttled(now)
+    assert estimator.throttled(now + 0.01) == pytest.approx(9.5)  # not 4.75
+
+
 def test_a_lone_throttle_at_the_start_is_a_touch_not_another_run():
     estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
     estimator.probe(0.0, waited_at=0.0)
