@@ -260,7 +260,10 @@ class RateController:
             return
         # The service's bucket is empty now: a burst saved in ours would be spent into
         # it and throttled, call after call. Whatever the rate, start from an empty one.
-        self._limiter.empty()
+        # (A bucket of one saves no burst, only the next paced call: emptying it would
+        # just delay that call by up to an interval, which cost 1.3 % of E at B=1.)
+        if self._limiter.max_rate > 1:
+            self._limiter.empty()
         rate = self._estimator.throttled(self._now(), waited=self._waited_at > -math.inf)
         bound = self._estimator.burst_bound
         if bound is not None and bound < self._limiter.max_rate:
