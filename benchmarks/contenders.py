@@ -120,12 +120,16 @@ def fleetrel(
     concurrency: int = 16,
     deadline_s: float = 600.0,
     ceiling: float | None = None,
+    told_burst: int | None = None,
     journal_dir: Path,
+    shared: bool = False,
 ) -> Measurement:
-    """fleetrel's engine; `ceiling` is the rate it is told when it does not know R."""
+    """fleetrel's engine; `ceiling` and `told_burst` are what it is told when it does
+    not know the quota."""
     return asyncio.run(
         asyncio.wait_for(
-            run_fleetrel(emu, versions, quota=quota, ceiling=ceiling, concurrency=concurrency, journal_dir=journal_dir),
+            run_fleetrel(emu, versions, quota=quota, ceiling=ceiling, told_burst=told_burst, concurrency=concurrency,
+                         journal_dir=journal_dir, shared=shared),
             timeout=deadline_s,
         )
     )
@@ -135,9 +139,10 @@ def fleetrel(
 
 
 def _boto3_pool(
-    emu: Any, versions: Sequence[str], quota: Quota, *, mode: str, name: str, concurrency: int, deadline_s: float
+    emu: Any, versions: Sequence[str], quota: Quota, *, mode: str, name: str, concurrency: int, deadline_s: float,
+    shared: bool = False,
 ) -> Measurement:
-    trial = Trial(emu, contender=name, calls=len(versions), quota=quota)
+    trial = Trial(emu, contender=name, calls=len(versions), quota=quota, shared=shared)
     counter = AttemptCounter()
     trial.start()
     deadline = time.monotonic() + deadline_s
@@ -184,8 +189,10 @@ def _boto3_pool(
     return counter.finish(trial, succeeded=succeeded, calls=len(versions))
 
 
-def boto3_adaptive(emu: Any, versions: Sequence[str], quota: Quota, *, concurrency: int = 16, deadline_s: float = 600.0) -> Measurement:
-    return _boto3_pool(emu, versions, quota, mode="adaptive", name="boto3-adaptive", concurrency=concurrency, deadline_s=deadline_s)
+def boto3_adaptive(emu: Any, versions: Sequence[str], quota: Quota, *, concurrency: int = 16, deadline_s: float = 600.0,
+                   shared: bool = False) -> Measurement:
+    return _boto3_pool(emu, versions, quota, mode="adaptive", name="boto3-adaptive", concurrency=concurrency,
+                       deadline_s=deadline_s, shared=shared)
 
 
 def boto3_standard(emu: Any, versions: Sequence[str], quota: Quota, *, concurrency: int = 16, deadline_s: float = 600.0) -> Measurement:

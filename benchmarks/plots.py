@@ -37,7 +37,8 @@ def plot_scenario(scenario: Scenario, measurements: Sequence[Measurement], path:
     if quota.rate is not None:
         steps = 400
         ts = [end * i / steps for i in range(steps + 1)]
-        ideal = [min(scenario.calls, delivered_ideal(t, rate=quota.rate, burst=quota.burst, changes=quota.changes)) for t in ts]
+        calls, rate = scenario.calls * scenario.runs, quota.rate - scenario.foreign_rate  # every run's, on what is left
+        ideal = [min(calls, delivered_ideal(t, rate=rate, burst=quota.burst, changes=quota.changes)) for t in ts]
         ax.plot(ts, ideal, "k--", linewidth=1.0, label="ideal (bucket kept empty)")
         for change in quota.changes:
             ax.axvline(change.at_s, color="grey", linestyle=":", linewidth=0.8)

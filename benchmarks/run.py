@@ -1,6 +1,6 @@
 """Run the benchmark of issue #6: fleetrel and its baselines against one local emulator.
 
-    python benchmarks/run.py --quick                                  # ~2 min: (a), (b), (d), overhead
+    python benchmarks/run.py --quick                                  # ~5 min: (a), (b), (d), (f), (g), (h), overhead
     python benchmarks/run.py                                          # N=500, every scenario
     python benchmarks/run.py --full --json out.json --plot out        # N=2000; out-a.png, …
     python benchmarks/run.py --scenario a,e --contender fleetrel,aiolimiter
@@ -29,13 +29,12 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetre
 
 from benchmarks.contenders import CONTENDERS  # noqa: E402
 from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
-from fleetrel.bench import Measurement, ideal_seconds, seed_versions  # noqa: E402
+from benchmarks.together import run_together  # noqa: E402
+from fleetrel.bench import Measurement, seed_versions  # noqa: E402
 
 LATENCY_MS = 50.0
 CONCURRENCY = 16
 
-# fleetrel's targets from issue #6, per scenario: (E at most, θ at most).
-TARGETS = {"a": (1.03, 0.01), "b": (1.03, 0.01), "c": (1.10, 0.03), "d": (1.10, 0.03), "e": (1.10, 0.03)}
 MIN_CALLS_PER_CPU_S = 500.0
 MAX_OVERHEAD = 0.10
 
@@ -51,13 +50,18 @@ def deadline_for(scenario: Scenario, ideal_s: float) -> float:
 
 
 def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path) -> Measurement:
+    deadline_s = deadline_for(scenario, scenario.ideal_s())
+    if scenario.runs > 1 or scenario.foreign_rate:
+        measurement = run_together(emu, scenario, name, repeat=repeat, journal_dir=journal_dir,
+                                   concurrency=CONCURRENCY, deadline_s=deadline_s)
+        measurement.extra["scenario"] = scenario.key
+        measurement.extra["repeat"] = repeat
+        return measurement
     versions = seed_versions(emu, f"{scenario.key}-{name}-{repeat}", scenario.calls)
-    quota = scenario.quota
-    ideal = ideal_seconds(scenario.calls, rate=quota.rate, burst=quota.burst, changes=quota.changes) if quota.rate else 0.0
-    kwargs: dict[str, Any] = {"concurrency": CONCURRENCY, "deadline_s": deadline_for(scenario, ideal)}
+    kwargs: dict[str, Any] = {"concurrency": CONCURRENCY, "deadline_s": deadline_s}
     if name == "fleetrel":
-        kwargs.update(ceiling=scenario.fleetrel_ceiling, journal_dir=journal_dir)
-    measurement = CONTENDERS[name](emu, versions, quota, **kwargs)
+        kwargs.update(ceiling=scenario.fleetrel_ceiling, told_burst=scenario.fleetrel_burst, journal_dir=journal_dir)
+    measurement = CONTENDERS[name](emu, versions, scenario.quota, **kwargs)
     measurement.extra["scenario"] = scenario.key
     measurement.extra["repeat"] = repeat
     return measurement
@@ -66,6 +70,10 @@ def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: P
 def notes(m: Measurement) -> str:
     out = []
     extra = m.extra
+    if "walls" in extra and len(extra["walls"]) > 1:
+        out.append("walls " + " / ".join(f"{w:.1f}" for w in extra["walls"]) + f" s, fairness {extra['fairness']:.2f}")
+    if extra.get("foreign_rate"):
+        out.append(f"θ and attempts include the foreign caller's ({extra['foreign_rate']:g}/s)")
     if extra.get("give_ups"):
         out.append(
             f"botocore gave up {extra['give_ups']}× on {extra['calls_given_up_once']} calls, "
@@ -124,19 +132,26 @@ def overhead(measurements: list[Measurement]) -> dict[str, Any] | None:
     }
 
 
-def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, Any] | None) -> list[str]:
+def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, Any] | None,
+             scenarios: dict[str, Scenario]) -> list[str]:
     """fleetrel's figures against the issue's targets, one line each."""
     lines = []
     for key, ms in results.items():
+        scenario = scenarios[key]
         for m in ms:
             if m.contender != "fleetrel":
                 continue
-            if key in TARGETS:
-                e_max, theta_max = TARGETS[key]
+            if scenario.target is not None:
+                e_max, theta_max = scenario.target
                 ok = m.efficiency <= e_max and m.throttle_ratio <= theta_max and m.failed == 0
+                fair = ""
+                if scenario.min_fairness is not None:
+                    fairness = m.extra.get("fairness", 1.0)
+                    ok = ok and fairness >= scenario.min_fairness
+                    fair = f", fairness {fairness:.2f} (≥ {scenario.min_fairness})"
                 lines.append(
-                    f"({key}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% (≤ {100 * theta_max:.0f}%), "
-                    f"failed {m.failed}: {'met' if ok else 'MISSED'}"
+                    f"({key}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% (≤ {100 * theta_max:.0f}%)"
+                    f"{fair}, failed {m.failed}: {'met' if ok else 'MISSED'}"
                 )
             ok = m.calls_per_cpu_s >= MIN_CALLS_PER_CPU_S
             lines.append(f"({key}) {m.calls_per_cpu_s:.0f} calls/CPU-s (≥ {MIN_CALLS_PER_CPU_S:.0f}): {'met' if ok else 'MISSED'}")
@@ -153,9 +168,9 @@ def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, A
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="N=200; scenarios a, b, d and the overhead pair")
+    size.add_argument("--quick", action="store_true", help="N=200; scenarios a, b, d, f, g, h and the overhead pair")
     size.add_argument("--full", action="store_true", help="N=2000")
-    parser.add_argument("--scenario", default="", help="comma-separated keys among a,b,c,d,e,o (default: the mode's)")
+    parser.add_argument("--scenario", default="", help="comma-separated keys among a-h and o (default: the mode's)")
     parser.add_argument("--contender", default="", help=f"comma-separated, among {','.join(CONTENDERS)} (default: all)")
     parser.add_argument("--json", metavar="OUT", help="write every figure (and completion times) here")
     parser.add_argument("--plot", metavar="PREFIX", help="write PREFIX-<scenario>.png per scenario")
@@ -207,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overhead_figure = overhead(results.get("o", []))
     print()
-    for line in verdicts(results, overhead_figure):
+    by_key = {s.key: s for s in scenarios}
+    for line in verdicts(results, overhead_figure, by_key):
         print(line)
     print(f"\ntotal {time.time() - started:.0f} s; load average now {os.getloadavg()[0]:.2f} "
           "(other work on this machine makes every figure noisier)")
@@ -232,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "overhead": overhead_figure,
             "crashed": failures,
-            "verdicts": verdicts(results, overhead_figure),
+            "verdicts": verdicts(results, overhead_figure, by_key),
         }
         Path(args.json).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False), encoding="utf-8")
         print(f"figures: {args.json}")

@@ -13,8 +13,19 @@ Choices (each also in benchmarks/README.md):
   (N=200) the run would end before 5 s (B + 50·5 = 300 > 200 calls), so the drop comes
   at 2 s there: 150 calls by then. The emulator starts the new 20-call bucket full, so
   the ideal client gets 20 more at the drop and the rest at 20/s (see QuotaChange).
-- `--quick` runs (a), (b), (d) and the overhead pair, every contender included: about
-  2 minutes on an idle 2-core machine, within the 3-minute budget.
+- `--quick` runs (a), (b), (d), (f), (g), (h) and the overhead pair: about 5 minutes
+  on an idle 2-core machine. (f), (g) and (h) line fleetrel up beside boto3-adaptive
+  only, the one baseline that adapts.
+- (f) two runs share the quota: two fleetrel processes started together on one 10/s,
+  B=10 quota, each with its own plan (rate 10, burst 10) and its own versions; beside
+  them two boto3-adaptive processes doing the same. `calls` is per run; E is the
+  combined wall (the later finisher) over the ideal time of both runs' calls together,
+  θ counts every caller's attempts, and fairness is the earlier finisher's wall over
+  the later one's.
+- (g) foreign load: one run beside a steady, non-adaptive caller sending 3 calls/s on
+  a 10/s quota (from the run's start to its end); E is against the 7/s left
+  (ideal (N - B) / 7), θ counts every caller's attempts, the foreign one's included.
+- (h) burst overstated: the plan says rate 100 and burst 100 against 10/s, B=10.
 - overhead: fleetrel against an unthrottled emulator (told a rate no run reaches) beside
   the raw aiobotocore loop, each twice in alternation; the best CPU-per-call of each is
   compared. It uses 5×N calls (3×N in `--quick`, to stay within 3 minutes), as 200
@@ -25,11 +36,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from fleetrel.bench import Quota, QuotaChange
+from fleetrel.bench import Quota, QuotaChange, ideal_seconds
 
 THROTTLED = ("fleetrel", "boto3-adaptive", "boto3-standard", "aiolimiter")
+ADAPTIVE = ("fleetrel", "boto3-adaptive")
 OVERHEAD = ("raw-aiobotocore", "fleetrel")
 CALLS = {"quick": 200, "default": 500, "full": 2000}
+SHARED_CALLS = {"quick": 150, "default": 250, "full": 1000}  # per run, two runs
 UNREACHABLE_RATE = 100_000.0  # what fleetrel is told in the unthrottled overhead run
 
 
@@ -41,11 +54,25 @@ class Scenario:
     calls: int
     contenders: tuple[str, ...] = THROTTLED
     fleetrel_ceiling: float | None = None  # the rate fleetrel is told; None: the true one
+    fleetrel_burst: int | None = None  # the burst fleetrel is told; None: the true one
     repeats: int = 1
+    runs: int = 1  # processes of each contender started together on the one quota
+    foreign_rate: float = 0.0  # calls/s of a steady, non-adaptive caller beside the run
+    target: tuple[float, float] | None = None  # fleetrel's (E at most, θ at most)
+    min_fairness: float | None = None  # earlier finisher's wall / later one's, at least
 
     @property
     def measures_overhead(self) -> bool:
         return self.quota.rate is None
+
+    def ideal_s(self) -> float:
+        """The least wall time for every run's calls, on the quota left by the foreign
+        caller: what E is measured against."""
+        quota = self.quota
+        if quota.rate is None:
+            return 0.0
+        return ideal_seconds(self.calls * self.runs, rate=quota.rate - self.foreign_rate, burst=quota.burst,
+                             changes=quota.changes)
 
 
 def scenarios_for(mode: str = "default", keys: Iterable[str] | None = None) -> list[Scenario]:
@@ -54,16 +81,24 @@ def scenarios_for(mode: str = "default", keys: Iterable[str] | None = None) -> l
     n = CALLS[mode]
     drop_at = 2.0 if mode == "quick" else 5.0
     all_ = [
-        Scenario("a", "R=10, B=10", Quota(10, 10), n),
-        Scenario("b", "R=50, B=50", Quota(50, 50), n),
-        Scenario("c", "R=10, B=10, quota unknown (fleetrel told 100/s)", Quota(10, 10), n, fleetrel_ceiling=100.0),
+        Scenario("a", "R=10, B=10", Quota(10, 10), n, target=(1.03, 0.01)),
+        Scenario("b", "R=50, B=50", Quota(50, 50), n, target=(1.03, 0.01)),
+        Scenario("c", "R=10, B=10, quota unknown (fleetrel told 100/s)", Quota(10, 10), n, fleetrel_ceiling=100.0,
+                 target=(1.10, 0.03)),
         Scenario(
             "d",
             f"R=50, B=50, dropping to 20/s at {drop_at:g} s",
             Quota(50, 50, changes=(QuotaChange(drop_at, 20, 20),)),
             n,
+            target=(1.10, 0.03),
         ),
-        Scenario("e", "R=20, B=1 (no burst)", Quota(20, 1), n),
+        Scenario("e", "R=20, B=1 (no burst)", Quota(20, 1), n, target=(1.10, 0.01)),
+        Scenario("f", "R=10, B=10, two runs share the quota", Quota(10, 10), SHARED_CALLS[mode], contenders=ADAPTIVE,
+                 runs=2, target=(1.05, 0.03), min_fairness=0.9),
+        Scenario("g", "R=10, B=10, beside a foreign caller at 3/s", Quota(10, 10), n, contenders=ADAPTIVE,
+                 foreign_rate=3.0, target=(1.10, 0.03)),
+        Scenario("h", "R=10, B=10, burst overstated (fleetrel told 100/s, B=100)", Quota(10, 10), n,
+                 contenders=ADAPTIVE, fleetrel_ceiling=100.0, fleetrel_burst=100, target=(1.05, 0.03)),
         Scenario(
             "o",
             "unthrottled: CPU overhead per call",
@@ -75,7 +110,7 @@ def scenarios_for(mode: str = "default", keys: Iterable[str] | None = None) -> l
         ),
     ]
     if keys is None:
-        keys = ("a", "b", "d", "o") if mode == "quick" else [s.key for s in all_]
+        keys = ("a", "b", "d", "f", "g", "h", "o") if mode == "quick" else [s.key for s in all_]
     wanted = set(keys)
     unknown = wanted - {s.key for s in all_}
     if unknown:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import resource
 import tempfile
 import threading
@@ -194,27 +195,30 @@ class Trial:
     (the previous contender may have drained it), so only the wait makes sure every
     contender starts with the whole burst. Quota changes are applied from a timer thread
     at their time into the run, the same for every contender.
+
+    `shared=True`: other callers use the quota at the same time (another run, a foreign
+    load), so whoever starts them all prepares the emulator (`prepare`) and reads its
+    record; this trial only times its own run and counts from the client's side.
     """
 
-    def __init__(self, emu: Any, *, contender: str, calls: int, quota: Quota) -> None:
+    def __init__(self, emu: Any, *, contender: str, calls: int, quota: Quota, shared: bool = False) -> None:
         self.emu = emu
         self.contender = contender
         self.calls = calls
         self.quota = quota
+        self.shared = shared
         self._completions: list[float] = []
         self._timers: list[threading.Timer] = []
         self._t0 = 0.0
         self._cpu0 = 0.0
 
     def start(self) -> None:
-        set_quota(self.emu, self.quota.rate, self.quota.burst)
-        if self.quota.rate:
-            time.sleep(self.quota.burst / self.quota.rate)
-        self.emu.reset_record()
+        if not self.shared:
+            prepare(self.emu, self.quota)
         self._completions.clear()
         self._cpu0 = cpu_seconds()
         self._t0 = time.perf_counter()
-        for change in self.quota.changes:
+        for change in () if self.shared else self.quota.changes:
             timer = threading.Timer(change.at_s, set_quota, (self.emu, change.rate, change.burst))
             timer.daemon = True
             timer.start()
@@ -243,11 +247,14 @@ class Trial:
         cpu = cpu_seconds() - self._cpu0
         for timer in self._timers:
             timer.cancel()
-        record = self.emu.record()
-        attempts, throttled = operation_counts(record)
         extra = dict(extra or {})
-        # A second cross-check: the successes the service saw, against the client's.
-        extra["emulator_accepted"] = int((record.get("operations") or {}).get(OPERATION, {}).get("200", 0))
+        if self.shared:  # the record holds every caller's calls: only ours are ours
+            attempts, throttled = client_attempts or 0, client_throttles or 0
+        else:
+            record = self.emu.record()
+            attempts, throttled = operation_counts(record)
+            # A second cross-check: the successes the service saw, against the client's.
+            extra["emulator_accepted"] = int((record.get("operations") or {}).get(OPERATION, {}).get("200", 0))
         rate = self.quota.rate
         ideal = ideal_seconds(self.calls, rate=rate, burst=self.quota.burst, changes=self.quota.changes) if rate else 0.0
         return Measurement(
@@ -270,6 +277,15 @@ class Trial:
             completions=sorted(round(t, 4) for t in self._completions),
             extra=extra,
         )
+
+
+def prepare(emu: Any, quota: Quota) -> None:
+    """Set `quota`, wait until its bucket is full, and clear the record: the state every
+    trial starts from."""
+    set_quota(emu, quota.rate, quota.burst)
+    if quota.rate:
+        time.sleep(quota.burst / quota.rate)
+    emu.reset_record()
 
 
 def set_quota(emu: Any, rate: float | None, burst: int) -> None:
@@ -309,14 +325,16 @@ async def run_fleetrel(
     *,
     quota: Quota,
     ceiling: float | None = None,
+    told_burst: int | None = None,
     concurrency: int = 16,
     journal_dir: Path,
     contender: str = "fleetrel",
+    shared: bool = False,
 ) -> Measurement:
     """fleetrel's engine, through its Python API with the journal on, as one contender.
 
-    `ceiling` is the rate fleetrel is told (default: the true quota); the burst it is
-    told is always the true one.
+    `ceiling` and `told_burst` are the rate and burst fleetrel is told (default: the
+    true quota's); `shared`: see `Trial`.
     """
     from fleetrel import RunOptions, run
     from fleetrel.plan import ReleasePlan
@@ -324,14 +342,14 @@ async def run_fleetrel(
     rate = ceiling if ceiling is not None else quota.rate
     # Against an unthrottled emulator there is no true burst to tell: let the first
     # wave fill every slot, as the raw loop it is compared with does.
-    burst = quota.burst if quota.rate is not None else concurrency
+    burst = told_burst or (quota.burst if quota.rate is not None else concurrency)
     plan = ReleasePlan(
         plan=f"bench-{contender}",
         limits={"rate": rate, "burst": burst, "concurrency": concurrency},
         versions=[{"package": PACKAGE, "versions": list(versions), "action": "PUBLISH"}],
     )
-    journal_path = journal_dir / f"{contender}-{int(time.time() * 1000)}.journal.jsonl"
-    trial = Trial(emu, contender=contender, calls=len(versions), quota=quota)
+    journal_path = journal_dir / f"{contender}-{os.getpid()}-{int(time.time() * 1000)}.journal.jsonl"
+    trial = Trial(emu, contender=contender, calls=len(versions), quota=quota, shared=shared)
     listener = _Completions(trial)
     trial.start()
     result = await run(plan, journal_path=journal_path, endpoint_url=emu.url,

@@ -1,32 +1,32 @@
 """Adaptive rate control around an aiolimiter bucket.
 
-The service's quota is a token bucket we cannot see. The controller admits
-calls through its own bucket (aiolimiter's ``AsyncLimiter``) and moves that
-bucket's refill rate from what the service answers: down on a throttle, slowly
-back up while nothing is throttled, never above the configured ceiling.
+    control = RateController(rate=10.0, burst=10)
+    await control.acquire()          # before every attempt, retries included
+    control.on_throttle()            # the service said ThrottlingException
+    control.on_success()             # any other answer from the service
 
-Why not botocore's adaptive mode (CUBIC): it reacts to the *rate it sent at*,
-so an early throttle during a start-up burst collapses it to a fraction of the
-quota, and it pays one throttle per CUBIC cycle while climbing back. This
-controller instead *measures* the quota. A throttle means the service's bucket
-was empty when that call arrived; between two such moments the service admitted
-exactly what its bucket refilled. So for any earlier throttle ``a`` still in
-the window, ``(accepted since a + 1) / (now - a)`` is an upper bound on the
-service's rate that tightens as the window grows, whatever burst came before.
-The controller settles a small margin under the tightest bound, so a steady
-quota costs about one throttle per probe cycle.
+    reads = bucket(rate=10.0, burst=1)   # a plain bucket, for calls that do not adapt
+    async with reads:
+        ...
+
+The service's quota is a token bucket we cannot see. The controller admits calls
+through its own bucket (`RetunableLimiter`, an aiolimiter ``AsyncLimiter`` whose rate
+can change) and moves that bucket's refill rate to what `fleetrel.quota` estimates from
+the service's answers: down on a throttle, back up while nothing is throttled, never
+above the configured ceiling. This module is the actuator: the clock, the bucket, and
+the reports of rate changes; the arithmetic is in `fleetrel.quota`.
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import math
-import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from aiolimiter import AsyncLimiter
+
+from fleetrel.quota import QuotaEstimator, Tuning
 
 #: ``hook(old_rate, new_rate, reason)``; reason is "throttle" or "probe".
 RateHook = Callable[[float, float, str], None]
@@ -55,7 +55,11 @@ class RetunableLimiter(AsyncLimiter):
       schedule. The level, in calls, is untouched, so a change never hands out
       a fresh burst.
 
-    The in-place retune touches three private names of aiolimiter; the
+    ``empty()`` sets the level (``_level``) to a full bucket: after a throttle
+    the burst we saved must not be spent.
+
+    Retuning and emptying touch private names of aiolimiter (``_leak``,
+    ``_wake_next``, ``_rate_per_sec``, ``_level``, ``_event_loop``); the
     constructor checks they exist, so an aiolimiter that renames them fails
     loudly here instead of silently ignoring every rate change.
     """
@@ -63,7 +67,7 @@ class RetunableLimiter(AsyncLimiter):
     __slots__ = ()
 
     def __init__(self, rate: float, burst: int) -> None:
-        for name in ("_leak", "_wake_next", "_rate_per_sec", "_event_loop"):
+        for name in ("_leak", "_wake_next", "_rate_per_sec", "_level", "_event_loop"):
             if not hasattr(AsyncLimiter, name):
                 raise RuntimeError(
                     f"aiolimiter has no AsyncLimiter.{name}: fleetrel's rate control "
@@ -76,6 +80,25 @@ class RetunableLimiter(AsyncLimiter):
     def rate(self) -> float:
         """Calls per second the bucket refills at now."""
         return self._rate_per_sec
+
+    def empty(self) -> None:
+        """Spend whatever burst is saved: the next acquire waits one refill.
+
+        The service's bucket is empty (it just throttled us), so calls from a burst we
+        saved would only be throttled in turn."""
+        self._leak_if_bound()
+        self._level = max(self._level, float(self.max_rate))
+        if self._bound_loop() is not None:
+            self._wake_next()
+
+    def resize(self, burst: int) -> None:
+        """Hold at most ``burst`` calls from now on (the rate is unchanged)."""
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
+        self._leak_if_bound()
+        self.max_rate = burst
+        self.time_period = burst / self._rate_per_sec
+        self._level = min(self._level, float(burst))
 
     @property
     def level(self) -> float:
@@ -109,12 +132,26 @@ class RetunableLimiter(AsyncLimiter):
             self._wake_next()
 
 
+def bucket(rate: float, burst: int) -> RetunableLimiter:
+    """A bucket of `burst` calls refilled at `rate` calls/s: the one way fleetrel builds one.
+
+        reads = bucket(rate=10.0, burst=1)
+        async with reads:
+            ...                                   # at most 10 a second, one at a time
+
+    (``AsyncLimiter(max_rate, time_period)`` reads as "max_rate per time_period", which
+    is a burst of max_rate: ``AsyncLimiter(10, 1)`` allows 10 at once. Spelling the two
+    apart here keeps that mistake out of the callers.)
+    """
+    return RetunableLimiter(rate=rate, burst=burst)
+
+
 class RateController:
     """The rate a run sends at: a bucket of ``burst`` calls refilled at an adaptive rate.
 
         control = RateController(rate=10.0, burst=10)
+        control.on_rate_change = lambda old, new, reason: print(old, new, reason)
         await control.acquire()          # before every attempt, retries included
-        ...send...
         control.on_throttle()            # the service said ThrottlingException
         control.on_success()             # any other answer from the service
 
@@ -122,57 +159,26 @@ class RateController:
     :param burst: the bucket's capacity in calls (``limits.burst``).
     :param adaptive: move the rate on throttles; if false the rate stays at ``rate``.
     :param floor: never admit less than this many calls per second.
-    :param margin: settle this fraction under the measured quota, to absorb
-        network jitter against a service bucket that is nearly empty.
-    :param cooldown: seconds after a decrease during which further throttles
-        cannot step the rate down again: they come from calls admitted before
-        the decrease. A measured overload (see ``on_throttle``) still applies.
-    :param probe: climb by this fraction of the last estimate per second, always.
-    :param recover: under the estimate, also close the gap to it with this
-        time constant in seconds: the margin is for absorbing jitter, not for ever.
-    :param growth: once above the last estimate without a throttle, the excess
-        grows by this factor per second, so a raised quota is found in seconds.
-    :param episode: throttles closer together than this many seconds form one
-        episode, in which the service's bucket stayed empty; only throttles of
-        the current episode serve as anchors for measuring the quota.
-    :param window: seconds of history kept; older throttles are not used as anchors.
-    :param idle: probe only if the bucket made a caller wait within this many
-        seconds: a rate nobody uses says nothing about the quota.
-    :param report_step: report increases to ``on_rate_change`` once they add up
-        to this fraction; decreases are always reported.
-    :param clock: monotonic seconds; the event loop's clock in production.
-    :param on_rate_change: ``hook(old, new, reason)``, called synchronously.
+    :param tuning: the estimator's constants (`fleetrel.quota.Tuning`).
+    :param clock: monotonic seconds for the estimator. Default: the running event
+        loop's clock, the one the bucket waits on (a virtual loop in simulations).
+    :param on_rate_change: ``hook(old, new, reason)``, called synchronously; reason
+        is "throttle" or "probe".
     """
 
     __slots__ = (
-        "_accepted",
-        "_anchors",
-        "_cooldown_until",
-        "_estimate",
-        "_last_probe",
+        "_clock",
+        "_estimator",
         "_limiter",
-        "_rate",
         "_reported",
-        "_saturated_at",
+        "_waited_at",
         "adaptive",
-        "ceiling",
-        "clock",
-        "cooldown",
         "decreases",
-        "floor",
-        "growth",
-        "idle",
-        "margin",
         "min_rate",
-        "episode",
         "on_rate_change",
-        "probe",
-        "recover",
-        "report_step",
         "successes",
         "throttles",
-        "throttles_ignored",
-        "window",
+        "tuning",
     )
 
     def __init__(
@@ -182,16 +188,8 @@ class RateController:
         burst: int = 10,
         adaptive: bool = True,
         floor: float = 0.5,
-        margin: float = 0.05,
-        cooldown: float = 1.0,
-        probe: float = 0.003,
-        recover: float = 2.0,
-        growth: float = 0.5,
-        episode: float = 2.0,
-        window: float = 30.0,
-        idle: float = 1.0,
-        report_step: float = 0.05,
-        clock: Callable[[], float] = time.monotonic,
+        tuning: Tuning = Tuning(),
+        clock: Callable[[], float] | None = None,
         on_rate_change: RateHook | None = None,
     ) -> None:
         if not rate > 0:
@@ -200,49 +198,35 @@ class RateController:
             raise ValueError(f"burst must be at least 1, not {burst!r}")
         if not 0 < floor <= rate:
             raise ValueError(f"floor must be in (0, rate={rate}], not {floor!r}")
-        self.ceiling = float(rate)
-        self.floor = float(floor)
         self.adaptive = adaptive
-        self.margin = margin
-        self.cooldown = cooldown
-        self.probe = probe
-        self.recover = recover
-        self.growth = growth
-        self.episode = episode
-        self.window = window
-        self.idle = idle
-        self.report_step = report_step
-        self.clock = clock
+        self.tuning = tuning
         self.on_rate_change = on_rate_change
-
-        self._limiter = RetunableLimiter(rate=self.ceiling, burst=burst)
-        self._rate = self.ceiling
-        self._reported = self.ceiling
-        self._estimate: float | None = None
-        # times of accepted answers and of throttles, oldest first, within `window`
-        self._accepted: deque[float] = deque()
-        self._anchors: deque[float] = deque()
-        self._cooldown_until = -math.inf
-        self._saturated_at = -math.inf
-        self._last_probe: float | None = None
-
+        self._clock = clock
+        self._estimator = QuotaEstimator(ceiling=rate, floor=floor, tuning=tuning)
+        self._limiter = bucket(rate, burst)
+        self._reported = float(rate)
+        self._waited_at = -math.inf
         self.throttles = 0
-        self.throttles_ignored = 0
         self.decreases = 0
         self.successes = 0
-        self.min_rate = self.ceiling
+        self.min_rate = float(rate)
 
     # -- the public surface ---------------------------------------------------
 
     @property
     def rate(self) -> float:
         """The rate admitted now, in calls per second."""
-        return self._rate
+        return self._estimator.rate
+
+    @property
+    def ceiling(self) -> float:
+        """The most it ever admits (``limits.rate``)."""
+        return self._estimator.ceiling
 
     @property
     def estimate(self) -> float | None:
-        """The last measured (or assumed) service rate, None before any throttle."""
-        return self._estimate
+        """The last measured (or assumed) rate available to this run, None before any throttle."""
+        return self._estimator.estimate
 
     @property
     def limiter(self) -> RetunableLimiter:
@@ -251,159 +235,75 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until the bucket admits one call."""
-        now = self.clock()
-        self._probe_up(now)
+        now = self._now()
         if not self._limiter.has_capacity():
-            # We are about to wait: the rate, not concurrency, is what limits
-            # the run, so probing above it can find more quota.
-            self._saturated_at = now
+            # We are about to wait: the rate, not concurrency, is what limits the run,
+            # so probing above it can find more quota.
+            self._waited_at = now
+        if self.adaptive:
+            self._apply(self._estimator.probe(now, self._waited_at), "probe")
         await self._limiter.acquire()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
 
     def on_success(self) -> None:
         """The service answered anything but a throttle (200, 409, 400, 5xx).
 
-        Every such answer reached the service's bucket and used a token, so it
-        counts towards the measured quota. A lost connection is not reported.
+        Every such answer reached the service's bucket and used a token, so it counts
+        towards the measured quota. A lost connection is not reported.
         """
-        now = self.clock()
         self.successes += 1
-        self._accepted.append(now)
-        self._forget_before(now - self.window)
+        self._estimator.accepted(self._now())
 
     def on_throttle(self) -> None:
         """The service answered ThrottlingException (or another throttle code)."""
-        now = self.clock()
         self.throttles += 1
         if not self.adaptive:
             return
-        self._forget_before(now - self.window)
-        previous: float | None = None  # the last throttle of the previous episode
-        if self._anchors and now - self._anchors[-1] > self.episode:
-            # A quiet spell since the last throttle means we sent under the
-            # quota for a while: the service's bucket may have filled and
-            # overflowed (with a small burst, soon), so accepted counts since
-            # those anchors may under-measure its refill. Start a new episode.
-            previous = self._anchors[-1]
-            self._anchors.clear()
-        bound = self._measured_bound(now)
-        self._anchors.append(now)
-        if bound is not None and bound < self._rate * (1 - self.margin):
-            # Overload: since an earlier throttle of this episode the service
-            # admitted clearly less than we send (the start, a quota that
-            # dropped). The bound is data, not a reaction, so it applies even
-            # inside the cool-down, and applying it again does not compound.
-            estimate = bound
-        elif now >= self._cooldown_until:
-            # A touch: we are at the quota, after a probe overshot it or by
-            # network jitter against a nearly empty bucket. The rate we are at
-            # is too much, but a probe overshoots the quota by what it added
-            # while draining the service's bucket; the last estimate, or what
-            # was accepted since the previous episode (exact if the bucket
-            # never overflowed, low if it did), is closer.
-            estimate = self._rate
-            known = [] if self._estimate is None else [self._estimate * (1 - self.margin)]
-            if previous is not None and now > previous:
-                known.append((self._accepted_between(previous, now) + 1) / (now - previous))
-            if known:
-                estimate = min(estimate, max(known))
-        else:
-            # Inside the cool-down: a storm of throttles from calls admitted
-            # before the decrease must not compound it.
-            self.throttles_ignored += 1
-            return
-        self._cooldown_until = now + self.cooldown
-        self._estimate = estimate
-        self._last_probe = now
-        self._set_rate(estimate * (1 - self.margin), "throttle")
+        # The service's bucket is empty now: a burst saved in ours would be spent into
+        # it and throttled, call after call. Whatever the rate, start from an empty one.
+        # (A bucket of one saves no burst, only the next paced call: emptying it would
+        # just delay that call by up to an interval, which cost 1.3 % of E at B=1.)
+        if self._limiter.max_rate > 1:
+            self._limiter.empty()
+        rate = self._estimator.throttled(self._now(), waited=self._waited_at > -math.inf)
+        bound = self._estimator.burst_bound
+        if bound is not None and bound < self._limiter.max_rate:
+            # never save more than the service's bucket can hold
+            self._limiter.resize(bound)
+        self._apply(rate, "throttle")
 
     def stats(self) -> dict[str, float | int | None]:
         """Counters for summaries and benchmarks."""
         return {
-            "rate": self._rate,
+            "rate": self.rate,
             "ceiling": self.ceiling,
-            "estimate": self._estimate,
+            "estimate": self.estimate,
             "min_rate": self.min_rate,
             "successes": self.successes,
             "throttles": self.throttles,
-            "throttles_ignored": self.throttles_ignored,
+            "throttles_ignored": self._estimator.decreases_ignored,
             "decreases": self.decreases,
         }
 
-    # -- the arithmetic ---------------------------------------------------------
+    # -- the actuator -----------------------------------------------------------
 
-    def _forget_before(self, horizon: float) -> None:
-        while self._accepted and self._accepted[0] <= horizon:
-            self._accepted.popleft()
-        while self._anchors and self._anchors[0] <= horizon:
-            self._anchors.popleft()
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time()
 
-    def _accepted_between(self, start: float, end: float) -> int:
-        """Accepted answers in (start, end]."""
-        return bisect.bisect_right(self._accepted, end) - bisect.bisect_right(
-            self._accepted, start
-        )
-
-    def _measured_bound(self, now: float) -> float | None:
-        """Tightest upper bound on the service's rate from earlier throttles.
-
-        The service's bucket held less than one token at each throttle. Between
-        an earlier throttle ``a`` and this one it admitted what it refilled, so
-        ``accepted(a, now] >= rate * (now - a) - 1``. Any anchor gives an upper
-        bound; a young anchor a loose one, an old one a tight one, and a
-        recent anchor follows a quota that just dropped.
-        """
-        best: float | None = None
-        for anchor in self._anchors:
-            span = now - anchor
-            if span <= 0:
-                continue
-            bound = (self._accepted_between(anchor, now) + 1) / span
-            if best is None or bound < best:
-                best = bound
-        return best
-
-    def _probe_up(self, now: float) -> None:
-        last, self._last_probe = self._last_probe, now
-        if (
-            not self.adaptive
-            or last is None
-            or self._rate >= self.ceiling
-            or now < self._cooldown_until
-            or now - self._saturated_at > self.idle
-        ):
-            return
-        reference = self._estimate if self._estimate is not None else self._rate
-        elapsed = now - max(last, self._cooldown_until)
-        # Back towards the estimate with a time constant of `recover` seconds
-        # (the margin under it was for jitter, not for ever), then slowly
-        # past it; once above it without a throttle the excess grows
-        # geometrically, so a quota that was raised is found in seconds.
-        speed = (
-            self.probe * reference
-            + max(0.0, reference - self._rate) / self.recover
-            + self.growth * max(0.0, self._rate - reference)
-        )
-        self._set_rate(self._rate + speed * elapsed, "probe")
-
-    def _set_rate(self, rate: float, reason: str) -> None:
-        rate = min(self.ceiling, max(self.floor, rate))
-        old = self._rate
+    def _apply(self, rate: float, reason: str) -> None:
+        """Retune the bucket to the estimator's `rate`; report it past the hysteresis."""
+        old = self._limiter.rate
         if rate == old:
             return
-        self._rate = rate
         self._limiter.retune(rate)
         self.min_rate = min(self.min_rate, rate)
         if rate < old:
             self.decreases += 1
             report = True
         else:
-            report = rate >= self._reported * (1 + self.report_step) or (
+            # increases come in small probe steps: report them once they add up
+            report = rate >= self._reported * (1 + self.tuning.report_step) or (
                 rate == self.ceiling and self._reported < self.ceiling
             )
         if report:

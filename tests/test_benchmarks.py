@@ -73,9 +73,9 @@ def test_efficiency_is_wall_over_ideal():
 
 
 def test_scenario_sets():
-    assert [s.key for s in scenarios_for("quick")] == ["a", "b", "d", "o"]
-    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "o"]
-    assert {s.calls for s in scenarios_for("full") if s.key != "o"} == {2000}
+    assert [s.key for s in scenarios_for("quick")] == ["a", "b", "d", "f", "g", "h", "o"]
+    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "f", "g", "h", "o"]
+    assert {s.calls for s in scenarios_for("full") if s.key not in "fo"} == {2000}
     (c,) = scenarios_for("default", ["c"])
     assert c.quota == Quota(10, 10) and c.fleetrel_ceiling == 100.0
     with pytest.raises(KeyError):

@@ -1,0 +1,262 @@
+"""The benchmark's scenarios, simulated: fleetrel's rate controller against the
+emulator's token bucket on a virtual clock, in milliseconds instead of minutes.
+
+    python benchmarks/simulate.py                      # every scenario, seeds 1-10
+    python benchmarks/simulate.py --scenario f,g --seeds 3 --calls 500
+
+This is the tuning tool: change a constant in `fleetrel.quota.Tuning`, run this, and
+only then confirm against the emulator with `benchmarks/run.py`. It shares with the
+benchmark what makes the two comparable:
+
+- the scenarios and their targets (`benchmarks.scenarios`), ideal times included;
+- the service's bucket: the emulator's own `TokenBucket`, on the virtual clock, built
+  fresh and full when the quota changes, as the emulator does;
+- what each worker does, as the engine does it: acquire, send (the call reaches the
+  service after up to `jitter` seconds and answers after `latency`), report the answer
+  to the controller, and after a throttle wait the engine's full-jitter backoff.
+
+Several runs (scenario f) are several controllers, each with its own workers and
+steps, on the one bucket; a foreign caller (scenario g) sends at its steady rate and
+never adapts. The figures follow `benchmarks/run.py`: E over the ideal time of every
+run's calls on the quota left, θ over every caller's attempts. Deterministic for a seed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import selectors
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetrel` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
+from fleetrel.emulator.bucket import TokenBucket  # noqa: E402
+from fleetrel.errors import RetryPolicy, backoff  # noqa: E402
+from fleetrel.ratecontrol import RateController  # noqa: E402
+
+LATENCY = 0.05  # the benchmark's emulator adds 50 ms to every call
+CONCURRENCY = 16
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting.
+
+        loop = VirtualTimeLoop()
+        loop.run_until_complete(asyncio.sleep(3600))   # returns at once; loop.time() == 3600
+
+    asyncio asks the selector to block for ``timeout`` seconds until the next timer is
+    due; here the selector only polls and the clock moves forward by ``timeout``.
+    Everything that reads ``loop.time()`` (asyncio.sleep, aiolimiter) sees consistent
+    virtual time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(selectors.DefaultSelector())
+        self._virtual_now = 0.0
+        poll = self._selector.select
+
+        def select(timeout: float | None = None) -> list[Any]:
+            events = poll(0)
+            if events or self._ready:
+                return events
+            if timeout is None:
+                raise RuntimeError("virtual-time loop would wait forever: deadlock")
+            # A real loop iteration takes a few microseconds. Without that, a timer that
+            # re-arms itself a rounding error from "now" (aiolimiter's waker does) would
+            # spin forever.
+            self._virtual_now += max(timeout, 1e-6)
+            return events
+
+        self._selector.select = select  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+def run_virtual(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``main(loop)`` on a fresh virtual-time loop and return its result."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+class Service:
+    """The emulator's throttle on the virtual clock: its `TokenBucket`, replaced by a
+    fresh, full one at each quota change (what the emulator does when its limits change)."""
+
+    def __init__(self, scenario: Scenario, clock: Callable[[], float]) -> None:
+        quota = scenario.quota
+        assert quota.rate is not None, "the simulation needs a throttled scenario"
+        assert all(c.refills for c in quota.changes), "the emulator's new bucket starts full"
+        self.clock = clock
+        self.bucket = TokenBucket(quota.rate, quota.burst, clock=clock)
+        self.changes = sorted(quota.changes, key=lambda c: c.at_s)
+        self.attempts = 0
+        self.throttled = 0
+
+    def admit(self) -> bool:
+        now = self.clock()
+        while self.changes and self.changes[0].at_s <= now:
+            change = self.changes.pop(0)
+            self.bucket = TokenBucket(change.rate, change.burst, clock=self.clock)
+        self.attempts += 1
+        if self.bucket.take():
+            return True
+        self.throttled += 1
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One simulated scenario: per run wall time and controller counters, and the whole."""
+
+    scenario: str
+    walls: tuple[float, ...]
+    ideal: float
+    attempts: int  # every caller's, the foreign one's included
+    throttled: int
+    rates: tuple[float, ...]  # each controller's rate at the end
+    stats: tuple[dict[str, Any], ...]
+
+    @property
+    def efficiency(self) -> float:
+        return max(self.walls) / self.ideal
+
+    @property
+    def throttled_fraction(self) -> float:
+        return self.throttled / self.attempts
+
+    @property
+    def fairness(self) -> float:
+        """The earliest finisher's wall over the latest one's (1.0 for one run)."""
+        return min(self.walls) / max(self.walls)
+
+    def meets(self, scenario: Scenario) -> bool:
+        ok = True
+        if scenario.target is not None:
+            e_max, theta_max = scenario.target
+            ok = self.efficiency <= e_max and self.throttled_fraction <= theta_max
+        if scenario.min_fairness is not None:
+            ok = ok and self.fairness >= scenario.min_fairness
+        return ok
+
+
+def simulate(
+    scenario: Scenario,
+    *,
+    seed: int = 1,
+    latency: float = LATENCY,
+    jitter: float = 0.002,
+    concurrency: int = CONCURRENCY,
+    **controller: Any,
+) -> Outcome:
+    """Run `scenario` against the simulated service; `controller` goes to every
+    `RateController` (a `tuning=` to try, say)."""
+    rng = random.Random(seed)
+    policy = RetryPolicy()
+    quota = scenario.quota
+    assert quota.rate is not None
+    rate = scenario.fleetrel_ceiling or quota.rate
+    burst = scenario.fleetrel_burst or quota.burst
+
+    async def one_run(loop: asyncio.AbstractEventLoop, service: Service) -> tuple[float, RateController]:
+        control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
+        todo = list(range(scenario.calls))
+        finished = 0.0
+
+        async def worker() -> None:
+            nonlocal finished
+            while todo:
+                todo.pop()
+                attempt = 0
+                while True:
+                    attempt += 1
+                    await control.acquire()
+                    await asyncio.sleep(rng.uniform(0, jitter))
+                    admitted = service.admit()
+                    await asyncio.sleep(latency + rng.uniform(-jitter, jitter) / 2)
+                    if admitted:
+                        control.on_success()
+                        finished = max(finished, loop.time())
+                        break
+                    control.on_throttle()
+                    # the engine's delay, without its attempt limit: a step given up would hide a bad tuning
+                    await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, scenario.calls))))
+        return finished, control
+
+    async def foreign(service: Service) -> None:
+        # steady and deaf: one call every 1/rate seconds whatever the answer
+        while True:
+            service.admit()
+            await asyncio.sleep(1 / scenario.foreign_rate)
+
+    async def main(loop: asyncio.AbstractEventLoop) -> Outcome:
+        service = Service(scenario, loop.time)
+        background = asyncio.ensure_future(foreign(service)) if scenario.foreign_rate else None
+        runs = await asyncio.gather(*(one_run(loop, service) for _ in range(scenario.runs)))
+        if background is not None:
+            background.cancel()
+        return Outcome(
+            scenario=scenario.key,
+            walls=tuple(wall for wall, _ in runs),
+            ideal=scenario.ideal_s(),
+            attempts=service.attempts,
+            throttled=service.throttled,
+            rates=tuple(c.rate for _, c in runs),
+            stats=tuple(c.stats() for _, c in runs),
+        )
+
+    return run_virtual(main)
+
+
+def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | None = None) -> list[Scenario]:
+    """The benchmark's throttled scenarios (the overhead pair needs no simulation)."""
+    chosen = [s for s in scenarios_for(mode, keys) if not s.measures_overhead]
+    return [replace(s, calls=calls) for s in chosen] if calls else chosen
+
+
+def report(scenarios: list[Scenario], seeds: range, **controller: Any) -> bool:
+    """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets."""
+    all_met = True
+    for scenario in scenarios:
+        runs = [simulate(scenario, seed=s, **controller) for s in seeds]
+        es = [r.efficiency for r in runs]
+        thetas = [r.throttled_fraction for r in runs]
+        met = sum(r.meets(scenario) for r in runs)
+        all_met &= met == len(runs)
+        target = "" if scenario.target is None else f"(≤ {scenario.target[0]}, ≤ {scenario.target[1]:.0%})"
+        fair = ""
+        if scenario.runs > 1:
+            fair = f"  fairness min {min(r.fairness for r in runs):.2f}"
+        print(
+            f"({scenario.key}) N={scenario.calls:<5d} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
+            f"  θ mean {sum(thetas) / len(thetas):.2%} max {max(thetas):.2%} {target}{fair}"
+            f"  met {met}/{len(runs)}  {scenario.title}",
+            flush=True,
+        )
+    return all_met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="", help="comma-separated keys (default: every throttled one)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 1..SEEDS (default 10)")
+    parser.add_argument("--calls", type=int, default=None, help="N per run (default: the benchmark's, N=500)")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefgh"
+    scenarios = simulated_scenarios("default", keys, args.calls)
+    return 0 if report(scenarios, range(1, args.seeds + 1)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The quota estimator: what the service's answers say about the rate it admits.
+
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    estimator.accepted(now)                  # an answer that used quota
+    rate = estimator.throttled(now)          # ThrottlingException: the rate to send at now
+    rate = estimator.probe(now, waited_at)   # before each call: the rate to send at now
+
+Pure arithmetic, in the shape of botocore's ``CubicCalculator``: every method takes
+``now`` and returns a target rate; no clock, no I/O, no bucket. ``ratecontrol`` owns
+those and applies the rate; ``benchmarks/simulate.py`` tunes it on a virtual clock.
+
+Why not CUBIC (β = 0.7 per throttle): it reacts to the *rate it sent at*, so an early
+throttle during a start-up burst collapses it to a fraction of the quota, and it pays
+one throttle per CUBIC cycle while climbing back. This estimator *measures*. A throttle
+means the service's bucket was empty when that call arrived; between two such moments
+the service admitted exactly what its bucket refilled. So for any earlier throttle
+``a`` still in the window, ``(accepted since a + 1) / (now - a)`` is an upper bound on
+the rate the service admitted *to this run*, whatever burst came before.
+
+Other callers on the same quota (a second run, other automation) take their share of
+those refills unseen, so the bound measures the quota *available to this run*, not the
+quota: what to send at now. Three things keep a shared quota shared well:
+
+- runs started together (their first bursts collide in one bucket) halve their rate at
+  the first cluster of throttles, as TCP does on loss: equal runs stay equal, where
+  each run's own bound would measure its luck in the race for the first ten tokens and
+  freeze that split (AIMD's fairness argument, Chiu and Jain 1989: equal multiplicative
+  cuts keep equal rates equal, and the probe below adds the same to each);
+- the probe never stops: above the last estimate it grows, so what another caller
+  frees is taken back;
+- a throttle empties our saved burst (`ratecontrol`), so our burst never lands on a
+  bucket another caller has just emptied.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The estimator's constants, each with the reason for its value.
+
+    Tuned with ``python benchmarks/simulate.py`` (every benchmark scenario, ten seeds)
+    and confirmed with ``python benchmarks/run.py``.
+    """
+
+    #: Settle this fraction under the measured bound. Calls reach the service up to a
+    #: few ms apart from when they were admitted (network jitter), so a client sending
+    #: exactly at the quota into a nearly empty bucket is throttled now and then; 5 %
+    #: at 10/s is one call in 2 s of slack, enough to absorb ms-scale jitter, and costs
+    #: at most 5 % of E for the few seconds the probe takes to close the gap.
+    margin: float = 0.05
+    #: Seconds after a decrease in which a further touch cannot step the rate down
+    #: again: the throttles that arrive then answer calls admitted *before* the
+    #: decrease (16 in flight, 50 ms latency, plus the backoff of those retried).
+    #: A measured overload still applies: it is data, not a reaction.
+    cooldown: float = 1.0
+    #: Climb by this fraction of the last estimate per second, always: at 10/s it
+    #: crosses a 5 % margin in a few seconds with `recover`, and a steady quota then
+    #: costs about one throttle per probe cycle.
+    probe: float = 0.003
+    #: Under the estimate, close the gap to it with this time constant (seconds): the
+    #: margin absorbs jitter right after a throttle, it is not meant to last.
+    recover: float = 2.0
+    #: Once above the last estimate without a throttle, the excess grows by this factor
+    #: per second (doubling every ln 2 / 0.5 ≈ 1.4 s), so a raised quota is found in
+    #: seconds rather than minutes.
+    growth: float = 0.5
+    #: Throttles closer together than this (seconds) form one episode, in which the
+    #: service's bucket stayed empty; only anchors of the current episode bound the
+    #: quota. A bucket of B at rate R refills in B/R s (1 s for the default 10 at 10/s);
+    #: after a longer quiet spell it may have overflowed and the count would read low.
+    episode: float = 2.0
+    #: Seconds of history kept; older throttles are not anchors and older acceptances
+    #: are forgotten. 30 s bounds the memory and the work per throttle (≤ 30 × rate).
+    window: float = 30.0
+    #: Probe only if the bucket made a caller wait within this many seconds: a rate
+    #: nobody uses says nothing about the quota.
+    idle: float = 1.0
+    #: Report an increase once increases add up to this fraction (decreases always):
+    #: a journal line per probe step of a few thousandths would drown the journal.
+    report_step: float = 0.05
+    #: Seconds after the first throttle during which answers to the calls sent with it
+    #: still arrive (a burst sent together answers within one round trip; control
+    #: plane calls take 20-200 ms), so a first guess of the quota counts them in.
+    round_trip: float = 0.25
+    #: Round trips from a run's first call (the first answer times the first) in which
+    #: a cluster of throttles (two or more) means other runs started with it: their
+    #: bursts and ours met one bucket. The answers to our first burst arrive within
+    #: one round trip and a little jitter; two leave room for a run that started a
+    #: little earlier or later, and end long before a lone run's first touch.
+    start: float = 2.0
+    #: ... then send at this fraction of the ceiling, every such run alike. One half
+    #: is exact for two runs (the case of two operators, or a CI job beside a run);
+    #: with more the overload bound takes each further down from there, and a lone
+    #: run whose first burst met a bucket someone else had emptied climbs back with
+    #: the probe.
+    start_share: float = 0.5
+
+
+class QuotaEstimator:
+    """The rate to send at, from the throttles and acceptances seen so far.
+
+        estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+        rate = estimator.throttled(now=3.2)
+
+    :param ceiling: never more than this many calls per second (``limits.rate``); the start rate.
+    :param floor: never less than this many calls per second.
+    :param tuning: the constants; see `Tuning`.
+    """
+
+    __slots__ = (
+        "_accepted",
+        "_anchors",
+        "_cooldown_until",
+        "_first_answer",
+        "_first_call",
+        "_guessed_at",
+        "_guessing",
+        "_last_probe",
+        "burst_bound",
+        "ceiling",
+        "decreases_ignored",
+        "estimate",
+        "floor",
+        "rate",
+        "throttles",
+        "tuning",
+    )
+
+    def __init__(self, *, ceiling: float, floor: float, tuning: Tuning = Tuning()) -> None:
+        self.ceiling = float(ceiling)
+        self.floor = float(floor)
+        self.tuning = tuning
+        self.rate = self.ceiling  # the target rate, calls/s
+        self.estimate: float | None = None  # the last measured (or assumed) quota
+        self.throttles = 0
+        self.decreases_ignored = 0  # throttles inside the cool-down that moved nothing
+        self.burst_bound: int | None = None  # the service's burst is at most this
+        # times of accepted answers and of throttles, oldest first, within `window`
+        self._accepted: deque[float] = deque()
+        self._anchors: deque[float] = deque()
+        self._cooldown_until = -math.inf
+        self._last_probe: float | None = None
+        self._guessing = False  # the estimate is a guess from the first throttle
+        self._guessed_at = -math.inf
+        self._first_call: float | None = None
+        self._first_answer: float | None = None
+
+    def accepted(self, now: float) -> None:
+        """An answer that reached the service's bucket and used a token (anything but a
+        throttle: 200, 409, 400, 5xx). A lost connection is not one."""
+        self._accepted.append(now)
+        self._forget_before(now - self.tuning.window)
+        if self._first_answer is None:
+            self._first_answer = now
+
+    def throttled(self, now: float, *, waited: bool = True) -> float:
+        """A ThrottlingException arrived at `now`: returns the rate to send at.
+
+        `waited`: our own bucket has made a caller wait at least once in the run."""
+        t = self.tuning
+        self._forget_before(now - t.window)
+        self.throttles += 1
+        if self._first_answer is None:
+            self._first_answer = now
+        share = self._start_share(now)
+        previous: float | None = None  # the last throttle of the previous episode
+        if self._anchors and now - self._anchors[-1] > t.episode:
+            # A quiet spell since the last throttle means we sent under the quota for a
+            # while: the service's bucket may have filled and overflowed (with a small
+            # burst, soon), so accepted counts since those anchors may under-measure its
+            # refill. Start a new episode.
+            previous = self._anchors[-1]
+            self._anchors.clear()
+        bound = self._measured_bound(now)
+        self._anchors.append(now)
+        if share is not None and share < self.rate * (1 - t.margin) and (bound is None or share < bound):
+            # Runs started together: the share, not the bound (see `_start_share`).
+            # Like the bound it is data, so it applies inside the cool-down.
+            estimate = share
+        elif bound is not None and bound < self.rate * (1 - t.margin):
+            # Overload: since an earlier throttle of this episode the service admitted
+            # clearly less than we send (the start, a quota that dropped). The bound is
+            # data, not a reaction, so it applies even inside the cool-down, and applying
+            # it again does not compound.
+            estimate = bound
+        elif now >= self._cooldown_until:
+            # A touch: we are at the quota, after a probe overshot it or by network
+            # jitter against a nearly empty bucket. The rate we are at is too much, but a
+            # probe overshoots the quota by what it added while draining the service's
+            # bucket; the last estimate, or what was accepted since the previous episode
+            # (exact if the bucket never overflowed, low if it did), is closer.
+            estimate = self.rate
+            known = [] if self.estimate is None else [self.estimate * (1 - t.margin)]
+            if previous is not None and now > previous:
+                known.append((self._accepted_between(previous, now) + 1) / (now - previous))
+            if self.estimate is None and not waited and self._accepted_between(now - 1.0, now):
+                # Throttled before our own bucket ever held a call back: the service's
+                # burst is smaller than ours (an overstated `limits.burst`). Its bucket
+                # started full, so the calls it admitted so far bound its burst; and a
+                # service bucket holds about a second of its rate (AWS's quotas, and the
+                # default burst = rate), so what it admitted in the last second is the
+                # best guess of its rate until the anchors measure it. Without it the
+                # first step down is the margin alone, and the rest of our burst and a
+                # rate near the ceiling go into an empty bucket. (Nothing admitted is
+                # no evidence: another caller may have emptied the bucket.)
+                self._guessing = True
+                self._guessed_at = now
+                known.append(self._guess(now))
+            if known:
+                estimate = min(estimate, max(known))
+        else:
+            # Inside the cool-down: a storm of throttles from calls admitted before the
+            # decrease must not compound it.
+            self.decreases_ignored += 1
+            return self.rate
+        self._cooldown_until = now + t.cooldown
+        self.estimate = estimate
+        self._last_probe = now
+        return self._set(estimate * (1 - t.margin))
+
+    def probe(self, now: float, waited_at: float) -> float:
+        """Before a call at `now`; `waited_at` is when the bucket last made a caller wait.
+        Returns the rate to send at: higher while the rate is what limits the run."""
+        t = self.tuning
+        if self._guessing:
+            if now < self._guessed_at + t.round_trip:
+                # The answers to the calls sent with the throttled one keep arriving for
+                # a round trip after it: count them in.
+                guess = self._guess(now)
+                if guess > (self.estimate or 0.0):
+                    self.estimate = guess
+                    self._set(guess * (1 - t.margin))
+            else:
+                self._guessing = False
+        last, self._last_probe = self._last_probe, now
+        if self._first_call is None:
+            self._first_call = now
+        if (
+            last is None
+            or self.rate >= self.ceiling
+            or now < self._cooldown_until
+            or now - waited_at > t.idle
+        ):
+            return self.rate
+        reference = self.estimate if self.estimate is not None else self.rate
+        elapsed = now - max(last, self._cooldown_until)
+        # Back towards the estimate with a time constant of `recover` seconds (the margin
+        # under it was for jitter, not for ever), then slowly past it; once above it
+        # without a throttle the excess grows geometrically, so a quota that was raised
+        # is found in seconds.
+        speed = (
+            t.probe * reference
+            + max(0.0, reference - self.rate) / t.recover
+            + t.growth * max(0.0, self.rate - reference)
+        )
+        return self._set(self.rate + speed * elapsed)
+
+    # -- the arithmetic -------------------------------------------------------------
+
+    def _set(self, rate: float) -> float:
+        self.rate = min(self.ceiling, max(self.floor, rate))
+        return self.rate
+
+    def _start_share(self, now: float) -> float | None:
+        """The rate for runs that started together, or None if this is not that.
+
+        Their first bursts meet one bucket and the service admits them first come first
+        served, so how many of ten tokens each run gets is a race, and each run's bound
+        (or its admitted fraction) measures its luck: a 7:3 split would last the whole
+        run. Cutting every such run to the same fraction of its ceiling instead keeps
+        runs that started equal, equal.
+        """
+        t = self.tuning
+        if self._first_call is None or self._first_answer is None or self.throttles < 2:
+            return None
+        # Only throttles answering our first burst: sent before our first answer came
+        # back, they arrive within two round trips of the first call. Later ones are
+        # the bucket running dry under our rate (another caller's steady share, or
+        # the quota itself): the bound measures those.
+        if now - self._first_call > t.start * (self._first_answer - self._first_call):
+            return None
+        return self.ceiling * t.start_share
+
+    def _guess(self, now: float) -> float:
+        """The service's rate if its bucket holds a second's worth: what it admitted
+        in the last second. Also bounds its burst."""
+        admitted = self._accepted_between(now - 1.0, now)
+        self.burst_bound = max(1, admitted, self.burst_bound or 1)
+        return max(self.floor, float(admitted))
+
+    def _forget_before(self, horizon: float) -> None:
+        while self._accepted and self._accepted[0] <= horizon:
+            self._accepted.popleft()
+        while self._anchors and self._anchors[0] <= horizon:
+            self._anchors.popleft()
+
+    def _accepted_between(self, start: float, end: float) -> int:
+        """Accepted answers in (start, end]."""
+        return bisect.bisect_right(self._accepted, end) - bisect.bisect_right(self._accepted, start)
+
+    def _measured_bound(self, now: float) -> float | None:
+        """Tightest upper bound on the rate the service admits to this run, from earlier
+        throttles of this episode.
+
+        The service's bucket held less than one token at each throttle. Between an
+        earlier throttle ``a`` and this one it admitted what it refilled, so
+        ``accepted(a, now] >= rate * (now - a) - 1``. Any anchor gives an upper bound; a
+        young anchor a loose one, an old one a tight one, and a recent anchor follows a
+        quota that just dropped.
+        """
+        best: float | None = None
+        for anchor in self._anchors:
+            span = now - anchor
+            if span <= 0:
+                continue
+            bound = (self._accepted_between(anchor, now) + 1) / span
+            if best is None or bound < best:
+                best = bound
+
+        return best
