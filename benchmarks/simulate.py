@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import selectors
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -39,48 +38,15 @@ from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
 from fleetrel.emulator.bucket import TokenBucket  # noqa: E402
 from fleetrel.errors import RetryPolicy, backoff  # noqa: E402
 from fleetrel.ratecontrol import RateController  # noqa: E402
+from fleetrel.testing import VirtualTimeLoop  # noqa: E402
 
 LATENCY = 0.05  # the benchmark's emulator adds 50 ms to every call
 CONCURRENCY = 16
 
 
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock jumps to the next timer instead of waiting.
-
-        loop = VirtualTimeLoop()
-        loop.run_until_complete(asyncio.sleep(3600))   # returns at once; loop.time() == 3600
-
-    asyncio asks the selector to block for ``timeout`` seconds until the next timer is
-    due; here the selector only polls and the clock moves forward by ``timeout``.
-    Everything that reads ``loop.time()`` (asyncio.sleep, aiolimiter) sees consistent
-    virtual time.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(selectors.DefaultSelector())
-        self._virtual_now = 0.0
-        poll = self._selector.select
-
-        def select(timeout: float | None = None) -> list[Any]:
-            events = poll(0)
-            if events or self._ready:
-                return events
-            if timeout is None:
-                raise RuntimeError("virtual-time loop would wait forever: deadlock")
-            # A real loop iteration takes a few microseconds. Without that, a timer that
-            # re-arms itself a rounding error from "now" (aiolimiter's waker does) would
-            # spin forever.
-            self._virtual_now += max(timeout, 1e-6)
-            return events
-
-        self._selector.select = select  # type: ignore[method-assign]
-
-    def time(self) -> float:
-        return self._virtual_now
-
-
 def run_virtual(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, Any]]) -> Any:
-    """Run ``main(loop)`` on a fresh virtual-time loop and return its result."""
+    """Run ``main(loop)`` on a fresh virtual-time loop (`fleetrel.testing.VirtualTimeLoop`)
+    and return its result."""
     loop = VirtualTimeLoop()
     try:
         return loop.run_until_complete(main(loop))
