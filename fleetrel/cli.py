@@ -129,12 +129,14 @@ def schema_command() -> None:
 @click.option("--json", "json_output", is_flag=True, help="Print the final RunResult as JSON on stdout (progress and summary go to stderr).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (before a run of more than 20 steps, or between waves, on a terminal).")
 @click.option("--verify", "verify_after", is_flag=True, help="After the run, read every version back and report drift from the plan (as `fleetrel verify`).")
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="For a plan with `targets:`, run (or resume) only this target; repeat for several.")
 @click.option("--wave-pause", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pause between the plan's waves (default: ask on a terminal, go straight on otherwise).")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
-                yes: bool, verify_after: bool, wave_pause: float | None) -> None:
+                yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -164,7 +166,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
 
     plan = _load_or_fail(plan_path)
     if dry_run:
-        _preview_and_exit(plan, endpoint_url, region, profile, json_output)
+        _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
     # Everything for people goes to stderr under --json, so stdout parses.
     console = plain_console(stderr=json_output)
     interactive = console.is_terminal and sys.stdin.isatty()
@@ -199,7 +201,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         with display:
             result = anyio.run(lambda: with_signals(lambda stop: run(
                 plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                options=options, listeners=[display], before_wave=before_wave, stop=stop)))
+                options=options, listeners=[display], before_wave=before_wave, stop=stop, targets=targets)))
     except PlanChanged as exc:
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
@@ -210,7 +212,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     output = result.to_dict()
     printers = [lambda: print_summary(result, console)]
     if verify_after and result.status in ("complete", "failed"):
-        drift = _read_drift(plan, endpoint_url, region, profile)
+        drift = _read_drift(plan, endpoint_url, region, profile, targets)
         printers.append(lambda: print_drift(drift, console))
         output["verify"] = drift.to_dict()
         if not drift.matches and exit_code == ExitCode.OK:
@@ -222,7 +224,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
 
 
 def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profile: str | None,
-                      json_output: bool) -> NoReturn:
+                      json_output: bool, targets: tuple[str, ...] = ()) -> NoReturn:
     """`fleetrel plan` and `run --dry-run`: exit 0 when every step can be applied, 2 if not."""
     import anyio
 
@@ -231,7 +233,8 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     from fleetrel.state import read_preview
 
     try:
-        preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile))
+        preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile,
+                                                 targets=set(targets) or None))
     except AwsSetupError as exc:
         fail(str(exc))
     if json_output:
@@ -241,20 +244,24 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     sys.exit(ExitCode.OK if preview.can_apply else ExitCode.INVALID)
 
 
-def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str | None):
+def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str | None,
+                targets: tuple[str, ...] = ()):
     import anyio
 
     from fleetrel.aws import AwsSetupError
     from fleetrel.state import read_drift
 
     try:
-        return anyio.run(lambda: read_drift(plan, endpoint_url=endpoint_url, region=region, profile=profile))
+        return anyio.run(lambda: read_drift(plan, endpoint_url=endpoint_url, region=region, profile=profile,
+                                            targets=set(targets) or None))
     except AwsSetupError as exc:
         fail(str(exc))
 
 
 def _target_options(command):
-    """--endpoint-url, --region, --profile: where to read from (default: the plan's target)."""
+    """--endpoint-url, --region, --profile, --target: where to read from (default: the plan's target(s))."""
+    command = click.option("--target", "targets", multiple=True, metavar="NAME",
+                           help="For a plan with `targets:`, read only this target; repeat for several.")(command)
     command = click.option("--profile", help="AWS profile (default: the plan's, then AWS_PROFILE).")(command)
     command = click.option("--region", help="AWS region (default: the plan's, then your AWS config's).")(command)
     return click.option("--endpoint-url", help="Service endpoint, e.g. a local `fleetrel emulator`.")(command)
@@ -283,7 +290,7 @@ def _load_or_fail(plan_path: Path):
 @_target_options
 @click.option("--json", "json_output", is_flag=True, help="Print the preview as JSON.")
 def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, profile: str | None,
-                 json_output: bool) -> None:
+                 targets: tuple[str, ...], json_output: bool) -> None:
     """Preview a release plan: read every planned version (GetPackageVersion, at the
     plan's rate), show what each step would change, and which steps cannot succeed and
     why. Sends no update.
@@ -294,7 +301,7 @@ def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, 
       2  invalid plan, or some steps are blocked (missing version or package,
          DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, ...)
     """
-    _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output)
+    _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output, targets)
 
 
 @main.command("verify")
@@ -302,7 +309,7 @@ def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, 
 @_target_options
 @click.option("--json", "json_output", is_flag=True, help="Print the drift report as JSON.")
 def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None, profile: str | None,
-                   json_output: bool) -> None:
+                   targets: tuple[str, ...], json_output: bool) -> None:
     """Read every planned version back and report drift from the plan: status,
     description, attributes (compared by digest), artifact and recipe.
 
@@ -314,7 +321,7 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
     """
     from fleetrel.report import echo_json, print_drift
 
-    drift = _read_drift(_load_or_fail(plan_path), endpoint_url, region, profile)
+    drift = _read_drift(_load_or_fail(plan_path), endpoint_url, region, profile, targets)
     if json_output:
         echo_json(drift.to_dict())
     else:

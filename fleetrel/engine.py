@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping
 
 import anyio
-from aiolimiter import AsyncLimiter
 from botocore.exceptions import ClientError
 
 from fleetrel import errors
@@ -33,7 +32,7 @@ from fleetrel.events import (Ending, Event, Listener, Outcome, Record, StartList
                              terminal_event)
 from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
-from fleetrel.ratecontrol import RateController
+from fleetrel.ratecontrol import RateController, bucket
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
 from fleetrel.state import drift_of, read_version
@@ -59,6 +58,7 @@ class RunOptions:
     retry_failed: bool = False
     journal_sensitive: bool = False
     policy: errors.RetryPolicy = field(default_factory=errors.RetryPolicy)
+    total_concurrency: int | None = None  # calls in flight across all targets (default: concurrency per target)
 
     def limits(self, plan: ReleasePlan) -> tuple[float, int, int, bool]:
         """(rate, burst, concurrency, adaptive) with the plan's limits under these options."""
@@ -102,21 +102,41 @@ class Stop:
         self._callbacks.append(callback)
 
 
+class _Lane:
+    """One target's share of a run. Its quota is its own (per account and region), so it
+    has its own client, rate controller and read bucket, and its own failure count: a
+    target throttled hard, or failing, slows and stops itself, not the others."""
+
+    __slots__ = ("target", "client", "controller", "read_limiter", "failed", "finished", "aborted")
+
+    def __init__(self, target: str | None, client: Any, rate: float, burst: int, adaptive: bool,
+                 on_rate_change: Callable[[str | None, float, float, str], None]) -> None:
+        self.target = target
+        self.client = client
+        # the event loop's clock, which the bucket reads too (virtual under fleetrel.testing.run_virtual)
+        self.controller = RateController(rate=rate, burst=burst, adaptive=adaptive, floor=min(0.5, rate),
+                                         clock=anyio.current_time)
+        self.controller.on_rate_change = lambda old, new, reason: on_rate_change(target, old, new, reason)
+        # Read-backs (GetPackageVersion) have their own quota in AWS: their own bucket.
+        self.read_limiter = bucket(rate=max(1.0, rate), burst=max(1, int(rate)))
+        self.failed = self.finished = 0
+        self.aborted = False
+
+
 class _Execution:
     """The mutable state of one session being executed. Nothing outside this module holds it;
     displays get `_View`, a read-only window on it."""
 
-    def __init__(self, session: Session, options: RunOptions, listeners: list[Listener]) -> None:
+    def __init__(self, session: Session, options: RunOptions, listeners: list[Listener],
+                 clients: Mapping[str | None, Any]) -> None:
         rate, burst, self.concurrency, adaptive = options.limits(session.plan)
         self.session = session
         self.options = options
         self.listeners = listeners
-        # the event loop's clock, which the bucket reads too (virtual under fleetrel.testing.run_virtual)
-        self.controller = RateController(rate=rate, burst=burst, adaptive=adaptive, floor=min(0.5, rate),
-                                         clock=anyio.current_time)
-        self.controller.on_rate_change = self._rate_changed
-        # Read-backs (GetPackageVersion) have their own quota in AWS: their own bucket.
-        self.read_limiter = AsyncLimiter(max(1.0, rate), 1.0)
+        self.lanes = {target: _Lane(target, client, rate, burst, adaptive, self._rate_changed)
+                      for target, client in clients.items()}
+        # calls in flight across every target; each target has `concurrency` of its own
+        self.slots = anyio.Semaphore(options.total_concurrency or self.concurrency * len(self.lanes))
         self.stop_reason: str | None = None
         self._waits: set[anyio.CancelScope] = set()  # tasks waiting for the bucket or a wave's go
         self.outcomes: dict[str, StepOutcome] = {}
@@ -143,8 +163,8 @@ class _Execution:
             self.listeners.remove(listener)
             self.dropped_listeners.append(f"{type(listener).__name__}: {type(exc).__name__}: {exc}")
 
-    def _rate_changed(self, old: float, new: float, reason: str) -> None:
-        self.emit(Event.RATE_CHANGED, old=round(old, 3), new=round(new, 3), reason=reason)
+    def _rate_changed(self, target: str | None, old: float, new: float, reason: str) -> None:
+        self.emit(Event.RATE_CHANGED, old=round(old, 3), new=round(new, 3), reason=reason, **_target(target))
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping:
@@ -152,9 +172,9 @@ class _Execution:
             for scope in self._waits:  # a task waiting for a token or a go would start a call
                 scope.cancel()
 
-    async def _until_stopped(self, waiting: Awaitable[Any]) -> tuple[bool, Any]:
-        """Await `waiting` unless the run stops first: (True, its value) or (False, None)."""
-        if self.stopping:
+    async def _until_stopped(self, waiting: Awaitable[Any], lane: _Lane | None = None) -> tuple[bool, Any]:
+        """Await `waiting` unless the run (or `lane`) stops first: (True, its value) or (False, None)."""
+        if self.stopping or (lane is not None and lane.aborted):
             getattr(waiting, "close", lambda: None)()  # never awaited: say so to nobody
             return False, None
         with anyio.CancelScope() as scope:
@@ -167,7 +187,7 @@ class _Execution:
 
     # -- the loop ---------------------------------------------------------------------
 
-    async def execute_waves(self, client: Any, ends: list[int], before_wave: BeforeWave | None) -> None:
+    async def execute_waves(self, ends: list[int], before_wave: BeforeWave | None) -> None:
         """Send the steps wave by wave: `ends` are cumulative step counts. A wave starts
         only when the ones before it have no failure, and, when `before_wave` is given
         and a wave already ran in this session, when it says yes."""
@@ -191,41 +211,48 @@ class _Execution:
                     return
             if len(ends) > 1:
                 self.emit(Event.WAVE_STARTED, wave=number, waves=len(ends), end=end, steps=len(wave))
-            await self.execute(client, wave)
+            await self.execute(wave)
             ran = True
             if self.stopping:
                 return
 
-    async def execute(self, client: Any, steps: list[Step]) -> None:
-        queue = iter(steps)
+    async def execute(self, steps: list[Step]) -> None:
+        """Every target's steps at once, each target with its own workers (its share of
+        the concurrency) behind its own bucket: one target's throttles never hold another's."""
+        by_target: dict[str | None, list[Step]] = {}
+        for step in steps:
+            by_target.setdefault(step.target, []).append(step)
 
-        async def worker() -> None:
+        async def worker(lane: _Lane, queue: Iterator[Step]) -> None:
             for step in queue:
-                if self.stopping:
+                if self.stopping or lane.aborted:
                     return
-                await self.run_step(client, step)
+                await self.run_step(lane, step)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self.concurrency, len(steps))):
-                tg.start_soon(worker)
+            for target, lane_steps in by_target.items():
+                lane, queue = self.lanes[target], iter(lane_steps)
+                for _ in range(min(self.concurrency, len(lane_steps))):
+                    tg.start_soon(worker, lane, queue)
 
-    async def run_step(self, client: Any, step: Step) -> None:
+    async def run_step(self, lane: _Lane, step: Step) -> None:
         token = self.session.token(step)
         request = step.request()
-        base = {"step": step.key, "client_token": token}
+        base = {"step": step.key, "client_token": token, **_target(step.target)}
         self.emit(Event.STEP_STARTED, **base, attempt=1,
                   request=fields_for_journal(request, sensitive=self.options.journal_sensitive, key=self.session.key))
         policy = self.options.policy
         attempt = 0
         while True:
             attempt += 1
-            admitted, _ = await self._until_stopped(self.controller.acquire())
+            admitted, _ = await self._until_stopped(lane.controller.acquire(), lane)
             if not admitted:
                 # stopped while waiting for the bucket: leave the step open, a resume sends it
                 return self._unfinished(step, attempt - 1)
             self.attempts += 1
             try:
-                await client.update_package_version(**request, clientToken=token)
+                async with self.slots:
+                    await lane.client.update_package_version(**request, clientToken=token)
             except Exception as exc:  # every failure is classified, none is lost
                 kind = errors.classify(exc)
                 code = errors.error_code(exc)
@@ -237,54 +264,66 @@ class _Execution:
                     return self._unfinished(step, attempt)
                 if kind is errors.Kind.THROTTLED:
                     self.throttles += 1
-                    self.controller.on_throttle()
+                    lane.controller.on_throttle()
                 elif isinstance(exc, ClientError):
-                    self.controller.on_success()  # an answer: it reached the service and used quota
-                if kind in (errors.Kind.CONFLICT, errors.Kind.PERMANENT) and await self._already_done(client, step):
-                    return self._finish(step, Outcome.SKIPPED, attempt, base, code=code,
+                    lane.controller.on_success()  # an answer: it reached the service and used quota
+                if kind in (errors.Kind.CONFLICT, errors.Kind.PERMANENT) and await self._already_done(lane, step):
+                    return self._finish(lane, step, Outcome.SKIPPED, attempt, base, code=code,
                                         message="already in the desired state")
-                if policy.should_retry(kind, attempt) and not self.stopping:
+                if policy.should_retry(kind, attempt) and not (self.stopping or lane.aborted):
                     self.retries += 1
                     self.emit(Event.ATTEMPT_FAILED, **base, attempt=attempt, code=code,
                               throttled=kind is errors.Kind.THROTTLED, kind=kind.name.lower())
-                    slept, _ = await self._until_stopped(anyio.sleep(policy.retry_delay(kind, attempt) or 0.0))
+                    slept, _ = await self._until_stopped(anyio.sleep(policy.retry_delay(kind, attempt) or 0.0), lane)
                     if not slept:
                         return self._unfinished(step, attempt)
                     continue
-                if self.stopping and kind is not errors.Kind.PERMANENT:
+                if (self.stopping or lane.aborted) and kind is not errors.Kind.PERMANENT:
                     return self._unfinished(step, attempt)
-                return self._finish(step, Outcome.FAILED, attempt, base, code=code, message=errors.error_message(exc),
-                                    permanent=kind is errors.Kind.PERMANENT)
+                return self._finish(lane, step, Outcome.FAILED, attempt, base, code=code,
+                                    message=errors.error_message(exc), permanent=kind is errors.Kind.PERMANENT)
             else:
-                self.controller.on_success()
-                return self._finish(step, Outcome.SUCCEEDED, attempt, base)
+                lane.controller.on_success()
+                return self._finish(lane, step, Outcome.SUCCEEDED, attempt, base)
 
-    async def _already_done(self, client: Any, step: Step) -> bool:
+    async def _already_done(self, lane: _Lane, step: Step) -> bool:
         """After a refusal: is the version already as the step wants it (PUBLISH on a
         PUBLISHED version, or an earlier session's call that went through)?"""
         if step.action is None:
             return False
         # the same read and the same rules `fleetrel verify` applies: skipped means verify agrees
-        return not drift_of(step, await read_version(client, self.read_limiter, step))
+        return not drift_of(step, await read_version(lane.client, lane.read_limiter, step))
 
-    def _finish(self, step: Step, outcome: Outcome, attempt: int, base: dict[str, Any], **detail: Any) -> None:
+    def _finish(self, lane: _Lane, step: Step, outcome: Outcome, attempt: int, base: dict[str, Any],
+                **detail: Any) -> None:
         self.emit(terminal_event(outcome), **base, attempt=attempt, **{k: v for k, v in detail.items() if v is not None})
         self.outcomes[step.key] = StepOutcome(step.key, outcome, attempt, detail.get("code"), detail.get("message"))
         self.finished += 1
+        lane.finished += 1
         if outcome is Outcome.FAILED:
             self.failed += 1
-            self._check_abort()
+            lane.failed += 1
+            self._check_abort(lane)
 
     def _unfinished(self, step: Step, attempts: int) -> None:
         self.outcomes[step.key] = StepOutcome(step.key, Outcome.UNFINISHED, attempts)
 
-    def _check_abort(self) -> None:
+    def _check_abort(self, lane: _Lane) -> None:
+        """The plan's `abort:` threshold, per target: a target whose own failure ratio
+        passes it starts no more steps (its others stay unfinished); the other targets go
+        on. With one target, that stops the run: it is aborted."""
         abort = self.session.plan.abort
-        if self.finished >= abort.min_finished and self.failed / self.finished > abort.max_failure_ratio:
+        if lane.aborted or lane.finished < abort.min_finished or lane.failed / lane.finished <= abort.max_failure_ratio:
+            return
+        if lane.target is None:
             if not self.stopping:
                 self.request_stop("aborted")
                 self.emit(Event.RUN_ABORTED, failed=self.failed, finished=self.finished,
                           max_failure_ratio=abort.max_failure_ratio)
+            return
+        lane.aborted = True
+        self.emit(Event.TARGET_ABORTED, target=lane.target, failed=lane.failed, finished=lane.finished,
+                  max_failure_ratio=abort.max_failure_ratio)
 
     def result(self, elapsed: float) -> RunResult:
         prior = self.session.prior.steps if self.session.prior else {}
@@ -314,7 +353,8 @@ class _Execution:
             run_id=self.session.run_id, plan=self.session.plan.plan, journal=str(self.session.path),
             status=run_status(ending, counts), steps=len(self.session.steps), done_before=done_before,
             attempts=self.attempts, throttles=self.throttles, retries=self.retries, elapsed=elapsed,
-            final_rate=self.controller.rate, failures_by_code=by_code, outcomes=outcomes,
+            final_rate=sum(lane.controller.rate for lane in self.lanes.values()), failures_by_code=by_code,
+            outcomes=outcomes, targets=_per_target(self.session.steps, outcomes) if len(self.lanes) > 1 else {},
             stopped_by=self.stop_reason, setup_error=self.setup_error, **counts,
         )
 
@@ -329,22 +369,34 @@ class _View:
 
     @property
     def rate(self) -> float:
-        return self._execution.controller.rate
+        return sum(lane.controller.rate for lane in self._execution.lanes.values())
 
     @property
     def ceiling(self) -> float:
-        return self._execution.controller.ceiling
+        return sum(lane.controller.ceiling for lane in self._execution.lanes.values())
 
     @property
     def to_do(self) -> int:
         return len(self._execution.session.todo)
+
+    def targets(self) -> dict[str, tuple[int, float, float]]:
+        """Per target of a plan with `targets:`: (steps to do in this session, rate, ceiling)."""
+        lanes = self._execution.lanes
+        if len(lanes) == 1 and None in lanes:
+            return {}
+        to_do: dict[str, int] = {}
+        for step in self._execution.session.todo:
+            to_do[step.target or ""] = to_do.get(step.target or "", 0) + 1
+        return {str(t): (to_do.get(str(t), 0), lane.controller.rate, lane.controller.ceiling)
+                for t, lane in lanes.items()}
 
 
 async def execute(session: Session, client: Any, options: RunOptions | None = None, *,
                   listeners: Iterable[Listener] = (), waves: list[int] | None = None,
                   before_wave: BeforeWave | None = None, stop: Stop | None = None) -> RunResult:
     """Send what `session` has left to do through `client` (an aiobotocore IoT client or
-    `fleetrel.testing.FakeIoT`) and journal every event.
+    `fleetrel.testing.FakeIoT`; for a plan with `targets:`, a mapping of target name to
+    client) and journal every event.
 
     `waves` (cumulative step counts; default: the plan's `waves:`) sends the steps in
     waves, asking `before_wave` before each after the first. `stop` ends the run early:
@@ -352,7 +404,8 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     """
     options = options or RunOptions()
     listeners = list(listeners)
-    execution = _Execution(session, options, listeners)
+    clients = dict(client) if isinstance(client, Mapping) else {None: client}
+    execution = _Execution(session, options, listeners, clients)
     rate, burst, concurrency, _ = options.limits(session.plan)
     header = session.header(rate=rate, burst=burst, concurrency=concurrency)
     if session.resumed:
@@ -376,7 +429,7 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
             stop._subscribe(lambda: tg.cancel_scope.cancel() if stop.forced else None)
             if stop.reason is not None:
                 execution.request_stop(stop.reason)
-        await execution.execute_waves(client, list(waves or session.plan.wave_ends()), before_wave)
+        await execution.execute_waves(list(waves or session.plan.wave_ends()), before_wave)
         tg.cancel_scope.cancel()  # the journal's timer
     result = execution.result(time.monotonic() - started)
     ending = ending_for(result.status)
@@ -386,6 +439,19 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
                        failed=result.failed, unfinished=result.unfinished, attempts=result.attempts,
                        throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
     return result
+
+
+def _target(target: str | None) -> dict[str, str]:
+    """The `target` field of a record, for a plan with targets (none for a single-target plan)."""
+    return {"target": target} if target is not None else {}
+
+
+def _per_target(steps: list[Step], outcomes: list[StepOutcome]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for step, outcome in zip(steps, outcomes):
+        counts = out.setdefault(step.target or "", {o.value: 0 for o in Outcome})
+        counts[outcome.outcome] += 1
+    return out
 
 
 async def _sync_journal(session: Session) -> None:

@@ -36,6 +36,7 @@ class Event(enum.StrEnum):
     STEP_FAILED = "step_failed"
     RATE_CHANGED = "rate_changed"
     RUN_ABORTED = "run_aborted"  # the plan's failure threshold tripped
+    TARGET_ABORTED = "target_aborted"  # ... for one target of several: it starts no more steps
     RUN_INTERRUPTED = "run_interrupted"  # a signal, or the operator declined the next wave
     RUN_FINISHED = "run_finished"
 
@@ -148,6 +149,8 @@ class SessionView(Protocol):
 
     @property
     def to_do(self) -> int: ...  # steps this session set out to finish
+
+    def targets(self) -> dict[str, tuple[int, float, float]]: ...  # per target: (to do, rate, ceiling); {} for one
 
 
 @runtime_checkable

@@ -291,7 +291,7 @@ class RunState:
     torn_tail: bool = False
     running: bool = False  # a fleetrel run holds the journal's lock right now
     target: dict[str, str] = field(default_factory=dict)  # the last session's --endpoint-url/--region/--profile
-    identity: dict[str, str] | None = None  # where the last session that recorded it sent its calls
+    identity: dict[str, Any] | None = None  # where the calls went: {endpoint, region, ...}, or per target
 
     @property
     def run_id(self) -> str:
@@ -310,6 +310,17 @@ class RunState:
         for key in self.header.get("step_digests", {}):
             rec = self.steps.get(key)
             out[rec.outcome if rec and rec.outcome else Outcome.UNFINISHED] += 1
+        return out
+
+    def counts_per_target(self) -> dict[str, dict[str, int]]:
+        """`counts()` per target, for a plan with `targets:` (step keys `target:package/version`)."""
+        out: dict[str, dict[str, int]] = {}
+        for key in self.header.get("step_digests", {}):
+            if ":" not in key:
+                return {}
+            rec = self.steps.get(key)
+            counts = out.setdefault(key.split(":", 1)[0], {outcome.value: 0 for outcome in Outcome})
+            counts[rec.outcome if rec and rec.outcome else Outcome.UNFINISHED] += 1
         return out
 
     @property
@@ -358,13 +369,22 @@ def replay(path: Path) -> RunState:
 _ENDINGS = frozenset(Ending)
 
 
+def _merged_identity(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A session of some targets of a plan records where those point: keep the others'."""
+    if now is None:
+        return before
+    if before and all(isinstance(v, dict) for v in (*before.values(), *now.values())):
+        return {**before, **now}
+    return now
+
+
 def _apply(state: RunState, record: dict[str, Any]) -> None:
     event = record["event"]
     if event in SESSION_STARTS:
         state.sessions += 1
         state.ending = None
         state.target = record.get("target", {})
-        state.identity = record.get("identity", state.identity)
+        state.identity = _merged_identity(state.identity, record.get("identity"))
         return
     if event in _ENDINGS:
         state.ending = Ending(event)

@@ -84,6 +84,8 @@ class RunProgress:
         self.throttles = self.retries = 0
         self.stopping: str | None = None
         self._view: SessionView | None = None
+        self.done_by_target: dict[str, int] = {}
+        self.throttles_by_target: dict[str, int] = {}
 
     def on_start(self, view: SessionView) -> None:
         self._view = view
@@ -92,6 +94,12 @@ class RunProgress:
 
     def on_event(self, record: Record) -> None:
         event = record.event
+        target = record.get("target")
+        if target is not None:
+            if event in TERMINAL:
+                self.done_by_target[target] = self.done_by_target.get(target, 0) + 1
+            elif event == Event.ATTEMPT_FAILED and record.get("throttled"):
+                self.throttles_by_target[target] = self.throttles_by_target.get(target, 0) + 1
         if event == Event.STEP_SUCCEEDED:
             self.succeeded += 1
         elif event == Event.STEP_SKIPPED:
@@ -118,6 +126,14 @@ class RunProgress:
 
     def note(self, line: str) -> None:
         """A one-off line for the operator (a wave starts or is held back)."""
+
+    def target_lines(self) -> list[str]:
+        """One line per target of a plan with `targets:`: done/total, rate, throttles."""
+        if self._view is None:
+            return []
+        return [f"  {name}: {self.done_by_target.get(name, 0)}/{to_do} | rate {rate:.1f}/{ceiling:g} per s | "
+                f"throttles {self.throttles_by_target.get(name, 0)}"
+                for name, (to_do, rate, ceiling) in sorted(self._view.targets().items())]
 
     @property
     def done(self) -> int:
@@ -192,6 +208,8 @@ class PlainLog(RunProgress):
         if not self.total:
             return  # a session with nothing to do (a wave finished earlier): no noise
         self.write(self.snapshot().line())
+        for line in self.target_lines():
+            self.write(line)
         self._written = self.done
         self._next_time = now + self.every_seconds
         self._next_done = self._step_mark(self.done)
@@ -216,7 +234,8 @@ class _LiveView:
         rate = (Text.assemble(("rate ", "dim"), f"{s.rate:.1f}", ("/", "dim"), f"{s.ceiling:g}", (" calls/s", "dim"),
                               ("  elapsed ", "dim"), format_seconds(s.elapsed))
                 if s.rate is not None else Text(""))
-        parts: list[Any] = [head, ProgressBar(total=max(1, s.total), completed=s.done, width=60), counts, rate]
+        parts: list[Any] = [head, ProgressBar(total=max(1, s.total), completed=s.done, width=60), counts, rate,
+                            *(Text(line, style="dim") for line in self.progress.target_lines())]
         if s.stopping:
             parts.append(Text(f"stopping ({s.stopping}): waiting for calls in flight", style="bold red"))
         grid = Table.grid()  # one row each: a ProgressBar does not end its own line

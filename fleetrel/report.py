@@ -91,9 +91,20 @@ def summary_table(result: RunResult) -> Table:
     return table
 
 
+def targets_table(counts: dict[str, dict[str, int]], title: str = "per target") -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("target", "succeeded", "skipped", "failed", "unfinished"):
+        table.add_column(name, justify="left" if name == "target" else "right")
+    for target, by_outcome in sorted(counts.items()):
+        table.add_row(target, *(str(by_outcome.get(o, 0)) for o in ("succeeded", "skipped", "failed", "unfinished")))
+    return table
+
+
 def print_summary(result: RunResult, console: Console | None = None) -> None:
-    """The final summary table and what to do next."""
+    """The final summary table (and one per target) and what to do next."""
     console = _console(console)
+    if result.targets:
+        console.print(targets_table(result.targets))
     console.print(summary_table(result))
     if result.status != Status.COMPLETE:
         console.print(f"run {result.run_id}, journal {result.journal}")
@@ -186,7 +197,8 @@ def journal_status(state: RunState) -> dict[str, Any]:
             failures.setdefault(step.code or "unknown", []).append(key)
     start = state.header.get("ts")
     changes = [{"at": _elapsed(start, rec.get("ts")), "old": rec.get("old"), "new": rec.get("new"),
-                "reason": rec.get("reason")} for rec in state.rate_changes]
+                "reason": rec.get("reason"), **({"target": rec["target"]} if "target" in rec else {})}
+               for rec in state.rate_changes]
     status = state.status
     out: dict[str, Any] = {
         "journal": str(state.path),
@@ -199,6 +211,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "sessions": state.sessions,
         "steps": state.header.get("steps"),
         "counts": state.counts(),
+        "targets": state.counts_per_target(),
         "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
         "throttles": state.throttles,
         "retries": state.retries,
@@ -236,6 +249,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     table.add_row("throttles", str(status["throttles"]))
     table.add_row("retries", str(status["retries"]))
     console.print(table)
+    if status.get("targets"):
+        console.print(targets_table(status["targets"]))
     for code, keys in status["failures"].items():
         named = ", ".join(keys[:MAX_NAMED]) + (f", ... and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")
         console.print(f"failed with {code} ({len(keys)}): {named}")
@@ -247,7 +262,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             if len(changes) > len(shown) and i == MAX_NAMED:
                 console.print(f"  ... {len(changes) - len(shown)} more")
             at = f"{change['at']:7.1f}s" if change["at"] is not None else "      ?"
-            console.print(f"  {at}  {change['old']} -> {change['new']} /s ({change['reason']})")
+            where = f"{change['target']}: " if change.get("target") else ""
+            console.print(f"  {at}  {where}{change['old']} -> {change['new']} /s ({change['reason']})")
     if "resume" in status:
         console.print(f"resume with: {status['resume']}")
 

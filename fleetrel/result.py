@@ -43,6 +43,7 @@ class RunResult:
     final_rate: float = 0.0
     failures_by_code: dict[str, int] = field(default_factory=dict)
     outcomes: list[StepOutcome] = field(default_factory=list)
+    targets: dict[str, dict[str, int]] = field(default_factory=dict)  # per target: counts per outcome (plans with targets)
     stopped_by: str | None = None  # aborted | interrupted | wave_failed | setup; None: ran to the end
     setup_error: str | None = None  # why the run stopped for its setup: expired or refused credentials, a client that cannot send
 

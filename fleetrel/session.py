@@ -105,7 +105,8 @@ def plan_differences(state: RunState, steps: list[Step]) -> list[str]:
 
 @contextmanager
 def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False, retry_failed: bool = False,
-                 identity: dict[str, str] | None = None, target: dict[str, str] | None = None) -> Iterator[Session]:
+                 identity: dict[str, Any] | None = None, target: dict[str, str] | None = None,
+                 only: set[str] | None = None) -> Iterator[Session]:
     """Lock and read the journal, and say what this session of the run has to do.
 
     A journal that holds this plan's run resumes it: its run id and key (hence its
@@ -113,7 +114,9 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
     the service refused them for good, unless `retry_failed`. Refused, before anything
     is sent: a journal of another plan (`PlanChanged`, unless `new_run`), a run that was
     sent to another `identity` (`TargetChanged`), and tokens that this fleetrel would
-    compute differently from the ones the run already sent.
+    compute differently from the ones the run already sent. For a plan with `targets:`,
+    `identity` maps each target to where it points, and `only` limits this session to some
+    targets (the others' steps are neither sent nor counted as left to do now).
     """
     steps = plan.steps()
     journal = Journal.open(journal_path)
@@ -130,15 +133,17 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
             journal.close()
             journal = Journal.open(journal_path)
             state = None
-        if state is not None and identity and state.identity and state.identity != identity:
-            raise TargetChanged(_target_changed(journal_path, state, identity))
+        if state is not None and identity and state.identity:
+            moved = _moved(state.identity, identity)
+            if moved:
+                raise TargetChanged(_target_changed(journal_path, state, moved, identity))
         if state is None:
             key = new_run_key()
             write_run_key(journal_path, key)
         else:
             key = read_run_key(journal_path) if state.header.get("token_scheme") == KEYED_SCHEME else None
         done = _finished(state, retry_failed)
-        todo = [s for s in steps if s.key not in done]
+        todo = [s for s in steps if s.key not in done and (only is None or s.target in only)]
         retried = {s.key for s in todo}
         failed_before = ({k for k, r in state.steps.items() if r.outcome == Outcome.FAILED} - retried
                          if state else set())
@@ -195,14 +200,28 @@ def _check_tokens(session: Session, state: RunState) -> None:
             "or start a new run.")
 
 
-def _target_changed(path: Path, state: RunState, identity: dict[str, str]) -> str:
+def _moved(before: dict[str, Any], now: dict[str, Any]) -> list[str | None]:
+    """Targets that point elsewhere now ([None] for a single-target run that moved).
+    A plan with targets records {name: where}; a session of some targets records only those."""
+    if all(isinstance(v, dict) for v in (*before.values(), *now.values())) and (before or now):
+        return [name for name in now if name in before and before[name] != now[name]]
+    return [None] if before != now else []
+
+
+def _target_changed(path: Path, state: RunState, moved: list[str | None], identity: dict[str, Any]) -> str:
     def show(where: dict[str, str]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(where.items()) if v) or "the default AWS configuration"
 
-    return (f"{path}: run {state.run_id} of plan {state.header.get('plan')!r} was sent to {show(state.identity or {})}, "
-            f"but this session would send it to {show(identity)}. Resuming would report steps as done that were "
-            "never sent there. Point the run at the same target again, or give the other target its own run "
-            "with another journal (--journal).")
+    before = state.identity or {}
+    if moved == [None]:
+        what = f"was sent to {show(before)}, but this session would send it to {show(identity)}"
+    else:
+        name = moved[0]
+        what = (f"sent target {name} to {show(before[name])}, but it now points at {show(identity[name])}"
+                + (f" (and {len(moved) - 1} more target(s) moved)" if len(moved) > 1 else ""))
+    return (f"{path}: run {state.run_id} of plan {state.header.get('plan')!r} {what}. Resuming would report steps as "
+            "done that were never sent there. Point the run at the same target again, or give the other target "
+            "its own run with another journal (--journal).")
 
 
 def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: bool) -> RunState | None:

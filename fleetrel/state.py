@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 from fleetrel import errors
 from fleetrel.aws import iot_client, target_settings
+from fleetrel.ratecontrol import bucket
 from fleetrel.plan import Step, digest
 # The lifecycle (what each action leaves a version in, the transitions allowed, the
 # DRAFT-only fields) is the service's: defined once, with its sources, in fleetrel.service.
@@ -255,7 +255,7 @@ def drift_of(step: Step, current: VersionState | ReadError) -> list[str]:
 # Reads give up sooner than updates: a preview that cannot read a version says so.
 READ_POLICY = errors.RetryPolicy(max_attempts_transient=6, max_attempts_throttled=6)
 
-async def read_version(client: Any, limiter: AsyncLimiter, step: Step, *,
+async def read_version(client: Any, limiter: Any, step: Step, *,
                        policy: errors.RetryPolicy = READ_POLICY) -> VersionState | ReadError:
     """GetPackageVersion for one step, retried on throttles and server errors as
     `policy` says; every attempt waits for the bucket."""
@@ -264,7 +264,7 @@ async def read_version(client: Any, limiter: AsyncLimiter, step: Step, *,
     return answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
 
 
-async def _read(client: Any, limiter: AsyncLimiter, call: str, policy: errors.RetryPolicy,
+async def _read(client: Any, limiter: Any, call: str, policy: errors.RetryPolicy,
                 **request: Any) -> dict[str, Any] | ReadError:
     attempt = 0
     while True:
@@ -311,7 +311,7 @@ async def read_versions(
     package that had a version not found, so the preview can say which is missing).
     """
     steps = list(steps)
-    limiter = AsyncLimiter(burst, burst / rate)  # `burst` calls per burst/rate s = `rate`/s
+    limiter = bucket(rate=rate, burst=burst)
     found: dict[str, VersionState | ReadError] = {}
 
     async def read(step: Step) -> None:
@@ -335,30 +335,56 @@ def _limits(plan: Any) -> dict[str, Any]:
     return {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
 
 
+async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, profile: str | None,
+                     targets: set[str] | None) -> tuple[list[Step], dict[str, VersionState | ReadError], set[tuple]]:
+    """Every planned version as it is, and the (target, package) pairs found missing. A
+    plan with `targets:` is read target by target, all at once, each through its own
+    client (its role, its account checked) and its own read bucket."""
+    limits = _limits(plan)
+    specs = getattr(plan, "target_specs", list)()  # TEMP until plan targets land
+    if not specs:
+        steps = plan.steps()
+        async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
+                              concurrency=limits["concurrency"]) as client:
+            found, missing = await read_versions(client, steps, **limits)
+        return steps, found, {(None, name) for name in missing}
+    from fleetrel.credentials import target_clients
+
+    steps = [s for s in plan.steps() if not targets or s.target in targets]
+    found: dict[str, VersionState | ReadError] = {}
+    missing_pairs: set[tuple] = set()
+    chosen = [spec for spec in specs if not targets or spec.name in targets]
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
+                              concurrency=limits["concurrency"]) as (clients, _):
+        async def read_target(name: str) -> None:
+            got, missing = await read_versions(clients[name], [s for s in steps if s.target == name], **limits)
+            found.update(got)
+            missing_pairs.update((name, package) for package in missing)
+
+        async with anyio.create_task_group() as tg:
+            for name in clients:
+                tg.start_soon(read_target, name)
+    return steps, found, missing_pairs
+
+
 async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
-                       profile: str | None = None) -> Preview:
+                       profile: str | None = None, targets: set[str] | None = None) -> Preview:
     """Read every planned version and say what the plan would do to it. Sends no update.
 
         preview = await read_preview(load_plan("plans/demo.yaml"), endpoint_url=url)
         print(preview.totals())    # {"steps": 200, "apply": 180, "unchanged": 12, "blocked": 8, ...}
     """
-    steps = plan.steps()
-    limits = _limits(plan)
-    async with iot_client(**target_settings(plan.target, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
-        found, missing_packages = await read_versions(client, steps, **limits)
-    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=s.package not in missing_packages)
+    steps, found, missing = await _read_plan(plan, endpoint_url, region, profile, targets)
+    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing)
                                for s in steps])
 
 
 async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
-                     profile: str | None = None) -> DriftReport:
+                     profile: str | None = None, targets: set[str] | None = None) -> DriftReport:
     """Read every planned version back and list how each differs from the plan.
 
         report = await read_drift(load_plan("plans/demo.yaml"), endpoint_url=url)
         print(report.matches, [d.key for d in report.drifted])
     """
-    steps = plan.steps()
-    limits = _limits(plan)
-    async with iot_client(**target_settings(plan.target, endpoint_url, region, profile), concurrency=limits["concurrency"]) as client:
-        found, _ = await read_versions(client, steps, **limits)
+    steps, found, _ = await _read_plan(plan, endpoint_url, region, profile, targets)
     return DriftReport(plan.plan, [StepDrift(s.key, drift_of(s, found[s.key])) for s in steps])

@@ -43,7 +43,9 @@ def keyed_digest(key: bytes | None, value: Any) -> str:
 
 
 def client_token(run_id: str, step: Step, key: bytes | None = None) -> str:
-    """uuid5 over (run_id, package, version, keyed digest of the request): 36 characters,
-    inside the API's `[\\S]{36,64}` pattern."""
-    name = "\n".join((run_id, step.package, step.version, keyed_digest(key, step.request())))
+    """uuid5 over (run_id, [target,] package, version, keyed digest of the request): 36
+    characters, inside the API's `[\\S]{36,64}` pattern. The target (for a plan with
+    `targets:`) makes the same version in two accounts two calls with two tokens."""
+    where = (step.target, step.package, step.version) if step.target else (step.package, step.version)
+    name = "\n".join((run_id, *where, keyed_digest(key, step.request())))
     return str(uuid.uuid5(NAMESPACE, name))

@@ -70,10 +70,11 @@ class Step:
     artifact: dict[str, Any] | None = None
     recipe: str | None = None
     index: int = field(default=0, compare=False)  # position in the expanded plan
+    target: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.package}/{self.version}"
+        return f"{self.target}:{self.package}/{self.version}" if self.target else f"{self.package}/{self.version}"
 
     def request(self) -> dict[str, Any]:
         """The UpdatePackageVersion keyword arguments, without clientToken."""

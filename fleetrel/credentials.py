@@ -1,0 +1,107 @@
+"""Per-target AWS sessions: the caller's own credentials, or a role assumed through STS and
+refreshed before it expires, and the account each target really resolves to.
+
+    async with target_clients(plan.target_specs(), run_name=plan.plan) as (clients, identities):
+        clients["prod-eu-west-1"]                   # an aiobotocore IoT client, role assumed and refreshed
+        identities["prod-eu-west-1"]["account"]     # '333333333333', from STS GetCallerIdentity
+
+A 50,000-step run at 10 calls/s lasts 80 minutes, past a one-hour role session, so an
+assumed role is not fetched once: aiobotocore's own assume-role fetcher and deferred
+refreshable credentials (what a profile with `role_arn` uses) fetch it on first use and
+again before it expires, for every call the client signs. Their cache is a dict in
+memory: fleetrel writes no credential anywhere, and no message here quotes one.
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fleetrel.aws import EMULATOR_CREDENTIALS, AwsSetupError, client_config, is_loopback, plain_http_loopback
+
+# Refresh an assumed role this long before it expires (botocore's default is 15 minutes,
+# longer than the short sessions a rehearsal against the emulator hands out).
+EXPIRY_WINDOW_SECONDS = 60
+
+
+async def target_session(*, region: str, profile: str | None = None, role_arn: str | None = None,
+                         external_id: str | None = None, session_name: str = "fleetrel",
+                         endpoint_url: str | None = None) -> Any:
+    """An aiobotocore session for one target: `profile`'s (or the environment's)
+    credentials, through `role_arn` when given."""
+    from aiobotocore.credentials import AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        base = AioSession(profile=profile)
+        source = await base.get_credentials()
+    except ProfileNotFound as exc:
+        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
+    if source is None:
+        if not is_loopback(endpoint_url):
+            raise AwsSetupError("no AWS credentials found: set AWS_PROFILE or the target's profile, "
+                                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`")
+        base.set_credentials(EMULATOR_CREDENTIALS["aws_access_key_id"], EMULATOR_CREDENTIALS["aws_secret_access_key"])
+        source = await base.get_credentials()
+    if role_arn is None:
+        return base
+    extra = {"RoleSessionName": session_name[:64]}
+    if external_id:
+        extra["ExternalId"] = external_id
+    fetcher = AioAssumeRoleCredentialFetcher(
+        client_creator=functools.partial(base.create_client, region_name=region, endpoint_url=endpoint_url,
+                                         config=client_config(1)),
+        source_credentials=source, role_arn=role_arn, extra_args=extra, cache={},
+        expiry_window_seconds=EXPIRY_WINDOW_SECONDS)
+    assumed = AioSession()
+    # aiobotocore has no public setter for refreshable credentials; this is what its own
+    # profile-based assume-role provider hands the session.
+    assumed._credentials = AioDeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                             method="assume-role")
+    return assumed
+
+
+async def caller_account(session: Any, *, region: str, endpoint_url: str | None = None) -> str:
+    """The account the session's credentials act in (STS GetCallerIdentity)."""
+    async with session.create_client("sts", region_name=region, endpoint_url=endpoint_url,
+                                     config=client_config(1)) as sts:
+        return str((await sts.get_caller_identity())["Account"])
+
+
+@asynccontextmanager
+async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str | None = None,
+                         concurrency: int = 16) -> AsyncIterator[tuple[dict[str, Any], dict[str, dict[str, str]]]]:
+    """An IoT client per target of a plan, and where each really points: endpoint, region,
+    profile and the account its credentials resolve to (STS GetCallerIdentity), checked
+    before any call against an `account:` the plan pins (Terraform's allowed_account_ids).
+
+    `endpoint_url` overrides every target's (a rehearsal against the emulator)."""
+    from fleetrel.aws import without_userinfo
+
+    clients: dict[str, Any] = {}
+    identities: dict[str, dict[str, str]] = {}
+    async with AsyncExitStack() as stack:
+        for spec in specs:
+            endpoint = endpoint_url or spec.endpoint_url
+            session = await target_session(region=spec.region, profile=spec.profile, role_arn=spec.role_arn,
+                                           external_id=spec.external_id, session_name=f"fleetrel-{run_name}",
+                                           endpoint_url=endpoint)
+            try:
+                account = await caller_account(session, region=spec.region, endpoint_url=endpoint)
+            except Exception as exc:  # noqa: BLE001 - any failure here is the target's setup
+                from fleetrel import errors
+
+                raise AwsSetupError(f"target {spec.name}: cannot resolve its account "
+                                    f"({errors.error_code(exc)}: {errors.error_message(exc)})") from None
+            if spec.account and account != spec.account:
+                raise AwsSetupError(f"target {spec.name} pins account {spec.account}, but its credentials act in "
+                                    f"account {account}: nothing was sent to any target")
+            extra = {"verify": False} if plain_http_loopback(endpoint) else {}
+            client = await stack.enter_async_context(session.create_client(
+                "iot", region_name=spec.region, endpoint_url=endpoint, config=client_config(concurrency), **extra))
+            clients[spec.name] = client
+            identities[spec.name] = {k: v for k, v in {
+                "endpoint": without_userinfo(str(client.meta.endpoint_url)), "region": spec.region,
+                "profile": spec.profile or "", "account": account}.items() if v}
+        yield clients, identities
