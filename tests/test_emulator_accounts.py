@@ -68,7 +68,12 @@ def refused(call: Any, **kwargs: Any) -> tuple[str, int, str]:
 def test_calls_from_an_account_or_region_that_is_not_emulated_are_refused(
         emulator: Emulator) -> None:
     emulator.configure(accounts=ACCOUNTS, regions=REGIONS)
-    inside = iot_client(emulator, "eu-west-1", assume(emulator, "111111111111"))
+    role = assume(emulator, "111111111111")
+    # What an account guard reads before sending anything: the role's account.
+    assert boto3.client("sts", endpoint_url=emulator.url, region_name=REGION,
+                        config=NO_RETRIES, **role).get_caller_identity()["Account"] == \
+        "111111111111"
+    inside = iot_client(emulator, "eu-west-1", role)
     inside.create_package(packageName="fw")
     # Plain credentials are moto's default account, which is not one of the list.
     plain = iot_client(emulator, REGION, CREDENTIALS)
