@@ -35,18 +35,31 @@ Behaviours AWS does not document, and what the emulator does (each is a setting)
 - `configure` keeps a bucket's level when its limits do not change; new limits start a
   new, full bucket. `reset` returns to the start-up settings with full buckets.
 - The record (`Emulator.record()`): "operations" {operation: {status: count}} (status
-  "dropped" when no answer was sent; throttles count as "400" too), "throttled"
-  {operation: count}, "injected" {"500"|"dropped": {operation: count}}, "tokens" and
+  "dropped" when no answer was sent; throttles count as "400" too, refusals as "403"),
+  "throttled" {operation: count}, "injected" {"500"|"dropped": {operation: count}},
+  "refused" {error code: {operation: count}}, "tokens" and
   "tokens_sent" {"package/version": [clientToken, ...]} (distinct, first-seen order; of
   UpdatePackageVersion calls that reached the backend / that arrived at all),
   "accepted_times" (wall-clock times of UpdatePackageVersion 200s), "events"
   [[time, operation, status], ...], "started", "connections" (TCP connections that carried
   package calls: connections are kept alive, as AWS keeps them).
+  The same counts per (account, region) are under "accounts" {account: {region: {...}}}.
 - Packages and quotas (one token bucket per operation) live per (account, region), as
   AWS keeps them: the account is the one moto maps the signing access key to (any dummy
   key: moto's default account; a key from the emulator's STS AssumeRole: the role's
-  account), the region is the SigV4 signing scope's. Seeding defaults to us-east-1 and
-  moto's default account. The record is one for all of them.
+  account), the region is the SigV4 signing scope's.
+- `accounts`/`regions` (`--accounts`/`--regions`) list the emulated ones (none: any).
+  Outside them a package call is refused with 403 UnrecognizedClientException (AWS's
+  answer to credentials it does not know, and in an opt-in region not enabled), and an
+  STS AssumeRole into another account with 403 AccessDenied: a rehearsal aimed at a
+  wrong target fails at once. Refusals and expired credentials are judged before the
+  quota and spend no token. Seeds go to every emulated (account, region) unless told
+  which; `state()` reads the first listed account and region unless told which.
+- STS sessions (AssumeRole, GetSessionToken) last at most `session_seconds`
+  (`--session-seconds`; AWS's 900 s floor does not apply); a package call signed with
+  them after their Expiration gets 403 ExpiredTokenException, "The security token
+  included in the request is expired". Other services (STS itself included) do not check
+  expiry. GetSessionToken issues a key per session, in the caller's account.
 """
 from fleetrel.emulator.process import (
     Emulator,

@@ -18,10 +18,11 @@ from fleetrel.events import ExitCode
 @click.option("--port", default=0, show_default=True, type=int,
               help="Port to bind; 0 picks a free one (the URL is printed first).")
 @click.option("--rate", type=float, default=None,
-              help="Calls per second each operation allows (token bucket refill); "
-                   "default: no throttling.")
+              help="Calls per second each operation allows in each account and region "
+                   "(token bucket refill); default: no throttling.")
 @click.option("--burst", type=float, default=None,
-              help="Token bucket capacity per operation; default: the rate.")
+              help="Token bucket capacity per operation, account and region; "
+                   "default: the rate.")
 @click.option("--fail-rate", type=float, default=0.0, show_default=True,
               help="Share of package calls answered 500 InternalServerException.")
 @click.option("--drop-rate", type=float, default=0.0, show_default=True,
@@ -32,17 +33,45 @@ from fleetrel.events import ExitCode
               help="Extra latency, uniform in [0, J], added to every package call.")
 @click.option("--random-seed", type=int, default=None,
               help="Seed for the fault and jitter dice (repeatable runs).")
+@click.option("--accounts", default="", metavar="ID,ID,...",
+              help="The emulated accounts (12 digits, comma-separated). A package call "
+                   "from another account is answered 403 UnrecognizedClientException, an "
+                   "STS AssumeRole into another account 403 AccessDenied. Default: any.")
+@click.option("--regions", default="", metavar="NAME,NAME,...",
+              help="The emulated regions (comma-separated). A package call signed for "
+                   "another region is answered 403 UnrecognizedClientException. "
+                   "Default: any.")
+@click.option("--session-seconds", type=int, default=None, metavar="N",
+              help="STS AssumeRole and GetSessionToken sessions last at most N seconds; "
+                   "a package call signed with them afterwards is answered 403 "
+                   "ExpiredTokenException. Default: as long as the caller asks.")
 @click.option("--seed", "seed_plan", type=click.Path(dir_okay=False), default=None,
               metavar="PLAN", help="Create every package version of this release plan "
-                                   "(as DRAFT) before serving.")
+                                   "(as DRAFT) in every emulated account and region "
+                                   "before serving.")
 def emulator(host: str, port: int, rate: float | None, burst: float | None, fail_rate: float,
              drop_rate: float, latency_ms: float, jitter_ms: float, random_seed: int | None,
+             accounts: str, regions: str, session_seconds: int | None,
              seed_plan: str | None) -> None:
     """Serve a local AWS IoT Software Package Catalog (moto) that throttles like AWS.
 
     Prints its URL as the first line of stdout; point a plan's target.endpoint_url (or
-    boto3's endpoint_url) at it. Any region and any credentials are accepted. Control
-    endpoints under /_fleetrel/ (seed, configure, record, reset) are never throttled.
+    boto3's endpoint_url) at it. Control endpoints under /_fleetrel/ (seed, configure,
+    record, reset) are never throttled.
+
+    Packages and quotas are kept per account and region, as AWS keeps them. The region
+    is the one the request is signed for. The account is the one the credentials belong
+    to: any unknown access key is moto's default account 123456789012, and credentials
+    from the emulator's own STS AssumeRole belong to the role's account, so
+
+    \b
+      aws sts assume-role --endpoint-url URL \\
+          --role-arn arn:aws:iam::111111111111:role/release --role-session-name x
+
+    gives credentials for account 111111111111. With --accounts/--regions, only those
+    are emulated (plain credentials then need 123456789012 among the accounts): a
+    wrong target in a rehearsal fails instead of landing somewhere nobody looks.
+    Without them, any account and region works.
     """
     from fleetrel.emulator.server import serve
     from fleetrel.emulator.settings import EmulatorSettings, SettingsError
@@ -50,7 +79,9 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
     try:
         settings = EmulatorSettings(rate=rate, burst=burst, fail_rate=fail_rate,
                                     drop_rate=drop_rate, latency_ms=latency_ms,
-                                    jitter_ms=jitter_ms, seed=random_seed)
+                                    jitter_ms=jitter_ms, seed=random_seed,
+                                    accounts=accounts, regions=regions,  # type: ignore[arg-type]
+                                    session_seconds=session_seconds)
         settings.check()
     except SettingsError as error:
         click.echo(f"fleetrel emulator: {error}", err=True)

@@ -1,21 +1,26 @@
 """The WSGI layer in front of moto: throttling, faults, latency, the record, and control.
 
 Package API calls (the ten operations, recognised by method and path) pass through, in
-order: added latency, the operation's token bucket, the fault dice, then moto. Every other
-path goes to moto untouched. Paths under /_fleetrel/ are the control endpoints; they are
-never delayed, throttled or faulted, and answer only requests whose Host is a loopback
-name (403 otherwise: DNS rebinding), POSTs only as application/json (415 otherwise: a
-web page's cross-origin text/plain POST):
+order: added latency, the caller check (expired STS credentials, an account or region
+that is not emulated: 403, see `access`), the token bucket of the operation in the
+caller's (account, region), the fault dice, then the catalog. Every other path goes to
+moto untouched (STS included, which moto_glue wraps). Paths under /_fleetrel/ are the
+control endpoints; they are never delayed, throttled or faulted, and answer only
+requests whose Host is a loopback name (403 otherwise: DNS rebinding), POSTs only as
+application/json (415 otherwise: a web page's cross-origin text/plain POST):
 
     GET  /_fleetrel/health          {"ok": true}
     GET  /_fleetrel/settings        the current settings
     POST /_fleetrel/configure       {"rate": 10, "operations": {...}, ...} -> new settings
     POST /_fleetrel/seed            {"versions": [{"package", "version", "status", ...}],
-                                     "region": "us-east-1", "account": "123456789012"}
+                                     "accounts": [...], "regions": [...]}  (default: all
+                                     the emulated ones; answers {"created",
+                                     "existing"}, counted per account and region)
     GET  /_fleetrel/record          what was received (see `Record.snapshot`)
     POST /_fleetrel/reset-record    start a new record
     POST /_fleetrel/reset           forget all packages, the record and setting changes
     GET  /_fleetrel/state?package=P&version=V[&region=R&account=A]   one version, or 404
+                                    (default: the first emulated account and region)
 
     app = EmulatorApp(moto_glue.moto_server_app(), EmulatorSettings(rate=10))
 """
@@ -32,6 +37,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
 from fleetrel.emulator import moto_glue
+from fleetrel.emulator.access import Access
 from fleetrel.emulator.bucket import TokenBucket
 from fleetrel.emulator.catalog import CatalogError, CatalogRules
 from fleetrel.emulator.record import Record
@@ -101,6 +107,7 @@ class EmulatorApp:
         self.moto_app = moto_app
         self.initial = settings if settings is not None else EmulatorSettings()
         self.record = Record()
+        self.access = Access(self.initial, default_account=moto_glue.DEFAULT_ACCOUNT_ID)
         self._lock = threading.Lock()
         self._apply(self.initial)
 
@@ -112,10 +119,12 @@ class EmulatorApp:
         keep rolling unless the seed changed."""
         moto_glue.install(CatalogRules(refused_transition=settings.refused_transition,
                                        already_in_state=settings.already_in_state,
-                                       idempotency_window_s=settings.idempotency_window_s))
+                                       idempotency_window_s=settings.idempotency_window_s),
+                          self.access)
         with self._lock:
             reseed = fresh or settings.seed != self.settings.seed
             self.settings = settings
+            self.access.update(settings)
             if fresh:
                 # (account, region, operation) -> bucket, made on first use (`bucket`):
                 # AWS keeps a quota per account and region.
@@ -163,34 +172,41 @@ class EmulatorApp:
 
     def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                      operation: str, names: tuple[str, ...]) -> Any:
-        settings, dice = self.settings, self.dice
-        account, region = moto_glue.caller_of(
+        settings, dice, record = self.settings, self.dice, self.record
+        account, region, access_key = moto_glue.caller_of(
             lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
-        bucket = self.bucket(account, region, operation)
+        place = (account, region)
         query = parse_qs(environ.get("QUERY_STRING", ""))
         token = None
-        self.record.connection(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
+        record.connection(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
         if operation == "UpdatePackageVersion":
             token = query.get("clientToken", [None])[0]
-            self.record.token("/".join(names), token, reached_backend=False)
+            record.token("/".join(names), token, reached_backend=False, place=place)
         delay_ms = settings.latency_ms + (dice.uniform(0, settings.jitter_ms)
                                           if settings.jitter_ms else 0.0)
         if delay_ms > 0:
             # Sleeps in this request's own thread: other requests are not held up.
             time.sleep(delay_ms / 1000.0)
+        # Who is calling is settled before the quota: a refused call spends no token.
+        refusal = self.access.refusal(access_key, account, region)
+        if refusal is not None:
+            record.answered(operation, 403, place=place, refused=refusal.code)
+            return aws_error(start_response, "403 Forbidden", refusal.code,
+                             json.dumps({"__type": refusal.code, "message": refusal.message}))
+        bucket = self.bucket(account, region, operation)
         if bucket is not None and not bucket.take():
-            self.record.answered(operation, 400, throttled=True)
+            record.answered(operation, 400, place=place, throttled=True)
             return aws_error(start_response, "400 Bad Request", "ThrottlingException",
                              THROTTLE_BODY)
         roll = dice.random() if (settings.fail_rate or settings.drop_rate) else 1.0
         if roll < settings.fail_rate:
-            self.record.answered(operation, 500, injected="500")
+            record.answered(operation, 500, place=place, injected="500")
             return aws_error(start_response, "500 Internal Server Error",
                              "InternalServerException", INTERNAL_BODY)
         drop = roll < settings.fail_rate + settings.drop_rate
 
         if operation == "UpdatePackageVersion":
-            self.record.token("/".join(names), token, reached_backend=True)
+            record.token("/".join(names), token, reached_backend=True, place=place)
         # Straight to the catalog, not through moto's Flask app: routing a call there
         # costs ~1 ms of the ~1.3 ms a package call takes, and the route is known here.
         text, headers = moto_glue.catalog_answer(
@@ -200,9 +216,9 @@ class EmulatorApp:
         if drop:
             # The backend has applied the call; now lose the answer, as a reset
             # connection would. The retry this provokes is what clientTokens are for.
-            self.record.answered(operation, "dropped", injected="dropped")
+            record.answered(operation, "dropped", place=place, injected="dropped")
             raise DroppedConnection("fleetrel emulator: connection dropped by fault injection")
-        self.record.answered(operation, status)
+        record.answered(operation, status, place=place)
         data = text.encode()
         start_response(f"{status} {HTTPStatus(status).phrase}",
                        [*headers.items(), ("Content-Length", str(len(data))),
@@ -247,13 +263,14 @@ class EmulatorApp:
             self.reset()
             return 200, {"ok": True}
         if (method, action) == ("POST", "seed"):
-            return 200, seed(payload.get("versions") or [],
-                             region=payload.get("region") or "us-east-1",
-                             account=payload.get("account") or moto_glue.DEFAULT_ACCOUNT_ID)
+            return 200, self.seed(payload.get("versions") or [],
+                                  accounts=payload.get("accounts"),
+                                  regions=payload.get("regions"))
         if (method, action) == ("GET", "state"):
             first = {key: values[0] for key, values in query.items()}
-            catalog = moto_glue.catalog_for(first.get("account", moto_glue.DEFAULT_ACCOUNT_ID),
-                                            first.get("region", "us-east-1"))
+            account, region = self.access.default_place()
+            catalog = moto_glue.catalog_for(first.get("account", account),
+                                            first.get("region", region))
             try:
                 return 200, catalog.get_package_version(
                     {"packageName": first["package"], "versionName": first["version"]})
@@ -262,19 +279,22 @@ class EmulatorApp:
         return 404, {"error": f"no control endpoint {method} /_fleetrel/{action}"}
 
 
-def seed(versions: list[dict[str, Any]], region: str = "us-east-1",
-         account: str = moto_glue.DEFAULT_ACCOUNT_ID) -> dict[str, int]:
-    """Create each {"package", "version", ...} (DRAFT unless "status" says otherwise)."""
-    catalog = moto_glue.catalog_for(account, region)
-    created = existing = 0
-    for entry in versions:
-        fields = {name: entry.get(name) for name in
-                  ("status", "attributes", "description", "artifact", "recipe")}
-        if catalog.seed(entry["package"], entry["version"], **fields):
-            created += 1
-        else:
-            existing += 1
-    return {"created": created, "existing": existing}
+    def seed(self, versions: list[dict[str, Any]], accounts: list[str] | None = None,
+             regions: list[str] | None = None) -> dict[str, int]:
+        """Create each {"package", "version", ...} (DRAFT unless "status" says otherwise)
+        in every (account, region) of accounts × regions (default: all emulated ones)."""
+        places = self.access.places(accounts, regions)  # checked before anything is made
+        created = existing = 0
+        for account, region in places:
+            catalog = moto_glue.catalog_for(account, region)
+            for entry in versions:
+                fields = {name: entry.get(name) for name in
+                          ("status", "attributes", "description", "artifact", "recipe")}
+                if catalog.seed(entry["package"], entry["version"], **fields):
+                    created += 1
+                else:
+                    existing += 1
+        return {"created": created, "existing": existing}
 
 
 # Host names a control request may carry: a browser on this machine reaches the emulator

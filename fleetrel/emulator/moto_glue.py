@@ -8,6 +8,12 @@ the operations. The emulator's server skips moto's routing for them (it costs mo
 the call): the middleware routes them and calls `catalog_answer` with the account and
 region `caller_of` reads from the request, by moto's own rules.
 
+`install()` also wraps moto's STS (see `fleetrel.emulator.access`): AssumeRole and
+GetSessionToken sessions last at most `session_seconds`, every key they issue is
+reported with its expiry, AssumeRole into an account that is not emulated is refused,
+and GetSessionToken issues a key of its own per session (moto's is one fixed example key,
+so one session's expiry would be every session's).
+
     from fleetrel.emulator import moto_glue
     moto_glue.install()
     with moto.mock_aws():
@@ -15,20 +21,28 @@ region `caller_of` reads from the request, by moto's own rules.
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
+import re
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import moto.core.responses as moto_responses
 
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.core.responses import BaseResponse
-from moto.iam.models import get_account_id_from
+from moto.core.exceptions import AccessDeniedError
+from moto.core.responses import ActionResult, BaseResponse
+from moto.iam.models import get_account_id_from, iam_backends
 from moto.iot.models import IoTBackend, iot_backends
 from moto.iot.responses import IoTResponse
+from moto.sts.models import STSBackend
+from moto.sts.responses import TokenResponse
+from moto.sts.utils import random_session_token
+from moto.utilities.utils import ARN_PARTITION_REGEX
 
+from fleetrel.emulator.access import Access
 from fleetrel.emulator.catalog import CatalogError, CatalogRules, PackageCatalog
 
 # Which request fields each operation reads from the query string (the model's
@@ -50,6 +64,11 @@ TAKES_TOKEN = {name for name, fields in QUERY_FIELDS.items() if "clientToken" in
 
 _catalogs_lock = threading.Lock()
 _rules = CatalogRules()
+# What the STS wrappers consult and report to; the middleware installs its own.
+_access = Access(default_account=DEFAULT_ACCOUNT_ID)
+_moto_assume_role = STSBackend.assume_role
+# moto's own rule for the account of a role ARN (STSBackend._create_access_key).
+_ROLE_ACCOUNT = re.compile(ARN_PARTITION_REGEX + r":iam::([0-9]+).+")
 
 
 def catalog_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> PackageCatalog:
@@ -128,20 +147,27 @@ def catalog_answer(operation: str, account: str, region: str, body: bytes | str,
     return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
 
 
-def caller_of(headers: Callable[[str], str | None]) -> tuple[str, str]:
-    """(account, region) of a request, decided as moto decides them for its own services
-    (`BaseResponse.get_current_account` and `get_region_from_url`): MOTO_ACCOUNT_ID, the
-    x-moto-account-id header, else the account whose IAM/STS access key signed it (moto's
-    default account for any key it does not know); the region from the SigV4 scope.
-    `headers(name)` returns a request header or None."""
+class Caller(NamedTuple):
+    account: str
+    region: str
+    access_key: str | None  # None: the request was not signed
+
+
+def caller_of(headers: Callable[[str], str | None]) -> Caller:
+    """Account, region and access key of a request, decided as moto decides them for its
+    own services (`BaseResponse.get_current_account` and `get_region_from_url`):
+    MOTO_ACCOUNT_ID, the x-moto-account-id header, else the account whose IAM/STS access
+    key signed it (moto's default account for any key it does not know); the region from
+    the SigV4 scope. `headers(name)` returns a request header or None."""
     authorization = headers("Authorization") or ""
+    match = BaseResponse.access_key_regex.search(authorization)
+    access_key = match.group(1) if match else None
     if "MOTO_ACCOUNT_ID" in os.environ:
         account = os.environ["MOTO_ACCOUNT_ID"]
     elif headers("x-moto-account-id"):
         account = headers("x-moto-account-id") or DEFAULT_ACCOUNT_ID
     else:
-        match = BaseResponse.access_key_regex.search(authorization)
-        account = get_account_id_from(match.group(1) if match else "AKIAEXAMPLE")
+        account = get_account_id_from(access_key or "AKIAEXAMPLE")
     agent = BaseResponse.region_from_useragent_regex.search(headers("User-Agent") or "")
     if agent:
         region = agent.group(1)
@@ -149,7 +175,44 @@ def caller_of(headers: Callable[[str], str | None]) -> tuple[str, str]:
         region = authorization.split(",")[0].split("/")[2]
     else:
         region = BaseResponse.default_region
-    return account, region
+    return Caller(account, region, access_key)
+
+
+# -- STS: session length, expiry, emulated accounts -------------------------------------
+
+def _epoch(expiration: datetime.datetime) -> float:
+    # moto keeps STS expirations as naive UTC datetimes (moto.core.utils.utcnow).
+    return expiration.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _assume_role(self: STSBackend, **kwargs: Any) -> Any:
+    """moto's AssumeRole (also behind AssumeRoleWithWebIdentity), held to the emulated
+    accounts and the session length, reporting the key it issues and its expiry."""
+    role_arn = kwargs.get("role_arn") or ""
+    match = _ROLE_ACCOUNT.search(role_arn)
+    role_account = match.group(2) if match else self.account_id
+    if not _access.admits_role_account(role_account):
+        # AWS's answer when a role's trust policy does not open it to the caller.
+        raise AccessDeniedError(user_arn=f"arn:aws:iam::{self.account_id}:user/moto",
+                                action=f"sts:AssumeRole on resource: {role_arn} "
+                                       f"(fleetrel emulator: account {role_account} is "
+                                       f"not one of the emulated accounts)")
+    kwargs["duration"] = _access.session_length(kwargs["duration"])
+    role = _moto_assume_role(self, **kwargs)
+    _access.issued(role.access_key_id, _epoch(role.expiration))
+    return role
+
+
+def _get_session_token(self: TokenResponse) -> ActionResult:
+    """GetSessionToken with a key of its own per session, in the caller's account (moto
+    answers every session with the same example key)."""
+    duration = _access.session_length(self._get_int_param("DurationSeconds", 43200))
+    token = self.backend.get_session_token(duration=duration)
+    key = iam_backends[self.current_account][self.partition].create_temp_access_key()
+    _access.issued(key.access_key_id, _epoch(token.expiration))
+    return ActionResult({"Credentials": {
+        "AccessKeyId": key.access_key_id, "SecretAccessKey": key.secret_access_key,
+        "SessionToken": random_session_token(), "Expiration": token.expiration}})
 
 
 def _handler(operation: str, method_name: str) -> Callable[[IoTResponse], Any]:
@@ -165,12 +228,15 @@ def snake(operation: str) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in operation).lstrip("_")
 
 
-def install(rules: CatalogRules | None = None) -> None:
-    """Add the package operations to moto's IoT responses (idempotent).
+def install(rules: CatalogRules | None = None, access: Access | None = None) -> None:
+    """Add the package operations to moto's IoT responses and wrap its STS (idempotent).
 
-    `rules` replaces the shared undocumented-behaviour settings if given.
+    `rules` replaces the shared undocumented-behaviour settings if given; `access` the
+    object STS consults and reports the keys it issues to.
     """
-    global _rules
+    global _rules, _access
+    if access is not None:
+        _access = access
     if rules is not None:
         _rules = rules
         # Catalogs already created keep a reference to the old object: point them over.
@@ -186,6 +252,8 @@ def install(rules: CatalogRules | None = None) -> None:
             handle = _handler(operation, method_name)
             handle._fleetrel = True  # type: ignore[attr-defined]
             setattr(IoTResponse, method_name, handle)
+    STSBackend.assume_role = _assume_role  # type: ignore[method-assign]
+    TokenResponse.get_session_token = _get_session_token  # type: ignore[method-assign]
     _cache_method_names()
 
 

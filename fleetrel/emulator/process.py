@@ -7,6 +7,12 @@ drive an emulator someone started in another terminal (`Emulator("http://127.0.0
         ...  # point boto3/aioboto3 at emu.url
         emu.record()["operations"]["UpdatePackageVersion"]   # {"200": 480, "400": 20}
 
+    with start_emulator(accounts=["111111111111", "222222222222"],
+                        regions=["us-east-1", "eu-west-1"], session_seconds=30) as emu:
+        emu.seed([("thermostat-fw", "4.2.0")])          # in all four (account, region)
+        emu.state("thermostat-fw", "4.2.0", account="222222222222", region="eu-west-1")
+        emu.record()["accounts"]["222222222222"]["eu-west-1"]["operations"]
+
 Imports nothing from moto: a client process stays light.
 """
 from __future__ import annotations
@@ -21,7 +27,6 @@ import urllib.parse
 import urllib.request
 from typing import Any, Iterable
 
-DEFAULT_REGION = "us-east-1"
 
 
 class EmulatorError(RuntimeError):
@@ -75,12 +80,16 @@ class Emulator:
                 return None
             raise EmulatorError(f"{method} /_fleetrel/{action}: {error.code} {detail}") from None
 
-    def seed(self, versions: Iterable[Any], *, region: str = DEFAULT_REGION) -> dict[str, int]:
+    def seed(self, versions: Iterable[Any], *, accounts: str | Iterable[str] | None = None,
+             regions: str | Iterable[str] | None = None) -> dict[str, int]:
         """Create packages and versions (DRAFT unless a dict gives "status"); existing ones
-        are kept, with any fields a dict gives set on them. Returns {"created", "existing"}.
+        are kept, with any fields a dict gives set on them. Returns {"created", "existing"}
+        summed over the places seeded: every emulated (account, region) unless `accounts`
+        and/or `regions` (one name or several) narrow them.
         """
         entries = [version_entry(item) for item in versions]
-        return self._call("POST", "seed", {"versions": entries, "region": region})
+        return self._call("POST", "seed", {"versions": entries, "accounts": names(accounts),
+                                           "regions": names(regions)})
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings at run time (see `EmulatorSettings`); returns all settings."""
@@ -100,11 +109,16 @@ class Emulator:
         """Forget every package, the record and setting changes since start-up."""
         self._call("POST", "reset", {})
 
-    def state(self, package: str, version: str, *,
-              region: str = DEFAULT_REGION) -> dict[str, Any] | None:
-        """The version as GetPackageVersion would return it (unthrottled), or None."""
-        return self._call("GET", "state", query={"package": package, "version": version,
-                                                 "region": region})
+    def state(self, package: str, version: str, *, account: str | None = None,
+              region: str | None = None) -> dict[str, Any] | None:
+        """The version as GetPackageVersion in (account, region) would return it
+        (unthrottled), or None. Default: the first emulated account and region (moto's
+        default account and us-east-1 when none are listed)."""
+        query = {"package": package, "version": version}
+        for name, value in (("account", account), ("region", region)):
+            if value is not None:
+                query[name] = value
+        return self._call("GET", "state", query=query)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the emulator this handle started (SIGTERM, then kill); no-op otherwise."""
@@ -129,13 +143,25 @@ class Emulator:
         return f"Emulator({self.url!r})"
 
 
+def names(value: str | Iterable[str] | None) -> list[str] | None:
+    """One name or several as a list (None stays None: the emulator's default)."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else [str(item) for item in value]
+
+
 def emulator_args(rate: float | None = None, burst: float | None = None,
                   latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_rate: float = 0.0,
-                  drop_rate: float = 0.0, random_seed: int | None = None) -> list[str]:
+                  drop_rate: float = 0.0, random_seed: int | None = None,
+                  accounts: Iterable[str] | None = None, regions: Iterable[str] | None = None,
+                  session_seconds: int | None = None) -> list[str]:
     args: list[str] = []
     for flag, value in (("--rate", rate), ("--burst", burst), ("--latency-ms", latency_ms),
                         ("--jitter-ms", jitter_ms), ("--fail-rate", fail_rate),
-                        ("--drop-rate", drop_rate), ("--random-seed", random_seed)):
+                        ("--drop-rate", drop_rate), ("--random-seed", random_seed),
+                        ("--accounts", ",".join(names(accounts) or [])),
+                        ("--regions", ",".join(names(regions) or [])),
+                        ("--session-seconds", session_seconds)):
         if value:
             args += [flag, str(value)]
     return args
@@ -143,20 +169,26 @@ def emulator_args(rate: float | None = None, burst: float | None = None,
 
 def start_emulator(rate: float | None = None, burst: float | None = None,
                    latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_rate: float = 0.0,
-                   drop_rate: float = 0.0, seed: Any = None, *, host: str = "127.0.0.1",
+                   drop_rate: float = 0.0, seed: Any = None, *,
+                   accounts: str | Iterable[str] | None = None,
+                   regions: str | Iterable[str] | None = None,
+                   session_seconds: int | None = None, host: str = "127.0.0.1",
                    port: int = 0, startup_timeout: float = 60.0) -> Emulator:
     """Start `python -m fleetrel.emulator` in its own process; return once it answers.
 
     `seed` is the fault dice's seed when an int; any other iterable is seeded as package
-    versions (see `Emulator.seed`) once the emulator is up. rate None: no throttling.
+    versions (see `Emulator.seed`, in every emulated account and region) once the
+    emulator is up. rate None: no throttling. `accounts`/`regions`: the emulated ones
+    (None: any); `session_seconds`: the longest STS session (see `fleetrel emulator
+    --help`).
 
-        with start_emulator(rate=10) as emu:
+        with start_emulator(rate=10, accounts=["111111111111"], regions="eu-west-1") as emu:
             boto3.client("iot", endpoint_url=emu.url, ...)
     """
     random_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     command = [sys.executable, "-m", "fleetrel.emulator", "--host", host, "--port", str(port),
                *emulator_args(rate, burst, latency_ms, jitter_ms, fail_rate, drop_rate,
-                              random_seed)]
+                              random_seed, accounts, regions, session_seconds)]
     # The child stops by itself if this process dies without stopping it (see serve()).
     env = dict(os.environ, PYTHONUNBUFFERED="1", FLEETREL_EMULATOR_PARENT_PID=str(os.getpid()))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)

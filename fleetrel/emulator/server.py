@@ -33,7 +33,7 @@ from typing import Any, Iterable, TextIO
 from cheroot import wsgi
 
 from fleetrel.emulator import moto_glue
-from fleetrel.emulator.middleware import DroppedConnection, EmulatorApp, seed
+from fleetrel.emulator.middleware import DroppedConnection, EmulatorApp
 from fleetrel.emulator.settings import EmulatorSettings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -122,16 +122,18 @@ def serve(settings: EmulatorSettings | None = None, host: str = "127.0.0.1", por
           err: TextIO = sys.stderr) -> int:
     """Serve until SIGINT or SIGTERM; print the URL first. Returns the exit code (0).
 
-    `versions` are seeded (as for POST /_fleetrel/seed) before the URL is printed, so a
-    client that reads the URL finds them.
+    `versions` are seeded (as for POST /_fleetrel/seed: in every emulated account and
+    region) before the URL is printed, so a client that reads the URL finds them.
     """
     server = EmulatorServer(settings, host, port)
-    seeded = seed(list(versions))
+    versions = list(versions)
+    seeded = server.app.seed(versions)
     print(server.url, file=out, flush=True)
     scope = ("loopback only: not reachable from other machines" if host in LOOPBACK
              else f"{host}: REACHABLE FROM OTHER MACHINES, with no authentication")
     print(f"fleetrel emulator: listening on {server.url} ({scope}); "
-          f"{seeded['created']} package version(s) seeded; Ctrl-C or SIGTERM stops it",
+          f"{server.app.access.summary()}; {seeded['created']} package version(s) seeded; "
+          "Ctrl-C or SIGTERM stops it",
           file=err, flush=True)
     stop = threading.Event()
 

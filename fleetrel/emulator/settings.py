@@ -9,6 +9,7 @@ so a bad `configure` call leaves the running emulator as it was.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,11 @@ OPERATIONS = (
     "DeletePackageVersion", "ListPackageVersions",
 )
 ERROR_CHOICES = ("ValidationException", "ConflictException")
+# The shapes AWS gives account ids and region names (us-east-1, eu-central-2,
+# us-gov-west-1, cn-north-1): a typo is refused when the emulator starts, not at the
+# first call that misses.
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
 class SettingsError(ValueError):
@@ -36,6 +42,10 @@ class EmulatorSettings:
     latency_ms + uniform(0, jitter_ms): added before every package call is answered.
     seed: seeds the fault dice for repeatable runs. refused_transition, already_in_state,
     idempotency_window_s: see `fleetrel.emulator.catalog.CatalogRules`.
+    accounts, regions: the emulated accounts and regions (empty: any); a package call from
+    another is refused, as is an STS AssumeRole into another account (see `access`).
+    A comma-separated string is split. session_seconds: STS sessions (AssumeRole,
+    GetSessionToken) last at most this long (None: as long as the caller asks).
     """
 
     rate: float | None = None
@@ -49,6 +59,18 @@ class EmulatorSettings:
     refused_transition: str = "ValidationException"
     already_in_state: str | None = "ConflictException"
     idempotency_window_s: float = 8 * 3600.0
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    session_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        # JSON (configure) and the CLI give lists and "a,b" strings; keep one shape.
+        for name in ("accounts", "regions"):
+            value = getattr(self, name) or ()
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            # dict.fromkeys: drop repeats, keep the order (the first is the default).
+            object.__setattr__(self, name, tuple(dict.fromkeys(str(item) for item in value)))
 
     def updated(self, **changes: Any) -> EmulatorSettings:
         """A copy with `changes` applied; `operations` merges per operation (None removes)."""
@@ -94,6 +116,19 @@ class EmulatorSettings:
         if self.already_in_state is not None and self.already_in_state not in ERROR_CHOICES:
             raise SettingsError("already_in_state must be one of "
                                 f"{', '.join(ERROR_CHOICES)} or null (a successful no-op)")
+        for name, pattern, example in (("accounts", ACCOUNT_ID, "111111111111"),
+                                       ("regions", REGION_NAME, "eu-west-1")):
+            bad = [item for item in getattr(self, name) if not pattern.match(item)]
+            if bad:
+                raise SettingsError(f"{name}: {', '.join(map(repr, bad))} "
+                                    f"{'is' if len(bad) == 1 else 'are'} not "
+                                    f"{'an account id' if name == 'accounts' else 'a region name'}"
+                                    f" (like {example})")
+        if self.session_seconds is not None and (
+                not isinstance(self.session_seconds, int) or isinstance(self.session_seconds, bool)
+                or self.session_seconds < 1):
+            raise SettingsError("session_seconds must be a whole number of seconds >= 1 "
+                                "(or null: sessions last as long as the caller asks)")
 
     def limits_for(self, operation: str) -> tuple[float, float] | None:
         """(rate, burst) of `operation`'s bucket, or None when it is not throttled."""
