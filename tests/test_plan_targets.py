@@ -463,3 +463,14 @@ def test_property_mutated_plans_with_targets_only_raise_plan_error(tmp_path_fact
         names = [t.name for t in plan.target_specs()]
         assert len(set(names)) == len(names)
         assert all(s.target in names for s in plan.steps())
+
+
+def test_the_readme_targets_example_is_valid_and_its_first_wave_is_the_first_target(tmp_path):
+    readme = (PLANS.parent / "README.md").read_text()
+    start = readme.index("```yaml\nplan: org-") + len("```yaml\n")
+    example = tmp_path / "readme-targets.yaml"
+    example.write_text(readme[start:readme.index("```", start)])
+    plan = load(example)
+    first = plan.target_specs()[0].name
+    assert plan.summary() == "6 targets, 13 steps, 1 package, PUBLISH 13"
+    assert plan.wave_ends()[0] == sum(s.target == first for s in plan.steps()) == 3

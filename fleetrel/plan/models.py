@@ -5,6 +5,7 @@
     plan.digest       # what a run's journal pins
 
 `fleetrel.plan.load` adds the file: every problem then names the file, line and entry.
+With `targets:` (see `fleetrel.plan.targets`) each step also names its target.
 A plan is frozen once validated, so its steps and digest are computed once, on first
 use, and kept (a 50,000-step plan would otherwise rebuild its steps on every
 `summary`, `digest` and `wave_ends`).
