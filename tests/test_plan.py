@@ -404,7 +404,11 @@ RULES = [
 def test_each_rule_is_refused_naming_file_entry_and_rule(write, mutate, where, rule):
     data = valid_plan()
     mutate(data)
-    path = write(data)
+    assert_refused(write(data), where, rule)
+
+
+def assert_refused(path: Path, where: str, rule: str) -> None:
+    """Loading `path` lists a problem that names `where` and `rule`, every one naming the file."""
     problems = problems_of(path)
     matching = [p for p in problems if where in p and rule in p]
     assert matching, f"no problem names {where!r} and {rule!r}: {problems}"
