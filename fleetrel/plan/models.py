@@ -368,7 +368,10 @@ def duplicate_problems(entries: list[Any], target_names: list[str] | None = None
     duplicate is reported even beside an entry's type errors. `target_names` is None
     without `targets:` or when they are unknown (then every entry is taken to apply
     everywhere, unless it names its targets)."""
-    first_seen: dict[tuple[str, str], list[tuple[int, frozenset[str] | None]]] = {}
+    # The first entry of each (package, version), and the later ones apart: most versions
+    # appear once, and a 50,000-step plan should not build a list for each.
+    first_seen: dict[tuple[str, str], tuple[int, frozenset[str] | None]] = {}
+    seen_again: dict[tuple[str, str], list[tuple[int, frozenset[str] | None]]] = {}
     problems: list[tuple[tuple, str]] = []
     for index, entry in enumerate(entries):
         if isinstance(entry, VersionEntry):
@@ -389,8 +392,13 @@ def duplicate_problems(entries: list[Any], target_names: list[str] | None = None
         else:
             continue
         for loc, version in versions_named:
-            earlier = first_seen.setdefault((package, version), [])
-            for other, other_applies in earlier:
+            key = (package, version)
+            first = first_seen.get(key)
+            if first is None:
+                first_seen[key] = (index, applies)
+                continue
+            earlier = seen_again.setdefault(key, [])
+            for other, other_applies in [first, *earlier]:
                 shared = None if applies is None or other_applies is None else applies & other_applies
                 if shared is None and target_names is None:
                     problems.append((loc, f"{package}/{version} already appears in versions[{other}]: "
