@@ -5,13 +5,16 @@
     service.NAME_RE.fullmatch("thermostat-fw")               # a valid package or version name
     service.TARGET_STATUS["PUBLISH"]                         # 'PUBLISHED'
     ("DRAFT", "DEPRECATED") in service.ALLOWED_TRANSITIONS   # False: publish it first
+    service.partition_of("cn-north-1")                       # 'aws-cn': its role ARNs are arn:aws-cn:...
 
 Sources, as noted beside each fact: "model" is botocore 1.40.61's service model for IoT
 (botocore/data/iot/2015-05-28/service-2.json, the version aioboto3 15.5.0 pins; botocore
 itself checks only the minimum lengths it states); "docs" is the AWS IoT developer
 guide ("Package version lifecycle") and the UpdatePackageVersion reference
 (/work/shared/reference/update_package_version.rst). A value neither states is marked
-"ours". `tests/test_service.py` compares every fact the model states with the model.
+"ours". The account, region, role and ExternalId facts of a plan's `targets:` are
+compared with botocore's IAM and STS models and its partitions.json by
+`tests/test_plan_targets.py`. `tests/test_service.py` compares every fact the model states with the model.
 
 The plan's validation (`fleetrel.plan`) and the preview/verify rules (`fleetrel.state`)
 import these. The emulator keeps its own copy (`fleetrel.emulator.catalog`) on purpose:
@@ -77,3 +80,44 @@ PACKAGE_OPERATIONS = (
     "CreatePackageVersion", "GetPackageVersion", "UpdatePackageVersion",
     "DeletePackageVersion", "ListPackageVersions",
 )
+
+# --- where the calls go: accounts, regions, roles (a plan's `targets:`) ----------------
+# docs (IAM User Guide, "AWS account identifiers"): an account ID is a 12-digit number,
+# leading zeros included, so a plan writes it as text.
+ACCOUNT_ID_PATTERN = "^[0-9]{12}$"
+ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_PATTERN)
+# botocore: data/partitions.json, each partition's regionRegex, for the partitions whose
+# role ARNs a plan may name (below). Narrowed from \w+ to [a-z]+: botocore's \w would
+# admit 'us-EAST_1', which is no region, and a signature scoped to it fails.
+REGION_PATTERNS = {
+    "aws": "^(?:us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-[0-9]+$",
+    "aws-cn": "^cn-[a-z]+-[0-9]+$",
+    "aws-us-gov": "^us-gov-[a-z]+-[0-9]+$",
+}
+PARTITIONS = tuple(REGION_PATTERNS)
+REGION_PATTERN = "^(?:" + "|".join(p[1:-1] for p in REGION_PATTERNS.values()) + ")$"
+_REGION_RES = {partition: re.compile(pattern) for partition, pattern in REGION_PATTERNS.items()}
+
+
+def partition_of(region: str) -> str | None:
+    """The partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`), or None when
+    `region` is not a region name."""
+    return next((partition for partition, regex in _REGION_RES.items() if regex.fullmatch(region)), None)
+
+
+# model (iam, botocore 1.40.61): roleNameType 1-64 of [\w+=,.@-]; pathType "/" or
+# "/" [\u0021-\u007E]+ "/", at most 512 characters. docs (IAM identifiers): a role's ARN is
+# arn:<partition>:iam::<account>:role/<path without its leading "/"><name>. The model's
+# patterns are Java's, where \w is ASCII only: hence re.ASCII.
+MAX_ROLE_NAME = 64
+MAX_ROLE_PATH = 512
+ROLE_NAME_CHARS = "[a-zA-Z0-9_+=,.@-]"  # the model's [\w+=,.@-], for messages
+# The part after "role/": an optional path (printable ASCII, "/" included) and a name.
+ROLE_TAIL_RE = re.compile(r"^(?:([!-~]+)/)?([\w+=,.@-]{1,%d})$" % MAX_ROLE_NAME, re.ASCII)
+ROLE_ARN_PATTERN = "^arn:(aws|aws-cn|aws-us-gov):iam::([0-9]{12}):role/(.+)$"
+ROLE_ARN_RE = re.compile(ROLE_ARN_PATTERN, re.DOTALL)
+# model (sts): externalIdType 2-1224 characters of [\w+=,.@:\/-] (Java's \w: ASCII).
+MIN_EXTERNAL_ID, MAX_EXTERNAL_ID = 2, 1224
+EXTERNAL_ID_CHARS = "[a-zA-Z0-9_+=,.@:/-]"
+EXTERNAL_ID_PATTERN = "^[a-zA-Z0-9_+=,.@:/-]{%d,%d}$" % (MIN_EXTERNAL_ID, MAX_EXTERNAL_ID)
+EXTERNAL_ID_RE = re.compile(EXTERNAL_ID_PATTERN)

@@ -279,7 +279,14 @@ artifact = { s3Location = { bucket = "fw", key = "door/1.9.3.bin", version = "3"
 # --- the bundled plans ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "deprecate-old.yaml", "migration.yaml"])
+def test_every_bundled_plan_is_in_the_list_below():
+    assert sorted(p.name for p in PLANS.glob("*.yaml")) == sorted(BUNDLED_PLANS)
+
+
+BUNDLED_PLANS = ["demo.yaml", "deprecate-old.yaml", "migration.yaml", "org-release.yaml"]
+
+
+@pytest.mark.parametrize("name", BUNDLED_PLANS)
 def test_bundled_plans_validate(name):
     plan = load(PLANS / name)
     assert plan.target.endpoint_url is None  # the CLI passes it
@@ -397,7 +404,11 @@ RULES = [
 def test_each_rule_is_refused_naming_file_entry_and_rule(write, mutate, where, rule):
     data = valid_plan()
     mutate(data)
-    path = write(data)
+    assert_refused(write(data), where, rule)
+
+
+def assert_refused(path: Path, where: str, rule: str) -> None:
+    """Loading `path` lists a problem that names `where` and `rule`, every one naming the file."""
     problems = problems_of(path)
     matching = [p for p in problems if where in p and rule in p]
     assert matching, f"no problem names {where!r} and {rule!r}: {problems}"
@@ -683,7 +694,8 @@ def assert_step_passes_the_rules(step: Step) -> None:
 
 FIELD_NAMES = ["plan", "target", "limits", "abort", "defaults", "versions", "waves", "package", "version",
                "action", "description", "attributes", "artifact", "s3Location", "bucket", "key", "recipe",
-               "rate", "burst", "concurrency", "adaptive", "max_failure_ratio", "min_finished"]
+               "rate", "burst", "concurrency", "adaptive", "max_failure_ratio", "min_finished",
+               "targets", "name", "region", "account", "role_arn", "external_id", "accounts", "regions", "role_name"]
 scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.dates()
            | st.text(max_size=12) | st.sampled_from(["PUBLISH", "publish", "1.0.0", "", "50%", "a b", "x" * 200]))
 nested = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
@@ -710,6 +722,9 @@ def _load_only_plan_error(path: Path) -> ReleasePlan | None:
     assert len({s.key for s in steps}) == len(steps)
     # summary() counts per entry without the steps: it must agree with them
     summary = plan.summary()
+    if plan.targets is not None:  # "N targets, " first
+        targets, _, summary = summary.partition(", ")
+        assert targets.startswith(f"{len(plan.target_specs())} target")
     assert summary.startswith(f"{len(steps)} step") and f", {len({s.package for s in steps})} package" in summary
     for action in ("PUBLISH", "DEPRECATE"):
         count = sum(s.action == action for s in steps)
@@ -768,11 +783,16 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 
 
 @st.composite
-def mutated_plans(draw) -> dict[str, Any]:
-    data = valid_plan()
-    data["target"] = {"region": "us-east-1"}
-    data["abort"] = {"max_failure_ratio": 0.2, "min_finished": 5}
-    data["waves"] = [1, "50%"]
+def mutated_plans(draw, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`base` (by default a valid plan using every top-level key) with one to three keys
+    deleted, set to arbitrary data or added."""
+    if base is None:
+        data = valid_plan()
+        data["target"] = {"region": "us-east-1"}
+        data["abort"] = {"max_failure_ratio": 0.2, "min_finished": 5}
+        data["waves"] = [1, "50%"]
+    else:
+        data = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(data)
         if not paths:

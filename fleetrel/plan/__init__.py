@@ -9,6 +9,8 @@ The package, one idea per module:
 
 - `rules`: what one value must be (names, description, recipe, attributes, actions,
   waves), as annotated types; the limits themselves are in `fleetrel.service`.
+- `targets`: a plan's many `targets:` (a list, or a matrix of accounts and regions),
+  their expansion and the rules across them.
 - `models`: the pydantic models, `Step`, the rules across entries, steps and digest.
 - `loading`: YAML (with line numbers), JSON and TOML files into data; `load`.
 - `diagnostics`: pydantic's errors into 'file:line: entry: message' lines; `PlanError`.
@@ -27,6 +29,10 @@ Choices made for the user:
 - A mapping that gives the same key twice is refused (PyYAML and json keep the last).
 - The digest a run's journal pins covers the requests in (package, version) order:
   reordering a plan does not make it another run.
+- A plan has one `target:` or many `targets:`; with many, a (package, version) may
+  appear once per target, each step names its target (key `target:package/version`),
+  and the steps are target-major, so the first wave can be the first target. A plan
+  without `targets:` has the steps, keys and digest it had before targets existed.
 """
 from fleetrel.plan.diagnostics import PlanError
 from fleetrel.plan.loading import PLAN_SUFFIXES, load
@@ -43,6 +49,7 @@ from fleetrel.plan.models import (
     canonical_json,
     digest,
 )
+from fleetrel.plan.targets import TargetMatrix, TargetSpec
 
 __all__ = [
     "PLAN_SUFFIXES",
@@ -55,6 +62,8 @@ __all__ = [
     "S3Location",
     "Step",
     "Target",
+    "TargetMatrix",
+    "TargetSpec",
     "VersionEntry",
     "canonical_json",
     "digest",

@@ -17,11 +17,26 @@ import os
 from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.models import Defaults, ReleasePlan, VersionEntry, cross_entry_problems, duplicate_problems
 from fleetrel.plan.rules import VERSION_CHOICE, as_wave, did_you_mean, plural, show
+from fleetrel.plan.targets import (
+    FORM_ERROR,
+    TARGET_LIST_TAG,
+    TARGET_MATRIX_TAG,
+    UNION_TAGS,
+    TargetMatrix,
+    both_forms_problems,
+    Targets,
+    TargetSpec,
+    entry_target_problems,
+    expand_targets,
+    target_problems,
+)
+
+_TARGETS = TypeAdapter(Targets)
 
 
 class PlanError(Exception):
@@ -57,7 +72,7 @@ def validate(path: os.PathLike[str], data: dict[Any, Any], root: yaml.Node | Non
     if not across_entries_checked:
         problems += _salvaged_cross_entry_problems(data)
     raw_entries = data.get("versions")
-    located = [(_line_of(root, loc), where(loc, raw_entries), message) for loc, message in problems]
+    located = [(_line_of(root, loc), where(loc, raw_entries, data.get("targets")), message) for loc, message in problems]
     located.sort(key=lambda item: item[0] or 0)  # stable: file order for YAML, as found otherwise
     lines = [f"{path}{f':{line}' if line else ''}: {place}: {message}" for line, place, message in located]
     raise PlanError(path, list(dict.fromkeys(lines)))  # a nested error can surface twice
@@ -70,11 +85,24 @@ def _salvaged_cross_entry_problems(data: dict[Any, Any]) -> list[tuple[tuple, st
         defaults: Defaults | None = Defaults.model_validate(data.get("defaults") or {})
     except ValidationError:
         defaults = None
+    # The targets, if valid on their own: an entry's unknown target is then still found.
+    targets: Any = None
+    target_names: list[str] | None = None
+    targets_known = data.get("targets") is None
+    problems: list[tuple[tuple, str]] = []
+    if not targets_known:
+        try:
+            targets = _TARGETS.validate_python(data["targets"])
+        except ValidationError:
+            problems += both_forms_problems("target" in data, True)
+        else:
+            targets_known = True
+            target_names = [spec.name for spec in expand_targets(targets)]
+            problems += target_problems(targets, "target" in data)
     raw_entries = data.get("versions")
     if not isinstance(raw_entries, list):
-        return []
+        return problems
     valid: list[tuple[int, VersionEntry]] = []
-    problems: list[tuple[tuple, str]] = []
     all_valid = True
     for index, raw in enumerate(raw_entries):
         try:
@@ -86,13 +114,17 @@ def _salvaged_cross_entry_problems(data: dict[Any, Any]) -> list[tuple[tuple, st
             if isinstance(raw, dict) and "version_choice" not in kinds and (("version" in raw) == ("versions" in raw)):
                 problems.append((("versions", index), VERSION_CHOICE))
     # Waves are checked against the step count only when every entry (hence the count) is known.
+    if targets_known:
+        entry_problems = entry_target_problems(target_names, valid)
+        problems += entry_problems
+        all_valid = all_valid and not entry_problems
     waves: list[int | str] | None = None
-    if all_valid and isinstance(data.get("waves"), list):
+    if all_valid and targets_known and isinstance(data.get("waves"), list):
         try:
             waves = [as_wave(wave) for wave in data["waves"]]
         except PydanticCustomError:
             waves = None
-    return problems + duplicate_problems(raw_entries) + cross_entry_problems(defaults, valid, waves)
+    return problems + duplicate_problems(raw_entries, target_names) + cross_entry_problems(defaults, valid, waves, target_names)
 
 
 # --- where a problem is ---------------------------------------------------------------
@@ -117,14 +149,27 @@ def _entry_label(index: int, entry: Any) -> str:
     return f"versions[{index}] ({package})"
 
 
-def where(loc: tuple, raw_entries: Any) -> str:
-    """Render a pydantic location, naming the entry by index and package/version."""
+def _target_label(index: int, target: Any) -> str:
+    """`targets[2] (prod-eu-west-1)`, from raw data or a TargetSpec."""
+    name = target.name if isinstance(target, TargetSpec) else target.get("name") if isinstance(target, dict) else None
+    if isinstance(name, str) and name.isprintable() and len(name) <= 64:
+        return f"targets[{index}] ({name})"
+    return f"targets[{index}]"
+
+
+def where(loc: tuple, raw_entries: Any, raw_targets: Any = None) -> str:
+    """Render a pydantic location, naming the entry by index and package/version, and a
+    target by index and name."""
     parts: list[str] = []
-    rest = list(loc)
+    rest = [item for item in loc if item not in UNION_TAGS]
     if len(rest) >= 2 and rest[0] == "versions" and isinstance(rest[1], int):
         index = rest[1]
         entry = raw_entries[index] if isinstance(raw_entries, list) and index < len(raw_entries) else None
         parts.append(_entry_label(index, entry))
+        rest = rest[2:]
+    elif len(rest) >= 2 and rest[0] == "targets" and isinstance(rest[1], int) and isinstance(raw_targets, list):
+        index = rest[1]
+        parts.append(_target_label(index, raw_targets[index] if index < len(raw_targets) else None))
         rest = rest[2:]
     path = ""
     for item in rest:
@@ -162,6 +207,9 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     for item in loc:
         if isinstance(item, int):
             continue
+        if item in (TARGET_LIST_TAG, TARGET_MATRIX_TAG):  # the branch of `targets` the error is in
+            model = TargetSpec if item == TARGET_LIST_TAG else TargetMatrix
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or item not in model.model_fields:
             return None
         model = _inner_model(model.model_fields[item].annotation)
@@ -182,16 +230,23 @@ _MISSING_HINTS = {
     "plan": "it names the run and its journal, e.g. plan: spring-release",
     "versions": "list the package versions to change",
     "package": "name the package this entry changes",
+    "name": "name the target, e.g. name: prod-eu-west-1",
+    "region": "give the target's AWS region, e.g. region: us-east-1",
+    "accounts": "list the account IDs, e.g. accounts: [\"111111111111\"]",
+    "regions": "list the regions, e.g. regions: [us-east-1, eu-west-1]",
 }
 
 
 def _problem_from_error(error: dict[str, Any]) -> tuple[tuple, str]:
     """One pydantic error as (location, message in plain words)."""
-    loc, kind = tuple(error["loc"]), error["type"]
+    raw_loc, kind = tuple(error["loc"]), error["type"]
+    loc = tuple(item for item in raw_loc if item not in UNION_TAGS)
     if kind in ("plan_rule", "version_choice"):
         return loc, error["ctx"]["problem"]
+    if kind == FORM_ERROR:
+        return loc, f"{error['msg']}, got {show(error['input'])}"
     if kind == "extra_forbidden":
-        key, model = loc[-1], _model_at(loc[:-1])
+        key, model = loc[-1], _model_at(raw_loc[:-1])
         if model is Defaults and key in VersionEntry.model_fields:
             return loc, f"unknown key {show(key)}: {key} belongs to each entry, not to defaults"
         allowed = sorted(model.model_fields) if model else []

@@ -5,6 +5,7 @@
     plan.digest       # what a run's journal pins
 
 `fleetrel.plan.load` adds the file: every problem then names the file, line and entry.
+With `targets:` (see `fleetrel.plan.targets`) each step also names its target.
 A plan is frozen once validated, so its steps and digest are computed once, on first
 use, and kept (a 50,000-step plan would otherwise rebuild its steps on every
 `summary`, `digest` and `wave_ends`).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.rules import (
@@ -31,14 +32,24 @@ from fleetrel.plan.rules import (
     EndpointUrl,
     NonEmptyText,
     PackageName,
+    PlanModel,
     PlanName,
     Recipe,
+    TargetName,
     VersionName,
     Wave,
     as_list,
     attributes_bytes,
     plural,
     resolve_waves,
+)
+from fleetrel.plan.targets import (
+    TargetMatrix,
+    Targets,
+    TargetSpec,
+    entry_target_problems,
+    expand_targets,
+    target_problems,
 )
 from fleetrel.service import ACTIONS, MAX_ATTRIBUTES_BYTES
 
@@ -55,7 +66,8 @@ def digest(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One UpdatePackageVersion request: a (package, version) and the fields to send.
+    """One UpdatePackageVersion request: a (package, version), in a plan with
+    `targets:` also the target it goes to, and the fields to send.
 
     Fields left as None are not sent. `action` is "PUBLISH", "DEPRECATE" or None
     (a field-only update of a draft). The steps of one plan entry share their
@@ -70,11 +82,14 @@ class Step:
     artifact: dict[str, Any] | None = None
     recipe: str | None = None
     index: int = field(default=0, compare=False)  # position in the expanded plan
-    target: str | None = None
+    target: str | None = None  # the target's name in a plan with `targets:`; None otherwise
 
     @property
     def key(self) -> str:
-        return f"{self.target}:{self.package}/{self.version}" if self.target else f"{self.package}/{self.version}"
+        """`package/version`, or `target:package/version` in a plan with `targets:`."""
+        if self.target is None:
+            return f"{self.package}/{self.version}"
+        return f"{self.target}:{self.package}/{self.version}"
 
     def request(self) -> dict[str, Any]:
         """The UpdatePackageVersion keyword arguments, without clientToken."""
@@ -89,12 +104,7 @@ class Step:
         return digest(self.request())
 
 
-class _PlanModel(BaseModel):
-    # Frozen: a plan is read once and its digest must not drift under the engine.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Target(_PlanModel):
+class Target(PlanModel):
     """Where the calls go. Unset fields fall back to the AWS configuration; the CLI
     passes `endpoint_url` (e.g. the emulator's) rather than the plan."""
 
@@ -103,7 +113,7 @@ class Target(_PlanModel):
     endpoint_url: EndpointUrl | None = None
 
 
-class Limits(_PlanModel):
+class Limits(PlanModel):
     """How hard to push the service: a token bucket (`rate` per second, `burst`
     capacity), at most `concurrency` calls in flight, and whether to back off
     adaptively on throttling."""
@@ -114,7 +124,7 @@ class Limits(_PlanModel):
     adaptive: Annotated[bool, Field(strict=True, description="back off on ThrottlingException, probe back up")] = True
 
 
-class Abort(_PlanModel):
+class Abort(PlanModel):
     """Stop starting new steps once `min_finished` steps have finished and more than
     `max_failure_ratio` of them failed."""
 
@@ -122,19 +132,19 @@ class Abort(_PlanModel):
     min_finished: Annotated[int, Field(ge=0, strict=True)] = 20
 
 
-class S3Location(_PlanModel):
+class S3Location(PlanModel):
     bucket: NonEmptyText
     key: NonEmptyText
     version: NonEmptyText | None = None
 
 
-class Artifact(_PlanModel):
+class Artifact(PlanModel):
     """`{s3Location: {bucket, key, version?}}`, exactly as the API takes it."""
 
     s3Location: S3Location
 
 
-class Defaults(_PlanModel):
+class Defaults(PlanModel):
     """Fields merged into every entry; an entry's own value wins, attributes merge key
     by key. (No artifact: an artifact belongs to one version.)"""
 
@@ -144,7 +154,7 @@ class Defaults(_PlanModel):
     recipe: Recipe | None = None
 
 
-class VersionEntry(_PlanModel):
+class VersionEntry(PlanModel):
     """One entry of `versions:`: a package and either one `version` or a list of
     `versions` (shorthand for one entry per version), with the fields to send."""
 
@@ -156,6 +166,8 @@ class VersionEntry(_PlanModel):
     attributes: Attributes | None = None
     artifact: Artifact | None = None
     recipe: Recipe | None = None
+    targets: Annotated[list[TargetName], BeforeValidator(as_list), Field(min_length=1)] | None = Field(
+        default=None, description="names of the plan's targets this entry applies to; default: all")
 
     @model_validator(mode="after")
     def _one_version_or_a_list(self) -> VersionEntry:
@@ -170,7 +182,7 @@ class VersionEntry(_PlanModel):
         return 1 if self.versions is None else len(self.versions)
 
 
-class ReleasePlan(_PlanModel):
+class ReleasePlan(PlanModel):
     """A validated release plan. Build it with `load(path)` (which names the file in
     every problem) or `ReleasePlan.model_validate(data)`:
 
@@ -178,10 +190,17 @@ class ReleasePlan(_PlanModel):
         plan.summary()     # '200 steps, 4 packages, PUBLISH 200'
         plan.steps()[0]    # Step(package='thermostat-fw', version='4.0.0', ...)
         plan.digest        # sha256 of the requests: what the journal pins
+
+    A plan has one `target:` (the default) or many `targets:`. With `targets:`, each
+    entry applies to every target unless it names some, and `steps()` is target-major:
+    the first target's steps, then the next target's, so `waves: [N]` with N the first
+    target's step count makes the first target a canary.
     """
 
     plan: PlanName = Field(description="names the run and its journal")
     target: Target = Field(default_factory=Target)
+    targets: Targets | None = Field(default=None, description="many targets: a list of {name, region, ...} or a "
+                                    "matrix {accounts, regions, role_name}; not beside 'target'")
     limits: Limits = Field(default_factory=Limits)
     abort: Abort = Field(default_factory=Abort)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -193,15 +212,22 @@ class ReleasePlan(_PlanModel):
     _source: Path | None = PrivateAttr(default=None)
     _steps: list[Step] | None = PrivateAttr(default=None)  # filled on first use: the model is frozen
     _digest: str | None = PrivateAttr(default=None)
+    _target_specs: list[TargetSpec] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _rules_across_entries(self) -> ReleasePlan:
-        problems = duplicate_problems(self.versions)
-        problems += cross_entry_problems(self.defaults, list(enumerate(self.versions)), self.waves)
+        entries = list(enumerate(self.versions))
+        names = [spec.name for spec in expand_targets(self.targets)] if self.targets is not None else None
+        problems = target_problems(self.targets, "target" in self.model_fields_set)
+        problems += entry_target_problems(names, entries)
+        # The step count is unknown while an entry names a target that is not there.
+        waves = self.waves if not problems else None
+        problems += duplicate_problems(self.versions, names)
+        problems += cross_entry_problems(self.defaults, entries, waves, names)
         if problems:
             from fleetrel.plan.diagnostics import where  # diagnostics names entries through these models
 
-            lines = [f"{where(loc, self.versions)}: {message}" for loc, message in problems]
+            lines = [f"{where(loc, self.versions, self.targets)}: {message}" for loc, message in problems]
             # The structured problems travel too, so `load` lists them without working them out again.
             raise PydanticCustomError("plan_rules", "{problem}", {"problem": "\n".join(lines), "problems": problems})
         return self
@@ -211,47 +237,67 @@ class ReleasePlan(_PlanModel):
         """The file the plan was loaded from, if any."""
         return self._source
 
+    def target_specs(self) -> list[TargetSpec]:
+        """The plan's targets, a matrix expanded (accounts, then regions); [] without `targets:`."""
+        if self._target_specs is None:
+            self._target_specs = expand_targets(self.targets)
+        return list(self._target_specs)
+
     def steps(self) -> list[Step]:
-        """Every (package, version) of the plan in order, defaults merged in."""
+        """Every step of the plan in order, defaults merged in: the entries' versions in
+        file order, and with `targets:` that for each target in turn."""
         if self._steps is None:
+            fields = [merged_fields(self.defaults, entry) for entry in self.versions]  # shared by an entry's steps
             steps: list[Step] = []
-            for entry in self.versions:
-                fields = merged_fields(self.defaults, entry)  # once per entry, shared by its versions
-                package, first = entry.package, len(steps)
-                steps.extend(Step(package, version, index=first + i, **fields)
-                             for i, version in enumerate(entry.version_names()))
+            for target in [spec.name for spec in self.target_specs()] or [None]:
+                for entry, entry_fields in zip(self.versions, fields):
+                    if target is not None and entry.targets is not None and target not in entry.targets:
+                        continue
+                    package, first = entry.package, len(steps)
+                    steps.extend(Step(package, version, index=first + i, target=target, **entry_fields)
+                                 for i, version in enumerate(entry.version_names()))
             self._steps = steps
         return list(self._steps)  # a copy: a caller's sort or append must not reach the cache
 
     @property
     def digest(self) -> str:
-        """sha256 over the canonical JSON of the requests, in (package, version) order:
-        a reordered plan is the same run, as its clientTokens already are. Limits and
-        target are not part of it: changing the rate does not make a new run."""
+        """sha256 over the canonical JSON of the requests (with their target's name in a
+        plan with `targets:`), in (target, package, version) order: a reordered plan is
+        the same run, as its clientTokens already are. Limits and where a target points
+        are not part of it: changing the rate or a role does not make a new run."""
         if self._digest is None:
-            in_key_order = sorted(self.steps(), key=lambda step: (step.package, step.version))
-            self._digest = digest([step.request() for step in in_key_order])
+            in_key_order = sorted(self.steps(), key=lambda step: (step.target or "", step.package, step.version))
+            # A plan without targets hashes exactly what it did before targets existed,
+            # so the journals of earlier runs keep resuming.
+            self._digest = digest([step.request() if step.target is None else {"target": step.target, "request": step.request()}
+                                   for step in in_key_order])
         return self._digest
 
     def wave_ends(self) -> list[int]:
         """Cumulative step counts at which each wave ends; the last is always the
-        number of steps (one wave when `waves` is unset)."""
+        number of steps (one wave when `waves` is unset). With `targets:` the steps are
+        target-major, so a wave that ends at the first target's step count is that target."""
         ends, _ = resolve_waves(self.waves or [], self.step_count())
         return ends
 
     def step_count(self) -> int:
-        return len(self._steps) if self._steps is not None else sum(entry.version_count() for entry in self.versions)
+        if self._steps is not None:
+            return len(self._steps)
+        names = [spec.name for spec in self.target_specs()] if self.targets is not None else None
+        return sum(entry.version_count() * targets_of_entry(entry, names) for entry in self.versions)
 
     def summary(self) -> str:
-        """One line: steps, packages and how many of each action."""
+        """One line: targets (if many), steps, packages and how many of each action."""
         # Counted per entry, without expanding the steps: `fleetrel validate` prints
         # this and needs nothing else.
+        names = [spec.name for spec in self.target_specs()] if self.targets is not None else None
         actions: Counter[str] = Counter()
         for entry in self.versions:
             action = entry.action if "action" in entry.model_fields_set else self.defaults.action
-            actions[action or "field-only"] += entry.version_count()
+            actions[action or "field-only"] += entry.version_count() * targets_of_entry(entry, names)
         packages = len({entry.package for entry in self.versions})
-        parts = [plural(self.step_count(), "step"), plural(packages, "package")]
+        parts = [plural(len(names), "target")] if names is not None else []
+        parts += [plural(self.step_count(), "step"), plural(packages, "package")]
         parts += [f"{name} {actions[name]}" for name in (*ACTIONS, "field-only") if actions[name]]
         return ", ".join(parts)
 
@@ -279,11 +325,13 @@ def cross_entry_problems(
     defaults: Defaults | None,
     entries: list[tuple[int, VersionEntry]],
     waves: list[int | str] | None,
+    target_names: list[str] | None = None,
 ) -> list[tuple[tuple, str]]:
     """Rules that need more than one field: merged attribute size, entries
     that change nothing, waves against the step count. `defaults` is None when it is
     itself invalid (then the checks that depend on it are skipped, not guessed);
-    `waves` is None when some entries are invalid (the step count is unknown)."""
+    `waves` is None when some entries are invalid (the step count is unknown);
+    `target_names` are the plan's targets, None without `targets:`."""
     problems: list[tuple[tuple, str]] = []
     defaults_too_big = defaults is not None and attributes_bytes(defaults.attributes) > MAX_ATTRIBUTES_BYTES
     if defaults_too_big:
@@ -291,7 +339,7 @@ def cross_entry_problems(
         problems.append((("defaults", "attributes"), f"attributes are {size} bytes (keys and values, UTF-8): at most {MAX_ATTRIBUTES_BYTES} allowed"))
     total = 0
     for index, entry in entries:
-        total += entry.version_count()
+        total += entry.version_count() * targets_of_entry(entry, target_names)
         if defaults is None:
             continue
         merged = merged_fields(defaults, entry)
@@ -307,29 +355,59 @@ def cross_entry_problems(
     return problems
 
 
-def duplicate_problems(entries: list[Any]) -> list[tuple[tuple, str]]:
-    """(package, version) pairs given twice, naming both entries. Works on raw entries
-    too, so a duplicate is reported even beside an entry's type errors."""
-    first_seen: dict[tuple[str, str], int] = {}
+def targets_of_entry(entry: VersionEntry, target_names: list[str] | None) -> int:
+    """How many targets `entry` applies to (1 in a plan without `targets:`)."""
+    if target_names is None:
+        return 1
+    return len(target_names) if entry.targets is None else len(set(entry.targets) & set(target_names))
+
+
+def duplicate_problems(entries: list[Any], target_names: list[str] | None = None) -> list[tuple[tuple, str]]:
+    """(package, version) pairs given twice for one target, naming both entries (in a
+    plan without `targets:`, given twice at all). Works on raw entries too, so a
+    duplicate is reported even beside an entry's type errors. `target_names` is None
+    without `targets:` or when they are unknown (then every entry is taken to apply
+    everywhere, unless it names its targets)."""
+    # The first entry of each (package, version), and the later ones apart: most versions
+    # appear once, and a 50,000-step plan should not build a list for each.
+    first_seen: dict[tuple[str, str], tuple[int, frozenset[str] | None]] = {}
+    seen_again: dict[tuple[str, str], list[tuple[int, frozenset[str] | None]]] = {}
     problems: list[tuple[tuple, str]] = []
     for index, entry in enumerate(entries):
         if isinstance(entry, VersionEntry):
-            package, version, versions = entry.package, entry.version, entry.versions
+            package, version, versions, named = entry.package, entry.version, entry.versions, entry.targets
         elif isinstance(entry, dict) and isinstance(entry.get("package"), str):
-            package, version, versions = entry["package"], entry.get("version"), entry.get("versions")
+            package, version, versions, named = entry["package"], entry.get("version"), entry.get("versions"), entry.get("targets")
         else:
             continue
+        # None stands for "every target", which meets any other entry of the same version.
+        if isinstance(named, list) and all(isinstance(name, str) for name in named):
+            applies: frozenset[str] | None = frozenset(named)
+        else:
+            applies = frozenset(target_names) if target_names is not None and named is None else None
         if isinstance(version, str) and versions is None:
-            named = [(("versions", index, "version"), version)]
+            versions_named = [(("versions", index, "version"), version)]
         elif version is None and isinstance(versions, list):
-            named = [(("versions", index, "versions", i), v) for i, v in enumerate(versions) if isinstance(v, str)]
+            versions_named = [(("versions", index, "versions", i), v) for i, v in enumerate(versions) if isinstance(v, str)]
         else:
             continue
-        for loc, version in named:
+        for loc, version in versions_named:
             key = (package, version)
-            if key in first_seen:
-                problems.append((loc, f"{package}/{version} already appears in versions[{first_seen[key]}]: "
-                                 "a (package, version) may appear once per plan, so merge the two entries"))
-            else:
-                first_seen[key] = index
+            first = first_seen.get(key)
+            if first is None:
+                first_seen[key] = (index, applies)
+                continue
+            earlier = seen_again.setdefault(key, [])
+            for other, other_applies in [first, *earlier]:
+                shared = None if applies is None or other_applies is None else applies & other_applies
+                if shared is None and target_names is None:
+                    problems.append((loc, f"{package}/{version} already appears in versions[{other}]: "
+                                     "a (package, version) may appear once per plan, so merge the two entries"))
+                    break
+                if shared is None or shared:
+                    on = f" for target {min(shared)!r}" if shared else ""
+                    problems.append((loc, f"{package}/{version} already appears in versions[{other}]{on}: a (target, "
+                                     "package, version) may appear once per plan, so merge the entries or narrow their targets"))
+                    break
+            earlier.append((index, applies))
     return problems

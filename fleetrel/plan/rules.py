@@ -20,10 +20,12 @@ import unicodedata
 from datetime import date, datetime, time
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from fleetrel.service import (
+    ACCOUNT_ID_PATTERN,
+    ACCOUNT_ID_RE,
     ACTIONS,
     ATTRIBUTE_KEY_CHARS,
     ATTRIBUTE_KEY_PATTERN,
@@ -38,9 +40,25 @@ from fleetrel.service import (
     NAME_CHARS,
     NAME_PATTERN,
     NAME_RE,
+    EXTERNAL_ID_CHARS,
+    EXTERNAL_ID_PATTERN,
+    EXTERNAL_ID_RE,
+    MAX_EXTERNAL_ID,
+    MAX_ROLE_NAME,
+    MAX_ROLE_PATH,
+    MIN_EXTERNAL_ID,
+    REGION_PATTERN,
+    ROLE_ARN_PATTERN,
+    ROLE_ARN_RE,
+    ROLE_NAME_CHARS,
+    ROLE_TAIL_RE,
+    partition_of,
 )
 
 MAX_PLAN_NAME = 128  # ours: the plan name names the journal file, so it follows the package-name rule
+# ours: a target's name is in every step key ("prod-eu-west-1:fw/1.0"), journal record and
+# display line; the package-name characters keep the ":" of the key unambiguous.
+MAX_TARGET_NAME = 64
 
 _PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 # Values are echoed back in messages; keep them short even for huge or cyclic input.
@@ -50,6 +68,13 @@ _short_repr.maxlist = _short_repr.maxdict = _short_repr.maxtuple = _short_repr.m
 _short_repr.maxlevel = 2
 
 VERSION_CHOICE = "give exactly one of 'version: X' or 'versions: [X, Y, ...]'"
+
+
+class PlanModel(BaseModel):
+    """The base of every model of a plan."""
+
+    # Frozen: a plan is read once and its digest must not drift under the engine.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def plan_rule(problem: str) -> PydanticCustomError:
@@ -202,6 +227,80 @@ def _endpoint_rule(value: str) -> str:
     return value
 
 
+def _account_rule(value: str) -> str:
+    if ACCOUNT_ID_RE.fullmatch(value):
+        return value
+    digits = re.sub(r"[\s-]", "", value)
+    if ACCOUNT_ID_RE.fullmatch(digits):
+        raise plan_rule(f"account {show(value)} is not an AWS account ID (12 digits): write it as {digits!r}, without separators")
+    raise plan_rule(f"account {show(value)} is not an AWS account ID: 12 digits, in quotes, like \"012345678901\"")
+
+
+def _region_rule(value: str) -> str:
+    if partition_of(value):
+        return value
+    if value[-1:].isalpha() and partition_of(value[:-1]):
+        raise plan_rule(f"region {show(value)} is an availability zone: the region is {value[:-1]!r}")
+    if partition_of(value.strip().lower()):
+        raise plan_rule(f"region {show(value)} must be written {value.strip().lower()!r}")
+    raise plan_rule(f"region {show(value)} is not an AWS region name like us-east-1, eu-west-1, "
+                    "us-gov-west-1 or cn-north-1 (a region of the aws, aws-cn or aws-us-gov partition)")
+
+
+def role_tail_problem(tail: str) -> str | None:
+    """What is wrong with the part of a role ARN after "role/" (an optional path, then
+    the role's name), or None."""
+    found = ROLE_TAIL_RE.fullmatch(tail)
+    if found:
+        path = found.group(1)
+        if path is not None and len(path) + 2 > MAX_ROLE_PATH:  # the path is written with a "/" at each end
+            return f"the role's path is {len(path) + 2} characters: at most {MAX_ROLE_PATH} allowed"
+        return None
+    path, _, name = tail.rpartition("/")
+    if not name:
+        return f"{show(tail)} ends with '/': give the role's name after its path"
+    if path and not re.fullmatch(r"[!-~]+", path):
+        return f"the role's path {show(path)} may hold printable ASCII characters only, no spaces"
+    if len(name) > MAX_ROLE_NAME:
+        return f"the role name {show(name)} is {len(name)} characters: at most {MAX_ROLE_NAME} allowed"
+    bad = sorted(set(re.sub(r"[a-zA-Z0-9_+=,.@-]", "", name)))
+    return f"the role name {show(name)} has characters outside {ROLE_NAME_CHARS}: {show(''.join(bad))}"
+
+
+def _role_name_rule(value: str) -> str:
+    problem = role_tail_problem(value)
+    if problem:
+        raise plan_rule(problem)
+    return value
+
+
+def _role_arn_rule(value: str) -> str:
+    found = ROLE_ARN_RE.fullmatch(value)
+    if found is None:
+        raise plan_rule(f"{show(value)} is not an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name> "
+                        "(arn:aws-cn:... or arn:aws-us-gov:... in those partitions)")
+    problem = role_tail_problem(found.group(3))
+    if problem:
+        raise plan_rule(problem)
+    return value
+
+
+def _as_text_unshown(value: Any) -> str:
+    # An ExternalId is not a secret to AWS, but some treat it as one: no message repeats it.
+    if isinstance(value, str):
+        return _as_text(value)
+    raise plan_rule("external_id must be text: put it in quotes")
+
+
+def _external_id_rule(value: str) -> str:
+    if EXTERNAL_ID_RE.fullmatch(value):
+        return value
+    if not MIN_EXTERNAL_ID <= len(value) <= MAX_EXTERNAL_ID:
+        raise plan_rule(f"external_id is {len(value)} characters: STS takes {MIN_EXTERNAL_ID}–{MAX_EXTERNAL_ID}")
+    bad = sorted(set(re.sub(r"[a-zA-Z0-9_+=,.@:/-]", "", value)))
+    raise plan_rule(f"external_id has characters outside {EXTERNAL_ID_CHARS}: {show(''.join(bad))}")
+
+
 def _as_action(value: Any) -> str:
     # Lower case is accepted and normalised: `action: publish` has one obvious meaning.
     if isinstance(value, str) and value.strip().upper() in ACTIONS:
@@ -277,3 +376,11 @@ Attributes = Annotated[
 ]
 Action = Annotated[str, PlainValidator(_as_action), WithJsonSchema({"enum": [*ACTIONS, "publish", "deprecate"], "description": "any case; normalised to upper case"})]
 Wave = Annotated[int | str, PlainValidator(as_wave), WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^\\d+(\\.\\d+)?%$"}]})]
+
+# --- targets (a plan's `targets:`) ---
+TargetName = Annotated[str, BeforeValidator(_as_text), AfterValidator(_name_rule("target name", MAX_TARGET_NAME)), WithJsonSchema(_name_schema(MAX_TARGET_NAME))]
+AccountId = Annotated[str, BeforeValidator(_as_text), AfterValidator(_account_rule), WithJsonSchema({"type": "string", "pattern": ACCOUNT_ID_PATTERN, "description": "12 digits, quoted"})]
+Region = Annotated[str, BeforeValidator(_as_text), AfterValidator(_region_rule), WithJsonSchema({"type": "string", "pattern": REGION_PATTERN})]
+RoleArn = Annotated[str, BeforeValidator(_as_text), AfterValidator(_role_arn_rule), WithJsonSchema({"type": "string", "pattern": ROLE_ARN_PATTERN})]
+RoleName = Annotated[str, BeforeValidator(_as_text), AfterValidator(_role_name_rule), WithJsonSchema({"type": "string", "minLength": 1, "description": "[path/]name of an IAM role"})]
+ExternalId = Annotated[str, BeforeValidator(_as_text_unshown), AfterValidator(_external_id_rule), WithJsonSchema({"type": "string", "pattern": EXTERNAL_ID_PATTERN})]
