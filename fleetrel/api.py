@@ -49,7 +49,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     if endpoint_url:  # never a password in a journal (iot_client refuses one anyway)
         overrides["endpoint_url"] = without_userinfo(endpoint_url)
 
-    specs = getattr(plan, "target_specs", list)()  # TEMP until plan targets land
+    specs = plan.target_specs()
     chosen = set(targets or ())
     unknown = chosen - {spec.name for spec in specs}
     if unknown:

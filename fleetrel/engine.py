@@ -331,7 +331,8 @@ class _Execution:
         outcomes: list[StepOutcome] = []
         counts = {o.value: 0 for o in Outcome}
         done_before = 0
-        for step in self.session.steps:
+        scope = self.session.in_scope
+        for step in scope:
             outcome = self.outcomes.get(step.key)
             if outcome is None:
                 rec = prior.get(step.key)
@@ -351,10 +352,10 @@ class _Execution:
                   "setup": Ending.INTERRUPTED}.get(self.stop_reason or "", Ending.FINISHED)
         return RunResult(
             run_id=self.session.run_id, plan=self.session.plan.plan, journal=str(self.session.path),
-            status=run_status(ending, counts), steps=len(self.session.steps), done_before=done_before,
+            status=run_status(ending, counts), steps=len(scope), done_before=done_before,
             attempts=self.attempts, throttles=self.throttles, retries=self.retries, elapsed=elapsed,
             final_rate=sum(lane.controller.rate for lane in self.lanes.values()), failures_by_code=by_code,
-            outcomes=outcomes, targets=_per_target(self.session.steps, outcomes) if len(self.lanes) > 1 else {},
+            outcomes=outcomes, targets=_per_target(scope, outcomes) if None not in self.lanes else {},
             stopped_by=self.stop_reason, setup_error=self.setup_error, **counts,
         )
 

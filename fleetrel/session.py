@@ -51,6 +51,12 @@ class Session:
     identity: dict[str, str] = field(default_factory=dict)  # where the calls go: endpoint, region, profile
     key: bytes | None = None  # the run's secret for tokens and digests; None for runs from before it existed
     carried: dict[str, str] = field(default_factory=dict)  # tokens a --new-run keeps from the run it replaced
+    only: set[str] | None = None  # the targets this session is about (None: all)
+
+    @property
+    def in_scope(self) -> list[Step]:
+        """The steps this session answers for: all of them, or those of its targets."""
+        return self.steps if self.only is None else [s for s in self.steps if s.target in self.only]
 
     def token(self, step: Step) -> str:
         """The step's clientToken in this run."""
@@ -66,7 +72,7 @@ class Session:
 
     @property
     def done_before(self) -> int:
-        return len(self.steps) - len(self.todo)
+        return len(self.in_scope) - len(self.todo)
 
     def header(self, **extra: Any) -> dict[str, Any]:
         """The fields of this session's first record (`run_started` or `run_resumed`)."""
@@ -150,7 +156,8 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         session = Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
                           prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
                           identity=dict(identity or {}), key=key,
-                          carried=carried if state is None else dict(state.header.get("carried_tokens", {})))
+                          carried=carried if state is None else dict(state.header.get("carried_tokens", {})),
+                          only=only)
         if state is not None:
             _check_tokens(session, state)
         yield session

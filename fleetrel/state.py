@@ -341,7 +341,7 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
     plan with `targets:` is read target by target, all at once, each through its own
     client (its role, its account checked) and its own read bucket."""
     limits = _limits(plan)
-    specs = getattr(plan, "target_specs", list)()  # TEMP until plan targets land
+    specs = plan.target_specs()
     if not specs:
         steps = plan.steps()
         async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),

@@ -211,3 +211,33 @@ def test_fake_client_raises_what_aiobotocore_raises(fault):
     with pytest.raises(Exception) as caught:
         run_virtual(lambda: iot.update_package_version(packageName=PKG, versionName="1", action="PUBLISH"))
     assert errors.error_code(caught.value) == "ExpiredTokenException"
+
+
+def test_a_target_throttled_hard_does_not_slow_the_others(tmp_path):
+    """Two targets, each its own quota: one throttles every call for a while. The other's
+    steps all finish, and its calls are never held behind the first one's."""
+    from fleetrel.plan import ReleasePlan
+
+    names = [str(i) for i in range(20)]
+    plan = ReleasePlan.model_validate({
+        "plan": "two", "limits": {"rate": 10, "burst": 5, "concurrency": 2},
+        "targets": [{"name": "slow", "region": "us-east-1"}, {"name": "fast", "region": "eu-west-1"}],
+        "versions": [{"package": PKG, "versions": names, "action": "PUBLISH"}]})
+    slow, fast = FakeIoT(drafts(*names)), FakeIoT(drafts(*names))
+    for name in names:
+        slow.script(f"{PKG}/{name}", *[THROTTLE] * 5)
+    finished_at: dict[str, float] = {}
+
+    class When:
+        def on_event(self, record: Record) -> None:
+            if record.event == Event.STEP_SUCCEEDED:
+                finished_at[record["step"]] = anyio.current_time()
+
+    result = run_virtual(lambda: run(plan, client={"slow": slow, "fast": fast}, journal_path=tmp_path / "j.jsonl",
+                                     listeners=[When()]))
+    assert result.status == Status.COMPLETE and result.targets["fast"]["succeeded"] == 20
+    assert sum(fast.calls.values()) == 20  # never throttled
+    fast_done = max(t for k, t in finished_at.items() if k.startswith("fast:"))
+    slow_done = max(t for k, t in finished_at.items() if k.startswith("slow:"))
+    assert fast_done < slow_done  # on virtual time: its own pace, not the throttled target's
+    assert {r["target"] for r in journal_records(tmp_path / "j.jsonl") if r["event"] in TERMINAL} == {"slow", "fast"}
