@@ -26,15 +26,16 @@ EXPIRY_WINDOW_SECONDS = 60
 
 async def target_session(*, region: str, profile: str | None = None, role_arn: str | None = None,
                          external_id: str | None = None, session_name: str = "fleetrel",
-                         endpoint_url: str | None = None) -> Any:
+                         endpoint_url: str | None = None, loader: Any = None) -> Any:
     """An aiobotocore session for one target: `profile`'s (or the environment's)
-    credentials, through `role_arn` when given."""
+    credentials, through `role_arn` when given. `loader`: a botocore data loader to share
+    between targets (it caches the parsed service models: ~0.1 s of CPU per client)."""
     from aiobotocore.credentials import AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials
     from aiobotocore.session import AioSession
     from botocore.exceptions import ProfileNotFound
 
     try:
-        base = AioSession(profile=profile)
+        base = _sharing(AioSession(profile=profile), loader)
         source = await base.get_credentials()
     except ProfileNotFound as exc:
         raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
@@ -54,12 +55,18 @@ async def target_session(*, region: str, profile: str | None = None, role_arn: s
                                          config=client_config(1)),
         source_credentials=source, role_arn=role_arn, extra_args=extra, cache={},
         expiry_window_seconds=EXPIRY_WINDOW_SECONDS)
-    assumed = AioSession()
+    assumed = _sharing(AioSession(), loader)
     # aiobotocore has no public setter for refreshable credentials; this is what its own
     # profile-based assume-role provider hands the session.
     assumed._credentials = AioDeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
                                                              method="assume-role")
     return assumed
+
+
+def _sharing(session: Any, loader: Any) -> Any:
+    if loader is not None:
+        session.register_component("data_loader", loader)
+    return session
 
 
 async def caller_account(session: Any, *, region: str, endpoint_url: str | None = None) -> str:
@@ -75,33 +82,51 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
     """An IoT client per target of a plan, and where each really points: endpoint, region,
     profile and the account its credentials resolve to (STS GetCallerIdentity), checked
     before any call against an `account:` the plan pins (Terraform's allowed_account_ids).
+    Targets are set up all at once; every target's problem is reported, not the first.
 
     `endpoint_url` overrides every target's (a rehearsal against the emulator)."""
+    import anyio
+    from aiobotocore.session import AioSession
+
+    from fleetrel import errors
     from fleetrel.aws import without_userinfo
 
+    loader = AioSession().get_component("data_loader")
     clients: dict[str, Any] = {}
     identities: dict[str, dict[str, str]] = {}
+    problems: dict[str, str] = {}
     async with AsyncExitStack() as stack:
-        for spec in specs:
+        async def set_up(spec: Any) -> None:
             endpoint = endpoint_url or spec.endpoint_url
-            session = await target_session(region=spec.region, profile=spec.profile, role_arn=spec.role_arn,
-                                           external_id=spec.external_id, session_name=f"fleetrel-{run_name}",
-                                           endpoint_url=endpoint)
             try:
+                session = await target_session(region=spec.region, profile=spec.profile, role_arn=spec.role_arn,
+                                               external_id=spec.external_id, session_name=f"fleetrel-{run_name}",
+                                               endpoint_url=endpoint, loader=loader)
                 account = await caller_account(session, region=spec.region, endpoint_url=endpoint)
+            except AwsSetupError as exc:
+                problems[spec.name] = str(exc)
+                return
             except Exception as exc:  # noqa: BLE001 - any failure here is the target's setup
-                from fleetrel import errors
-
-                raise AwsSetupError(f"target {spec.name}: cannot resolve its account "
-                                    f"({errors.error_code(exc)}: {errors.error_message(exc)})") from None
+                problems[spec.name] = f"cannot resolve its account ({errors.error_code(exc)}: {errors.error_message(exc)})"
+                return
             if spec.account and account != spec.account:
-                raise AwsSetupError(f"target {spec.name} pins account {spec.account}, but its credentials act in "
-                                    f"account {account}: nothing was sent to any target")
+                problems[spec.name] = (f"pins account {spec.account}, but its credentials act in account {account}")
+                return
             extra = {"verify": False} if plain_http_loopback(endpoint) else {}
-            client = await stack.enter_async_context(session.create_client(
-                "iot", region_name=spec.region, endpoint_url=endpoint, config=client_config(concurrency), **extra))
+            context = session.create_client("iot", region_name=spec.region, endpoint_url=endpoint,
+                                            config=client_config(concurrency), **extra)
+            client = await context.__aenter__()
+            stack.push_async_exit(context)
             clients[spec.name] = client
             identities[spec.name] = {k: v for k, v in {
                 "endpoint": without_userinfo(str(client.meta.endpoint_url)), "region": spec.region,
                 "profile": spec.profile or "", "account": account}.items() if v}
-        yield clients, identities
+
+        async with anyio.create_task_group() as tg:
+            for spec in specs:
+                tg.start_soon(set_up, spec)
+        if problems:
+            raise AwsSetupError("; ".join(f"target {name} {why}" if why.startswith("pins") else f"target {name}: {why}"
+                                          for name, why in sorted(problems.items()))
+                                + ". Nothing was sent to any target.")
+        yield {spec.name: clients[spec.name] for spec in specs}, identities
