@@ -16,7 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from fleetrel import service
-from fleetrel.emulator import catalog, settings
+from fleetrel.emulator import rules as emulator_rules
+from fleetrel.emulator import settings
+from fleetrel.emulator.catalog import PackageCatalog
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.tokens import client_token
 
@@ -43,8 +45,8 @@ def test_the_model_is_botocore_1_40_61s():
 
 
 @pytest.mark.parametrize(("member", "maximum", "emulator_maximum"), [
-    ("packageName", service.MAX_PACKAGE_NAME, catalog.MAX_PACKAGE_NAME),
-    ("versionName", service.MAX_VERSION_NAME, catalog.MAX_VERSION_NAME),
+    ("packageName", service.MAX_PACKAGE_NAME, emulator_rules.MAX_PACKAGE_NAME),
+    ("versionName", service.MAX_VERSION_NAME, emulator_rules.MAX_VERSION_NAME),
 ])
 def test_name_lengths_and_pattern_are_the_models(member, maximum, emulator_maximum):
     shape = UPDATE[member]
@@ -53,7 +55,7 @@ def test_name_lengths_and_pattern_are_the_models(member, maximum, emulator_maxim
     for char in ASCII:
         expected = allowed.fullmatch(char) is not None
         assert (service.NAME_RE.fullmatch(char) is not None) == expected, char
-        assert (char in catalog.NAME_CHARS) == expected, char
+        assert (char in emulator_rules.NAME_CHARS) == expected, char
 
 
 def _entry_is_valid(**entry: Any) -> bool:
@@ -67,13 +69,13 @@ def _entry_is_valid(**entry: Any) -> bool:
 def _emulator_accepts(check: Any, *args: Any) -> bool:
     try:
         check(*args)
-    except catalog.CatalogError as exc:
+    except emulator_rules.CatalogError as exc:
         assert exc.code == "ValidationException"
         return False
     return True
 
 
-EMULATOR_MAX = {"packageName": catalog.MAX_PACKAGE_NAME, "versionName": catalog.MAX_VERSION_NAME}
+EMULATOR_MAX = {"packageName": emulator_rules.MAX_PACKAGE_NAME, "versionName": emulator_rules.MAX_VERSION_NAME}
 
 
 @pytest.mark.parametrize("member", ["packageName", "versionName"])
@@ -85,7 +87,7 @@ def test_the_plan_and_the_emulator_refuse_names_as_the_model_says(member):
     for name, expected in [("x" * longest, True), ("x" * (longest + 1), False), ("", False)] + [
             (f"a{char}b", allowed.fullmatch(f"a{char}b") is not None) for char in ASCII]:
         assert _entry_is_valid(**{**other, field: name}) == expected, name
-        assert _emulator_accepts(catalog.check_name, name, member, EMULATOR_MAX[member]) == expected, name
+        assert _emulator_accepts(emulator_rules.check_name, name, member, EMULATOR_MAX[member]) == expected, name
 
 
 # --- the fields ------------------------------------------------------------------------
@@ -93,18 +95,18 @@ def test_the_plan_and_the_emulator_refuse_names_as_the_model_says(member):
 
 def test_description_and_recipe_limits_are_the_models():
     description, recipe = UPDATE["description"], UPDATE["recipe"]
-    assert model(description, "max") == service.MAX_DESCRIPTION == catalog.MAX_DESCRIPTION
-    assert model(recipe, "max") == service.MAX_RECIPE == catalog.MAX_RECIPE
+    assert model(description, "max") == service.MAX_DESCRIPTION == emulator_rules.MAX_DESCRIPTION
+    assert model(recipe, "max") == service.MAX_RECIPE == emulator_rules.MAX_RECIPE
     assert model(recipe, "pattern") is None and model(recipe, "min") is None
     # [^\p{C}]+: at least one character, none of Unicode category C (Python's re has no \p)
     assert model(description, "pattern") == "[^\\p{C}]+"
     for text, expected in [("d" * service.MAX_DESCRIPTION, True), ("d" * (service.MAX_DESCRIPTION + 1), False),
                            ("a\nb", False), ("tab\there", False), ("zero\u200bwidth", False), ("héllo ✓", True)]:
         assert _entry_is_valid(package="a", version="1", description=text) == expected, text
-        assert _emulator_accepts(catalog.check_description, text) == expected, text
+        assert _emulator_accepts(emulator_rules.check_description, text) == expected, text
     for text, expected in [("r" * service.MAX_RECIPE, True), ("r" * (service.MAX_RECIPE + 1), False)]:
         assert _entry_is_valid(package="a", version="1", recipe=text) == expected
-        assert _emulator_accepts(catalog.check_recipe, text) == expected
+        assert _emulator_accepts(emulator_rules.check_recipe, text) == expected
 
 
 def test_attribute_keys_and_values_are_the_models():
@@ -117,12 +119,12 @@ def test_attribute_keys_and_values_are_the_models():
     for char in ASCII:
         expected = allowed.fullmatch(char) is not None
         assert (service.ATTRIBUTE_KEY_RE.fullmatch(char) is not None) == expected, char
-        assert (char in catalog.ATTRIBUTE_KEY_CHARS) == expected, char
+        assert (char in emulator_rules.ATTRIBUTE_KEY_CHARS) == expected, char
         name = f"k{char}k"
         assert _entry_is_valid(package="a", version="1", attributes={name: "v"}) == expected, name
-        assert _emulator_accepts(catalog.check_attributes, {name: "v"}) == expected, name
+        assert _emulator_accepts(emulator_rules.check_attributes, {name: "v"}) == expected, name
     assert not _entry_is_valid(package="a", version="1", attributes={"k": ""})
-    assert not _emulator_accepts(catalog.check_attributes, {"k": ""})
+    assert not _emulator_accepts(emulator_rules.check_attributes, {"k": ""})
 
 
 def test_s3_location_minimums_are_the_models():
@@ -140,18 +142,18 @@ def test_the_actions_are_the_models_enum():
     assert all(_entry_is_valid(package="a", version="1", action=action) for action in enum)
     assert not _entry_is_valid(package="a", version="1", action="RETIRE")
     # The emulator accepts exactly these as actions (PUBLISH from DRAFT, DEPRECATE from PUBLISHED).
-    emulator = catalog.PackageCatalog()
+    emulator = PackageCatalog()
     emulator.seed("a", "draft", status="DRAFT")
     emulator.seed("a", "published", status="PUBLISHED")
     for action, version in zip(enum, ["draft", "published"]):
         emulator.update_package_version({"packageName": "a", "versionName": version, "action": action})
-    with pytest.raises(catalog.CatalogError, match="action must be"):
+    with pytest.raises(emulator_rules.CatalogError, match="action must be"):
         emulator.update_package_version({"packageName": "a", "versionName": "draft", "action": "RETIRE"})
 
 
 def test_statuses_are_the_models_enum():
     statuses = tuple(MODEL.shape_for("PackageVersionStatus").enum)
-    assert statuses == service.STATUSES == catalog.STATUSES
+    assert statuses == service.STATUSES == emulator_rules.STATUSES
     assert set(service.TARGET_STATUS.values()) < set(statuses)
     assert {state for transition in service.ALLOWED_TRANSITIONS for state in transition} == set(statuses)
 
@@ -159,12 +161,12 @@ def test_statuses_are_the_models_enum():
 def test_client_token_is_the_models():
     shape = UPDATE["clientToken"]
     assert (model(shape, "min"), model(shape, "max")) == (service.MIN_CLIENT_TOKEN, service.MAX_CLIENT_TOKEN)
-    assert (catalog.TOKEN_MIN, catalog.TOKEN_MAX) == (service.MIN_CLIENT_TOKEN, service.MAX_CLIENT_TOKEN)
+    assert (emulator_rules.TOKEN_MIN, emulator_rules.TOKEN_MAX) == (service.MIN_CLIENT_TOKEN, service.MAX_CLIENT_TOKEN)
     pattern = re.compile(model(shape, "pattern"))  # \S{36,64}
     for token in ["t" * 35, "t" * 36, "t" * 64, "t" * 65, "t" * 20 + " " + "t" * 20, "t" * 40 + "\n"]:
         expected = pattern.fullmatch(token) is not None
         assert (service.CLIENT_TOKEN_RE.fullmatch(token) is not None) == expected, token
-        assert _emulator_accepts(catalog.check_token, token) == expected, token
+        assert _emulator_accepts(emulator_rules.check_token, token) == expected, token
     token = client_token("run-id", Step(package="a", version="1", action="PUBLISH"))
     assert pattern.fullmatch(token)
 
