@@ -127,7 +127,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="6 targets x 60 steps")
     parser.add_argument("--targets", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--skip-sequential", action="store_true", help="leave out one-run-per-target (the slowest)")
+    parser.add_argument("--contenders", default="fleetrel,naive,sequential",
+                        help="comma-separated among fleetrel,naive,sequential (the last two take minutes at full size)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     targets = args.targets or (6 if args.quick else 20)
@@ -166,18 +167,20 @@ def main() -> int:
             print(f"{label:32s} wall {wall:7.1f} s  E {row['E']:.3f}  θ {row['theta']:.1%}  "
                   f"ok {succeeded}/{steps * targets}{spread}", flush=True)
 
+        chosen = set(args.contenders.split(","))
         emu.reset()
         versions = fresh("f")
         wall, per_target, result = asyncio.run(fleetrel_run(emu, plan_for(accounts, versions, "bench-org", places),
                                                             Path(tmp) / "org.journal.jsonl"))
         measure("fleetrel (one plan, all targets)", wall, result.succeeded, per_target, sending=result.elapsed)
 
-        emu.reset()
-        versions = fresh("n")
-        wall, ok = asyncio.run(naive(emu, accounts, versions, targets))
-        measure("naive: one shared bucket", wall, ok)
+        if "naive" in chosen:
+            emu.reset()
+            versions = fresh("n")
+            wall, ok = asyncio.run(naive(emu, accounts, versions, targets))
+            measure("naive: one shared bucket", wall, ok)
 
-        if not args.skip_sequential:
+        if "sequential" in chosen:
             emu.reset()
             versions = fresh("s")
             start, ok = time.monotonic(), 0
