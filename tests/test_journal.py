@@ -82,3 +82,17 @@ def test_a_journal_in_use_reads_as_running(tmp_path):
     assert replay(path).status == "interrupted"  # nobody holds it: killed or stopped
     with Journal.open(path):
         assert replay(path).status == "running"
+
+
+def test_a_big_run_header_is_a_journal(tmp_path):
+    """The header of a 50,000-step run is megabytes long (a digest per step): reopening
+    the journal to resume it must read it whole, not refuse it as a stranger's file."""
+    path = tmp_path / "j.jsonl"
+    digests = {f"pkg-{i // 100:05d}/1.{i % 100}.0": f"{i:016x}" for i in range(50_000)}
+    with Journal.open(path) as journal:
+        journal.write("run_started", format=FORMAT_VERSION, run_id="r1", plan="p", plan_digest="d",
+                      steps=len(digests), step_digests=digests)
+    assert path.stat().st_size > 1 << 20
+    with Journal.open(path) as journal:
+        journal.write("run_resumed", run_id="r1")
+    assert replay(path).sessions == 2
