@@ -21,7 +21,7 @@ Guarantees kept here:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Awaitable, Callable, Iterable
 
 import anyio
@@ -101,8 +101,10 @@ class Stop:
         self._callbacks.append(callback)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutcome:
+    """How one step of the plan stands after a session (one per step: slots keep 100k small)."""
+
     key: str
     outcome: Outcome
     attempts: int = 0
@@ -130,7 +132,9 @@ class RunResult:
     elapsed: float = 0.0
     final_rate: float = 0.0
     failures_by_code: dict[str, int] = field(default_factory=dict)
-    outcomes: list[StepOutcome] = field(default_factory=list)
+    # not in the repr: a repr of a result is read by people (and asyncio formats the task's
+    # result into an error message when it restores a signal handler: seconds at 100k steps)
+    outcomes: list[StepOutcome] = field(default_factory=list, repr=False)
     stopped_by: str | None = None  # aborted | interrupted | wave_failed | setup; None: ran to the end
     setup_error: str | None = None  # why the run stopped for its setup: expired or refused credentials, a client that cannot send
 
@@ -149,7 +153,11 @@ class RunResult:
         return ExitCode.for_status(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outcomes"}
+        out["failures_by_code"] = dict(self.failures_by_code)
+        # asdict() would deep-copy every field of every outcome: seconds at 100k steps
+        names = [f.name for f in fields(StepOutcome)]
+        out["outcomes"] = [{name: getattr(o, name) for name in names} for o in self.outcomes]
         out.update(calls_per_second=self.calls_per_second, throttled_fraction=self.throttled_fraction)
         return out
 
@@ -344,21 +352,22 @@ class _Execution:
         outcomes: list[StepOutcome] = []
         counts = {o.value: 0 for o in Outcome}
         done_before = 0
+        unfinished, failed = Outcome.UNFINISHED, Outcome.FAILED
+        by_code: dict[str, int] = {}
         for step in self.session.steps:
-            outcome = self.outcomes.get(step.key)
+            key = step.key
+            outcome = self.outcomes.get(key)
             if outcome is None:
-                rec = prior.get(step.key)
-                if rec is not None and rec.outcome is not None and step.key not in sent_now:
+                rec = prior.get(key)
+                if rec is not None and rec.outcome is not None and key not in sent_now:
                     done_before += 1
-                    outcome = StepOutcome(step.key, rec.outcome, rec.attempts, rec.code, rec.message)
+                    outcome = StepOutcome(key, rec.outcome, rec.attempts, rec.code, rec.message)
                 else:
-                    outcome = StepOutcome(step.key, Outcome.UNFINISHED)
+                    outcome = StepOutcome(key, unfinished)
             counts[outcome.outcome] += 1
             outcomes.append(outcome)
-        by_code: dict[str, int] = {}
-        for o in outcomes:
-            if o.outcome is Outcome.FAILED:
-                by_code[o.code or "unknown"] = by_code.get(o.code or "unknown", 0) + 1
+            if outcome.outcome is failed:
+                by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
         # a failed wave ends the session as finished: the run is failed, not interrupted
         ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
                   "setup": Ending.INTERRUPTED}.get(self.stop_reason or "", Ending.FINISHED)

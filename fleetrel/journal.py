@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
+import orjson
 
 from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Outcome, Record, Status, run_status
 
@@ -110,6 +110,8 @@ class Journal:
     __slots__ = ("path", "_file", "_log", "unsynced")
 
     def __init__(self, path: Path, file: IO[str]) -> None:
+        import structlog  # here, not at the top: `fleetrel status` only reads (a tenth of a second saved)
+
         self.path = path
         self._file = file
         self.unsynced = 0  # records written since the last fsync
@@ -236,7 +238,7 @@ def _check_is_journal(path: Path) -> None:
     if not first:
         return
     try:
-        header = json.loads(first)
+        header = _parse(first)
         ok = isinstance(header, dict) and header.get("event") == Event.RUN_STARTED \
             and header.get("format") == FORMAT_VERSION
     except ValueError:
@@ -310,9 +312,10 @@ class RunState:
 
     def counts(self) -> dict[str, int]:
         out = {outcome.value: 0 for outcome in Outcome}
+        steps, unfinished = self.steps, Outcome.UNFINISHED.value
         for key in self.header.get("step_digests", {}):
-            rec = self.steps.get(key)
-            out[rec.outcome if rec and rec.outcome else Outcome.UNFINISHED] += 1
+            rec = steps.get(key)
+            out[rec.outcome if rec is not None and rec.outcome else unfinished] += 1
         return out
 
     @property
@@ -340,7 +343,7 @@ def replay(path: Path) -> RunState:
                     state.torn_tail = True
                 break
             try:
-                record = json.loads(line)
+                record = _parse(line)
                 if not isinstance(record, dict) or "event" not in record:
                     raise ValueError("not a journal record")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -358,38 +361,59 @@ def replay(path: Path) -> RunState:
     return state
 
 
-_ENDINGS = frozenset(Ending)
+def _parse(line: bytes) -> Any:
+    """One journal line. orjson reads a record three times as fast as json (replay is most
+    of what a resume or `status` of a 100k-step run costs); what orjson refuses and json
+    accepts (NaN and Infinity, which json.dumps writes) is read by json, so the two
+    never disagree about what is corrupt."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+# What replay does per line, a 100k-step journal's 200k times over: the events looked up
+# in plain dicts and sets rather than through the enums' class attributes.
+_ENDINGS = {str(e): e for e in Ending}
+_OUTCOME_OF = {str(e): Outcome(str(e).removeprefix("step_")) for e in TERMINAL}
+_SESSION_STARTS = frozenset(str(e) for e in SESSION_STARTS)
+_RATE_CHANGED = str(Event.RATE_CHANGED)
+_ATTEMPT_FAILED = str(Event.ATTEMPT_FAILED)
 
 
 def _apply(state: RunState, record: dict[str, Any]) -> None:
     event = record["event"]
-    if event in SESSION_STARTS:
+    if event in _SESSION_STARTS:
         state.sessions += 1
         state.ending = None
         state.target = record.get("target", {})
         state.identity = record.get("identity", state.identity)
         return
     if event in _ENDINGS:
-        state.ending = Ending(event)
+        state.ending = _ENDINGS[event]
         state.ended = record.get("ts")
         return
-    if event == Event.RATE_CHANGED:
+    if event == _RATE_CHANGED:
         state.rate_changes.append(record)
         return
     key = record.get("step")
     if key is None:
         return
-    step = state.steps.setdefault(key, StepRecord(key=key))
+    step = state.steps.get(key)
+    if step is None:
+        step = state.steps[key] = StepRecord(key=key)
     step.client_token = record.get("client_token", step.client_token)
-    step.attempts = max(step.attempts, int(record.get("attempt", 0)))
-    if event == Event.ATTEMPT_FAILED:
+    attempt = int(record.get("attempt", 0))
+    if attempt > step.attempts:
+        step.attempts = attempt
+    if event == _ATTEMPT_FAILED:
         state.retries += 1
         if record.get("throttled"):
             step.throttles += 1
             state.throttles += 1
-    elif event in TERMINAL:
+    elif event in _OUTCOME_OF:
         step.terminal_records += 1
-        step.outcome = Outcome.of(event)
+        step.outcome = _OUTCOME_OF[event]
         step.code = record.get("code")
         step.message = record.get("message")
         step.permanent = record.get("permanent")

@@ -96,3 +96,16 @@ def test_a_big_run_header_is_a_journal(tmp_path):
     with Journal.open(path) as journal:
         journal.write("run_resumed", run_id="r1")
     assert replay(path).sessions == 2
+
+
+def test_replay_reads_what_json_writes_even_where_orjson_would_refuse(tmp_path):
+    """json.dumps writes NaN and Infinity; orjson refuses both. Replay must read such a
+    record as json does, not call the journal corrupt."""
+    path = tmp_path / "j.jsonl"
+    write_run(path, [("rate_changed", {"old": float("inf"), "new": float("nan"), "reason": "test"}),
+                     ("step_succeeded", {"step": "a/1", "client_token": "t1", "attempt": 1})])
+    assert "NaN" in path.read_text()
+    state = replay(path)
+    change = state.rate_changes[0]
+    assert change["old"] == float("inf") and change["new"] != change["new"]  # NaN
+    assert state.steps["a/1"].outcome == "succeeded"
