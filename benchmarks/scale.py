@@ -48,9 +48,11 @@ COMMANDS = ("run", "resume", "status", "validate")
 
 @dataclass
 class Figure:
-    """One command's cost: wall time and the peak RSS of its process."""
+    """One command's cost: wall time, CPU time (user + system: less moved by other load on
+    the machine than wall time) and the peak RSS of its process."""
 
     wall_s: float
+    cpu_s: float
     rss_mb: float
 
 
@@ -64,7 +66,7 @@ def child(args: list[str], *, log: Path) -> tuple[int, Figure]:
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
-    return process.returncode, Figure(wall, usage.ru_maxrss / 1024)  # Linux: KiB
+    return process.returncode, Figure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # Linux: KiB
 
 
 def best(repeat: int, args: list[str], *, log: Path, expect: int = 0) -> Figure:
@@ -107,10 +109,13 @@ def measure(steps: int, directory: Path, repeat: int) -> dict[str, Figure]:
             "validate": best(repeat, ["validate", str(plan)], log=log)}
 
 
+HEADER = f"{'steps':>7}  {'run: wall, peak RSS':>19}  " + "  ".join(f"{c + ': wall (CPU), RSS':>27}" for c in COMMANDS[1:])
+
+
 def print_row(steps: int, figures: dict[str, Figure]) -> None:
     ran = figures["run"]
-    cells = [f"{steps:>7}", f"{ran.wall_s:>7.1f} s {ran.rss_mb:>6.0f} MB"]
-    cells += [f"{figures[c].wall_s:>6.2f} s {figures[c].rss_mb:>5.0f} MB" for c in COMMANDS[1:]]
+    cells = [f"{steps:>7}", f"{ran.wall_s:>8.1f} s {ran.rss_mb:>6.0f} MB"]
+    cells += [f"{f.wall_s:>9.2f} s ({f.cpu_s:4.2f}) {f.rss_mb:>4.0f} MB" for f in (figures[c] for c in COMMANDS[1:])]
     print("  ".join(cells), flush=True)
 
 
@@ -154,7 +159,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
           f"Python {platform.python_version()}")
-    print(f"{'steps':>7}  {'run: wall, peak RSS':>19}  {'resume':>15}  {'status':>15}  {'validate':>15}")
+    print(HEADER)
     results: dict[int, dict[str, Figure]] = {}
     with tempfile.TemporaryDirectory(prefix="fleetrel-scale-") as tmp:
         directory = args.keep or Path(tmp)
