@@ -11,9 +11,9 @@ in its own process, then, on the finished run:
 - status: `fleetrel status JOURNAL`;
 - validate: `fleetrel validate PLAN`.
 
-Every command is a child process of its own, so one size's memory does not pollute the
-next: its peak RSS is the child's own `ru_maxrss` (`os.wait4`), start-up and imports
-included, as a user meets them. Resume, status and validate are timed `--repeat` times;
+Every command is a process of its own, so one size's memory does not pollute the next:
+its peak RSS is its own `ru_maxrss` (`os.wait4`), start-up and imports included, as a user
+meets them; a small launcher process starts them (see `LAUNCHER`). Resume, status and validate are timed `--repeat` times;
 the fastest is shown with its RSS. Issue 11's targets, at 50k steps (a 100k-line
 journal): resume ≤ 1 s and ≤ 150 MB, status ≤ 0.5 s, validate ≤ 0.5 s; a 100k-step run
 ≤ 200 MB. The emulator serves about 400-1000 calls/s on two cores, so the 100k run takes
@@ -56,23 +56,50 @@ class Figure:
     rss_mb: float
 
 
-def child(args: list[str], *, log: Path) -> tuple[int, Figure]:
-    """Run `python -m fleetrel ARGS` as a child; its exit code, wall time and peak RSS."""
+# Why a launcher: a child's ru_maxrss is never below its parent's size when it was
+# spawned (Linux keeps the high-water mark of the address space a process had before its
+# exec, and fork, vfork and posix_spawn all start from the parent's), and this process holds
+# a plan and its seed list: 90 MB at 50k steps, more than `fleetrel status` itself needs.
+# So the measured commands are started by a bare Python process (~10 MB), started first.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
     started = time.perf_counter()
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "fleetrel", *args], stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=out)
-        # wait4, not getrusage(RUSAGE_CHILDREN): that is the largest of *every* child so far
-        _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
-    return process.returncode, Figure(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # Linux: KiB
+    with open(job["log"], "ab") as out:
+        process = subprocess.Popen(job["command"], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own usage, not all children's
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status), "wall": time.perf_counter() - started,
+                      "cpu": usage.ru_utime + usage.ru_stime, "rss_kb": usage.ru_maxrss}), flush=True)
+"""
 
 
-def best(repeat: int, args: list[str], *, log: Path, expect: int = 0) -> Figure:
+class Launcher:
+    """Runs `python -m fleetrel ARGS` in a child of a small process; see LAUNCHER."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def run(self, args: list[str], *, log: Path) -> tuple[int, Figure]:
+        """Its exit code, wall and CPU time, and peak RSS (Linux reports KiB)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        job = {"command": [sys.executable, "-m", "fleetrel", *args], "log": str(log)}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        done = json.loads(self.process.stdout.readline())
+        return done["code"], Figure(done["wall"], done["cpu"], done["rss_kb"] / 1024)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def best(launcher: Launcher, repeat: int, args: list[str], *, log: Path, expect: int = 0) -> Figure:
     figures = []
     for _ in range(repeat):
-        code, figure = child(args, log=log)
+        code, figure = launcher.run(args, log=log)
         if code != expect:
             raise SystemExit(f"fleetrel {' '.join(args)} exited {code} (expected {expect}); see {log}")
         figures.append(figure)
@@ -83,7 +110,7 @@ def updates_received(record: dict) -> int:
     return sum(record["operations"].get("UpdatePackageVersion", {}).values())
 
 
-def measure(steps: int, directory: Path, repeat: int) -> dict[str, Figure]:
+def measure(launcher: Launcher, steps: int, directory: Path, repeat: int) -> dict[str, Figure]:
     data = plan_data(steps)
     data["limits"] = LIMITS
     plan = directory / f"scale-{steps}.yaml"
@@ -95,18 +122,18 @@ def measure(steps: int, directory: Path, repeat: int) -> dict[str, Figure]:
         for start in range(0, steps, SEED_CHUNK):
             emulator.seed(versions[start:start + SEED_CHUNK])
         run = ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url, "--yes"]
-        code, ran = child(run, log=log)
+        code, ran = launcher.run(run, log=log)
         if code != 0:
             raise SystemExit(f"the {steps}-step run exited {code}; see {log}")
         sent = updates_received(emulator.record())
         if sent != steps:
             raise SystemExit(f"the {steps}-step run sent {sent} updates, not {steps}; see {log}")
         emulator.reset_record()
-        resumed = best(repeat, run, log=log)
+        resumed = best(launcher, repeat, run, log=log)
         if updates_received(emulator.record()):
             raise SystemExit(f"the resume of the finished {steps}-step run sent updates; see {log}")
-    return {"run": ran, "resume": resumed, "status": best(repeat, ["status", str(journal)], log=log),
-            "validate": best(repeat, ["validate", str(plan)], log=log)}
+    return {"run": ran, "resume": resumed, "status": best(launcher, repeat, ["status", str(journal)], log=log),
+            "validate": best(launcher, repeat, ["validate", str(plan)], log=log)}
 
 
 HEADER = f"{'steps':>7}  {'run: wall, peak RSS':>19}  " + "  ".join(f"{c + ': wall (CPU), RSS':>27}" for c in COMMANDS[1:])
@@ -161,12 +188,16 @@ def main() -> None:
           f"Python {platform.python_version()}")
     print(HEADER)
     results: dict[int, dict[str, Figure]] = {}
-    with tempfile.TemporaryDirectory(prefix="fleetrel-scale-") as tmp:
-        directory = args.keep or Path(tmp)
-        directory.mkdir(parents=True, exist_ok=True)
-        for steps in sizes:
-            results[steps] = measure(steps, directory, args.repeat)
-            print_row(steps, results[steps])
+    launcher = Launcher()
+    try:
+        with tempfile.TemporaryDirectory(prefix="fleetrel-scale-") as tmp:
+            directory = args.keep or Path(tmp)
+            directory.mkdir(parents=True, exist_ok=True)
+            for steps in sizes:
+                results[steps] = measure(launcher, steps, directory, args.repeat)
+                print_row(steps, results[steps])
+    finally:
+        launcher.close()
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json_path:
         args.json_path.write_text(json.dumps(
