@@ -116,6 +116,8 @@ def measure(launcher: Launcher, steps: int, directory: Path, repeat: int) -> dic
     plan = directory / f"scale-{steps}.yaml"
     plan.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=10_000))
     journal = directory / f"scale-{steps}.journal.jsonl"
+    for old in (journal, journal.with_name(journal.name + ".key")):  # a --keep folder's earlier run
+        old.unlink(missing_ok=True)
     log = directory / f"scale-{steps}.log"
     with start_emulator() as emulator:  # unthrottled, and fresh for each size
         versions = [(entry["package"], v) for entry in data["versions"] for v in entry["versions"]]
@@ -154,10 +156,10 @@ def plot(results: dict[int, dict[str, Figure]], path: Path) -> None:
 
     sizes = sorted(results)
     fig, (rss, wall) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=80)
-    for command in COMMANDS:
-        rss.plot(sizes, [results[s][command].rss_mb for s in sizes], marker="o", label=command)
+    for command, color in zip(COMMANDS, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        rss.plot(sizes, [results[s][command].rss_mb for s in sizes], marker="o", color=color, label=command)
         if command != "run":
-            wall.plot(sizes, [results[s][command].wall_s for s in sizes], marker="o", label=command)
+            wall.plot(sizes, [results[s][command].wall_s for s in sizes], marker="o", color=color, label=command)
     rss.axhline(150, color="grey", linestyle=":", linewidth=0.8)  # the resume's target
     rss.axhline(200, color="grey", linestyle="--", linewidth=0.8)  # the 100k run's target
     for ax, label in ((rss, "peak RSS (MB)"), (wall, "wall time (s)")):

@@ -345,7 +345,8 @@ def status_command(journal_path: Path, json_output: bool) -> None:
       3    aborted by the failure threshold
       130  interrupted or killed (or still running)
     """
-    from fleetrel.journal import JournalError, replay
+    from fleetrel.journal import JournalError
+    from fleetrel.replay import replay
     from fleetrel.report import echo_json, journal_status, print_status
 
     try:

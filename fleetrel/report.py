@@ -24,7 +24,7 @@ from fleetrel.events import Outcome, Status
 
 if TYPE_CHECKING:
     from fleetrel.engine import RunResult
-    from fleetrel.journal import RunState
+    from fleetrel.replay import RunState
     from fleetrel.state import DriftReport, Preview
 
 MAX_NAMED = 10  # steps named per error code in a text summary (JSON names them all)

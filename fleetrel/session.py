@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fleetrel.events import Outcome
-from fleetrel.journal import Journal, JournalError, RunState, read_run_key, replay, run_key_path, write_run_key
+from fleetrel.journal import Journal, JournalError, read_run_key, run_key_path, write_run_key
+from fleetrel.replay import RunState, replay
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.tokens import KEYED_SCHEME, client_token, new_run_key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fleetrel.cli import main
-from fleetrel.journal import replay
+from fleetrel.replay import replay
 from fleetrel.events import Event, Record
 from fleetrel.progress import PlainLog
 from support import FakeClock, update_calls, write_plan as _write_plan

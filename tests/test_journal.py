@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, fields_for_journal, replay
+from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, fields_for_journal
+from fleetrel.replay import replay
 
 
 def write_run(path, events):
