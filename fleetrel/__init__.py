@@ -12,13 +12,7 @@ for finer control: `fleetrel.session.open_session` and `fleetrel.engine.execute`
 `fleetrel.testing` has a scripted fake IoT client for testing code that drives them.
 """
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("fleetrel")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
 
 # Imported on first use, so `fleetrel validate` does not pay for aioboto3's import.
 _EXPORTS = {
@@ -35,7 +29,22 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
+def _version() -> str:
+    # Looked up on first use: importlib.metadata and the search of the installed
+    # distributions cost every command a tenth of a second, and only a new run's header
+    # and `--version` want the answer.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fleetrel")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()["__version__"] = found = _version()
+        return found
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
         return getattr(import_module(module), attr)

@@ -8,22 +8,23 @@
     print(result.status, result.succeeded, result.failed)   # complete 200 0
 
 `run` builds the IoT client (or takes yours), opens the plan's journal (resuming the run
-it holds) and executes the plan's waves, as the CLI does. For control over each part, use
-`fleetrel.session.open_session` and `fleetrel.engine.execute` directly.
+it holds) and executes the plan's waves, as the CLI does; a resume with nothing left to
+send (the same command again after the run finished) builds no client. For control over
+each part, use `fleetrel.session.open_session` and `fleetrel.engine.execute` directly.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
-from fleetrel.aws import AwsSetupError, client_identity, iot_client, target_settings, without_userinfo
+from fleetrel.aws import AwsSetupError, client_identity, iot_client, resolve_identity, target_settings, without_userinfo
 from fleetrel.credentials import target_clients
 from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
 from fleetrel.result import RunResult
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
 from fleetrel.plan import ReleasePlan
-from fleetrel.session import open_session
+from fleetrel.session import Session, open_session
 
 
 async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endpoint_url: str | None = None,
@@ -58,19 +59,48 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     if specs and (region or profile):
         raise AwsSetupError("a plan with `targets:` sets region and profile per target: give them in the plan")
 
-    async def with_client(client: Any, identity: dict[str, Any]) -> RunResult:
-        # the clients exist, so regions, credentials and accounts are settled: nothing was written before
-        with open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
-                          identity=identity, target=overrides, only=chosen or None) as session:
-            return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
+    def session_for(identity: dict[str, Any]):
+        return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
+                            identity=identity, target=overrides, only=chosen or None)
+
+    async def execute_with(session: Session, client: Any) -> RunResult:
+        return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
 
     if client is not None:
-        return await with_client(client, {} if specs else client_identity(client, settings["profile"]))
+        with session_for({} if specs else client_identity(client, settings["profile"])) as session:
+            return await execute_with(session, client)
+    concurrency = options.limits(plan)[2]
     if specs:
+        # every target's role assumed and account checked before the journal is touched
         selected = [spec for spec in specs if not chosen or spec.name in chosen]
         async with target_clients(selected, run_name=plan.plan, endpoint_url=endpoint_url,
-                                  concurrency=options.limits(plan)[2]) as (clients, identities):
-            return await with_client(clients, identities)
-    concurrency = options.limits(plan)[2]
-    async with iot_client(**settings, concurrency=concurrency) as built:
-        return await with_client(built, client_identity(built, settings["profile"]))
+                                  concurrency=concurrency) as (clients, identities):
+            with session_for(identities) as session:
+                return await execute_with(session, clients)
+    if options.new_run or not _holds_a_run(path):
+        # the client first: region and credentials are settled before anything is written
+        async with iot_client(**settings, concurrency=concurrency) as built:
+            with session_for(client_identity(built, settings["profile"])) as session:
+                return await execute_with(session, built)
+    # A resume. Opening it writes nothing, so the client can wait until it is known to be
+    # needed: the same command run again on a finished run sends nothing and builds no
+    # client (aiohttp and aiobotocore are half a second of start-up). Its identity is
+    # resolved as the client would resolve it, and checked against the client's own once
+    # one is built.
+    with session_for(resolve_identity(**settings)) as session:
+        if not session.todo:
+            return await execute_with(session, None)
+        async with iot_client(**settings, concurrency=concurrency) as built:
+            identity = client_identity(built, settings["profile"])
+            if identity != session.identity:
+                raise RuntimeError(f"fleetrel resolved this run's target as {session.identity}, "
+                                   f"but its client sends to {identity}: nothing was sent")
+            return await execute_with(session, built)
+
+
+def _holds_a_run(journal: Path) -> bool:
+    """Whether `journal` holds a run to resume (not missing, not empty)."""
+    try:
+        return journal.stat().st_size > 0
+    except OSError:
+        return False

@@ -29,6 +29,9 @@ class AwsSetupError(Exception):
     """The user's AWS setup cannot give a client (no region, unknown profile, bad endpoint)."""
 
 
+NO_REGION = "no AWS region: set target.region in the plan, pass --region, or set AWS_DEFAULT_REGION"
+
+
 def without_userinfo(url: str) -> str:
     """`url` with any `user:password@` removed: for journals, reports and messages."""
     parts = urlsplit(url)
@@ -64,6 +67,38 @@ def client_identity(client: Any, profile: str | None) -> dict[str, str]:
     meta = getattr(client, "meta", None)
     identity = {"endpoint": without_userinfo(str(getattr(meta, "endpoint_url", "") or "")),
                 "region": str(getattr(meta, "region_name", "") or ""), "profile": profile or ""}
+    return {k: v for k, v in identity.items() if v}
+
+
+def resolve_identity(*, region: str | None = None, profile: str | None = None,
+                     endpoint_url: str | None = None) -> dict[str, str]:
+    """What `client_identity` says of the client `iot_client` builds with these settings,
+    without building it: a session with nothing left to send needs neither aiohttp nor
+    aiobotocore (together half a second of start-up). botocore's own session resolves
+    the region exactly as aioboto3's does (the region given, else AWS_DEFAULT_REGION,
+    else the profile's config); the endpoint is the one given (botocore keeps it as it
+    is), else the one a botocore client resolves for the region. tests/test_aws.py holds
+    this equal to the identity of real clients. Credentials are not looked at: nothing
+    will be signed.
+    """
+    import botocore.session
+    from botocore.exceptions import ProfileNotFound
+
+    check_endpoint_url(endpoint_url)
+    session = botocore.session.Session(profile=profile)
+    try:
+        configured = session.get_config_variable("region")  # reads the profile: refuses a missing one, as aioboto3 does
+    except ProfileNotFound as exc:
+        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
+    region = region or configured or ("us-east-1" if is_loopback(endpoint_url) else None)
+    if region is None:
+        raise AwsSetupError(NO_REGION)
+    if endpoint_url is None:
+        # AWS's endpoint, by botocore's endpoint rules (FIPS and dual-stack settings included);
+        # the dummy key only spares the credential chain a lookup
+        endpoint_url = session.create_client("iot", region_name=region, aws_access_key_id="resolve-only",
+                                             aws_secret_access_key="resolve-only").meta.endpoint_url
+    identity = {"endpoint": without_userinfo(str(endpoint_url)), "region": region, "profile": profile or ""}
     return {k: v for k, v in identity.items() if v}
 
 
@@ -118,7 +153,7 @@ async def iot_client(
         raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
     region = session.region_name or ("us-east-1" if is_loopback(endpoint_url) else None)
     if region is None:
-        raise AwsSetupError("no AWS region: set target.region in the plan, pass --region, or set AWS_DEFAULT_REGION")
+        raise AwsSetupError(NO_REGION)
     extra: dict[str, Any] = {}
     if await session.get_credentials() is None:
         if not is_loopback(endpoint_url):

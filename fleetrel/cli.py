@@ -21,6 +21,25 @@ class _Commands(click.Group):
     command with 130, as an interrupted run does, not click's "Aborted!" and 1 (which
     `verify` uses for drift)."""
 
+    # `fleetrel emulator` is defined beside the emulator, so that `python -m fleetrel.emulator`
+    # runs the same command; it is imported only when it is asked for (the emulator's
+    # package pulls in urllib.request and email, which no other command needs).
+    lazy_commands = {"emulator": ("fleetrel.emulator.command", "emulator"),
+                     # rehearsals that start their own emulator
+                     "demo": ("fleetrel.rehearsal", "demo_command"),
+                     "bench": ("fleetrel.rehearsal", "bench_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_commands])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands:
+            from importlib import import_module
+
+            module, attribute = self.lazy_commands[name]
+            return getattr(import_module(module), attribute)
+        return super().get_command(ctx, name)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -61,16 +80,6 @@ def main() -> None:
     """
 
 
-# `fleetrel emulator`: defined beside the emulator so `python -m fleetrel.emulator` runs the
-# same command; it imports moto only when it runs.
-from fleetrel.emulator.command import emulator as _emulator_command  # noqa: E402
-
-main.add_command(_emulator_command)
-# `fleetrel demo` and `fleetrel bench`: rehearsals that start their own emulator.
-from fleetrel.rehearsal import bench_command, demo_command  # noqa: E402
-
-main.add_command(demo_command)
-main.add_command(bench_command)
 
 
 def fail(message: str, code: int = ExitCode.INVALID) -> NoReturn:
@@ -209,15 +218,17 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     except (JournalError, AwsSetupError) as exc:
         fail(str(exc))
     exit_code = result.exit_code
-    output = result.to_dict()
     printers = [lambda: print_summary(result, console)]
+    drift = None
     if verify_after and result.status in ("complete", "failed"):
         drift = _read_drift(plan, endpoint_url, region, profile, targets)
         printers.append(lambda: print_drift(drift, console))
-        output["verify"] = drift.to_dict()
         if not drift.matches and exit_code == ExitCode.OK:
             exit_code = ExitCode.FAILED
-    if json_output:
+    if json_output:  # built only when asked: a dict per step of the plan
+        output = result.to_dict()
+        if drift is not None:
+            output["verify"] = drift.to_dict()
         printers.append(lambda: echo_json(output))
     _print_for_a_reader_that_may_leave(*printers)
     sys.exit(exit_code)
@@ -344,7 +355,8 @@ def status_command(journal_path: Path, json_output: bool) -> None:
       3    aborted by the failure threshold
       130  interrupted or killed (or still running)
     """
-    from fleetrel.journal import JournalError, replay
+    from fleetrel.journal import JournalError
+    from fleetrel.replay import replay
     from fleetrel.report import echo_json, journal_status, print_status
 
     try:

@@ -331,22 +331,23 @@ class _Execution:
         outcomes: list[StepOutcome] = []
         counts = {o.value: 0 for o in Outcome}
         done_before = 0
+        unfinished, failed = Outcome.UNFINISHED, Outcome.FAILED
+        by_code: dict[str, int] = {}
         scope = self.session.in_scope
         for step in scope:
-            outcome = self.outcomes.get(step.key)
+            key = step.key
+            outcome = self.outcomes.get(key)
             if outcome is None:
-                rec = prior.get(step.key)
-                if rec is not None and rec.outcome is not None and step.key not in sent_now:
+                rec = prior.get(key)
+                if rec is not None and rec.outcome is not None and key not in sent_now:
                     done_before += 1
-                    outcome = StepOutcome(step.key, rec.outcome, rec.attempts, rec.code, rec.message)
+                    outcome = StepOutcome(key, rec.outcome, rec.attempts, rec.code, rec.message)
                 else:
-                    outcome = StepOutcome(step.key, Outcome.UNFINISHED)
+                    outcome = StepOutcome(key, unfinished)
             counts[outcome.outcome] += 1
             outcomes.append(outcome)
-        by_code: dict[str, int] = {}
-        for o in outcomes:
-            if o.outcome is Outcome.FAILED:
-                by_code[o.code or "unknown"] = by_code.get(o.code or "unknown", 0) + 1
+            if outcome.outcome == failed:
+                by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
         # a failed wave ends the session as finished: the run is failed, not interrupted
         ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
                   "setup": Ending.INTERRUPTED}.get(self.stop_reason or "", Ending.FINISHED)

@@ -19,14 +19,10 @@ import asyncio
 import dataclasses
 import enum
 import random
+import sys
 from typing import Any
 
 import botocore.exceptions
-
-try:  # aiohttp comes with aiobotocore; tolerate its absence in pure tests
-    import aiohttp
-except ImportError:  # pragma: no cover
-    aiohttp = None  # type: ignore[assignment]
 
 
 class Kind(enum.Enum):
@@ -110,7 +106,15 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError is TimeoutError since Python 3.11
     asyncio.TimeoutError,
     ConnectionError,  # builtin: ConnectionResetError, BrokenPipeError, ConnectionRefusedError, ...
-) + ((aiohttp.ClientError,) if aiohttp is not None else ())
+)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    """The transient exception types, aiohttp's among them once it is loaded: an aiohttp
+    error can only come from a loaded aiohttp, and a session with nothing to send never
+    loads it (its import is a fifth of a second)."""
+    aiohttp = sys.modules.get("aiohttp")
+    return _TRANSIENT_TYPES + ((aiohttp.ClientError,) if aiohttp is not None else ())
 
 
 def _client_error_parts(exc: botocore.exceptions.ClientError) -> tuple[str, int | None]:
@@ -147,7 +151,7 @@ def classify(exc: BaseException) -> Kind:
         # UnrecognizedClient and every code we do not know: retrying the same
         # request cannot make it right.
         return Kind.PERMANENT
-    if isinstance(exc, _TRANSIENT_TYPES):
+    if isinstance(exc, _transient_types()):
         return Kind.TRANSIENT
     # ParamValidationError, NoCredentialsError, our own bugs: permanent.
     return Kind.PERMANENT

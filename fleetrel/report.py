@@ -23,11 +23,14 @@ from fleetrel.aws import without_userinfo
 from fleetrel.events import Outcome, Status
 
 if TYPE_CHECKING:
+    from fleetrel.replay import RunState
     from fleetrel.result import RunResult
-    from fleetrel.journal import RunState
     from fleetrel.state import DriftReport, Preview
 
 MAX_NAMED = 10  # steps named per error code in a text summary (JSON names them all)
+# Rows of a per-step table (preview, drift): nobody reads 100,000 rows, and rich lays out
+# every row it is given (135 MB and half a minute for a 100k-step drift table).
+MAX_ROWS = 200
 
 
 class _PlainConsole(Console):
@@ -123,7 +126,7 @@ def preview_table(preview: Preview) -> Table:
     table.add_column("status")
     table.add_column("changes")
     table.add_column("outcome")
-    for step in preview.steps:
+    for step in preview.steps[:MAX_ROWS]:
         status = f"{step.current or '-'} -> {step.planned or '-'}" if step.current != step.planned else (step.current or "-")
         outcome = step.outcome if step.outcome != "blocked" else f"blocked: {step.reason}"
         if step.outcome == "unchanged":
@@ -143,9 +146,18 @@ def preview_totals(preview: Preview) -> list[str]:
     return lines
 
 
+def _more_rows(shown: int, total: int, what: str) -> str | None:
+    if total <= shown:
+        return None
+    return f"... and {total - shown} more {what} (the first {shown} are shown; --json lists every one)"
+
+
 def print_preview(preview: Preview, console: Console | None = None) -> None:
     console = _console(console)
     console.print(preview_table(preview))
+    more = _more_rows(MAX_ROWS, len(preview.steps), "steps")
+    if more:
+        console.print(more)
     for line in preview_totals(preview):
         console.print(line)
 
@@ -160,10 +172,14 @@ def print_drift(report: DriftReport, console: Console | None = None) -> None:
     table = Table(title=f"plan {report.plan}: drift", title_justify="left")
     table.add_column("step")
     table.add_column("differs from the plan")
-    for step in report.drifted:
+    drifted = report.drifted
+    for step in drifted[:MAX_ROWS]:
         table.add_row(step.key, "; ".join(step.differences))
     console.print(table)
-    console.print(f"{len(report.drifted)} of {len(report.steps)} versions differ from the plan")
+    more = _more_rows(MAX_ROWS, len(drifted), "versions that differ")
+    if more:
+        console.print(more)
+    console.print(f"{len(drifted)} of {len(report.steps)} versions differ from the plan")
 
 
 # -- status (`fleetrel status JOURNAL`) ------------------------------------------------

@@ -7,14 +7,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fleetrel.events import ExitCode, Outcome, Status
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutcome:
+    """How one step of the plan stands after a session (one per step: slots keep 100k small)."""
+
     key: str
     outcome: Outcome
     attempts: int = 0
@@ -42,7 +44,9 @@ class RunResult:
     elapsed: float = 0.0
     final_rate: float = 0.0
     failures_by_code: dict[str, int] = field(default_factory=dict)
-    outcomes: list[StepOutcome] = field(default_factory=list)
+    # not in the repr: a repr of a result is read by people (and asyncio formats the task's
+    # result into an error message when it restores a signal handler: seconds at 100k steps)
+    outcomes: list[StepOutcome] = field(default_factory=list, repr=False)
     targets: dict[str, dict[str, int]] = field(default_factory=dict)  # per target: counts per outcome (plans with targets)
     stopped_by: str | None = None  # aborted | interrupted | wave_failed | setup; None: ran to the end
     setup_error: str | None = None  # why the run stopped for its setup: expired or refused credentials, a client that cannot send
@@ -62,6 +66,10 @@ class RunResult:
         return ExitCode.for_status(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "outcomes"}
+        out["failures_by_code"] = dict(self.failures_by_code)
+        # asdict() would deep-copy every field of every outcome: seconds at 100k steps
+        names = [f.name for f in fields(StepOutcome)]
+        out["outcomes"] = [{name: getattr(o, name) for name in names} for o in self.outcomes]
         out.update(calls_per_second=self.calls_per_second, throttled_fraction=self.throttled_fraction)
         return out

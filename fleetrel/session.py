@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fleetrel.events import Outcome
-from fleetrel.journal import Journal, JournalError, RunState, read_run_key, replay, run_key_path, write_run_key
+from fleetrel.journal import Journal, JournalError, read_run_key, run_key_path, write_run_key
+from fleetrel.replay import RunState, replay
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.tokens import KEYED_SCHEME, client_token, new_run_key
 
@@ -151,8 +152,8 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         done = _finished(state, retry_failed)
         todo = [s for s in steps if s.key not in done and (only is None or s.target in only)]
         retried = {s.key for s in todo}
-        failed_before = ({k for k, r in state.steps.items() if r.outcome == Outcome.FAILED} - retried
-                         if state else set())
+        failed = Outcome.FAILED
+        failed_before = {k for k, r in state.steps.items() if r.outcome == failed} - retried if state else set()
         session = Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
                           prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
                           identity=dict(identity or {}), key=key,
@@ -171,9 +172,9 @@ def _finished(state: RunState | None, retry_failed: bool) -> set[str]:
     ran out) is sent again by a plain resume."""
     if state is None:
         return set()
+    done, failed = {Outcome.SUCCEEDED, Outcome.SKIPPED}, Outcome.FAILED
     return {key for key, rec in state.steps.items()
-            if rec.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED)
-            or (rec.outcome == Outcome.FAILED and not retry_failed and rec.permanent is not False)}
+            if rec.outcome in done or (rec.outcome == failed and not retry_failed and rec.permanent is not False)}
 
 
 def _tokens_to_carry(state: RunState | None, steps: list[Step]) -> dict[str, str]:
@@ -241,9 +242,13 @@ def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: b
             return None
         raise
     # The same run when the same requests are planned, in any order (the clientTokens do not
-    # depend on order either); compared step by step so that journals of every fleetrel
-    # version, whatever their plan digest, resume.
-    if state.header.get("step_digests") != step_digests(steps) and not new_run:
+    # depend on order either). The same plan digest says so at once (one hash over every
+    # request; the header's step digests were taken from those very requests); otherwise
+    # compared step by step, so that journals of every fleetrel version, whatever their
+    # plan digest (an early one hashed the requests in plan order), resume.
+    if new_run or state.header.get("plan_digest") == plan.digest:
+        return state
+    if state.header.get("step_digests") != step_digests(steps):
         diffs = plan_differences(state, steps)
         shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
         raise PlanChanged(

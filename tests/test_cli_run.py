@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fleetrel.cli import main
-from fleetrel.journal import replay
+from fleetrel.replay import replay
 from fleetrel.events import Event, Record
 from fleetrel.progress import PlainLog
 from support import FakeClock, update_calls, write_plan as _write_plan
@@ -60,6 +60,36 @@ def test_json_output_parses_and_keeps_people_on_stderr(emulator, tmp_path):
     assert doc["verify"]["matches"] is False and [d["key"] for d in doc["verify"]["drifted"]] == [f"{PKG}/1.9.5"]
     assert "calls_per_second" in doc and "throttled_fraction" in doc
     assert "--retry-failed" in out.stderr and ANSI_ESCAPE not in out.stderr
+
+
+def test_the_same_command_on_a_finished_run_sends_nothing_and_loads_no_http_client(emulator, tmp_path):
+    """Nothing left to send: the run is answered from its journal, with no AWS client
+    built (aiohttp and aiobotocore stay unloaded), and another target is still refused."""
+    versions = names(4)
+    emulator.seed([(PKG, v) for v in versions])
+    plan = write_plan(tmp_path / "p.yaml", versions)
+    run = ["run", str(plan), "--journal", str(tmp_path / "j.jsonl"), "--json"]
+    assert fleetrel(*run, "--endpoint-url", emulator.url).returncode == 0
+    sent = update_calls(emulator)
+    # the CLI in a process of its own that says, at its end, whether aiohttp was loaded
+    probe = ("import runpy, sys\n"
+             "try:\n    runpy.run_module('fleetrel', run_name='__main__')\n"
+             "finally:\n    print('aiohttp loaded:', 'aiohttp' in sys.modules, file=sys.stderr)\n")
+
+    def again(endpoint: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", probe, *run, "--endpoint-url", endpoint], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+    out = again(emulator.url)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "complete" and doc["attempts"] == 0 and doc["done_before"] == 4
+    assert [o["outcome"] for o in doc["outcomes"]] == ["succeeded"] * 4
+    assert "aiohttp loaded: False" in out.stderr
+    assert update_calls(emulator) == sent
+    elsewhere = again("http://127.0.0.1:9")
+    assert elsewhere.returncode == 2 and "was sent to" in elsewhere.stderr
+    assert "aiohttp loaded: False" in elsewhere.stderr
 
 
 def test_abort_threshold_exits_3_early_and_a_rerun_resumes(emulator, tmp_path):

@@ -15,7 +15,9 @@ import pytest
 from botocore.config import Config
 
 from fleetrel import RunOptions, load_plan, run
-from fleetrel.journal import JournalError, TERMINAL, Journal, replay
+from fleetrel.events import TERMINAL
+from fleetrel.journal import JournalError, Journal
+from fleetrel.replay import replay
 from support import journal_records, update_calls, write_plan as _write_plan
 
 PKG = "thermostat-fw"

@@ -13,7 +13,7 @@ import pytest
 
 from fleetrel import RunOptions, Stop, load_plan, run
 from fleetrel.events import TERMINAL, Event, ExitCode, Record, Status
-from fleetrel.journal import replay
+from fleetrel.replay import replay
 from fleetrel.testing import DROP, EXPIRED, HANG, SERVER_ERROR, THROTTLE, FakeIoT, run_virtual
 from support import journal_records, write_plan
 

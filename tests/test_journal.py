@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, fields_for_journal, replay
+from fleetrel.journal import FORMAT_VERSION, Journal, JournalError, fields_for_journal
+from fleetrel.replay import replay
 
 
 def write_run(path, events):
@@ -82,3 +83,30 @@ def test_a_journal_in_use_reads_as_running(tmp_path):
     assert replay(path).status == "interrupted"  # nobody holds it: killed or stopped
     with Journal.open(path):
         assert replay(path).status == "running"
+
+
+def test_a_big_run_header_is_a_journal(tmp_path):
+    """The header of a 50,000-step run is megabytes long (a digest per step): reopening
+    the journal to resume it must read it whole, not refuse it as a stranger's file."""
+    path = tmp_path / "j.jsonl"
+    digests = {f"pkg-{i // 100:05d}/1.{i % 100}.0": f"{i:016x}" for i in range(50_000)}
+    with Journal.open(path) as journal:
+        journal.write("run_started", format=FORMAT_VERSION, run_id="r1", plan="p", plan_digest="d",
+                      steps=len(digests), step_digests=digests)
+    assert path.stat().st_size > 1 << 20
+    with Journal.open(path) as journal:
+        journal.write("run_resumed", run_id="r1")
+    assert replay(path).sessions == 2
+
+
+def test_replay_reads_what_json_writes_even_where_orjson_would_refuse(tmp_path):
+    """json.dumps writes NaN and Infinity; orjson refuses both. Replay must read such a
+    record as json does, not call the journal corrupt."""
+    path = tmp_path / "j.jsonl"
+    write_run(path, [("rate_changed", {"old": float("inf"), "new": float("nan"), "reason": "test"}),
+                     ("step_succeeded", {"step": "a/1", "client_token": "t1", "attempt": 1})])
+    assert "NaN" in path.read_text()
+    state = replay(path)
+    change = state.rate_changes[0]
+    assert change["old"] == float("inf") and change["new"] != change["new"]  # NaN
+    assert state.steps["a/1"].outcome == "succeeded"

@@ -25,6 +25,7 @@ from fleetrel.cli import main
 from fleetrel.events import ExitCode
 
 EXIT_INVALID, EXIT_OK = ExitCode.INVALID, ExitCode.OK
+from fleetrel.plan.models import canonical_json, requests_json
 from fleetrel.plan import (
     Abort,
     Limits,
@@ -828,3 +829,29 @@ def test_the_readme_example_plan_is_valid(tmp_path):
     example.write_text(readme[start:readme.index("```", start)])
     plan = load(example)
     assert len(plan.steps()) == 5 and plan.wave_ends() == [1, 3, 5]
+
+
+_text = st.text(min_size=1, max_size=12)  # any text: quotes, backslashes, controls, astral characters
+
+
+@st.composite
+def _entry_steps(draw):
+    """The steps of one plan entry: shared fields (some absent), their own names."""
+    fields = {
+        "action": draw(st.sampled_from([None, "PUBLISH", "DEPRECATE"])),
+        "description": draw(st.none() | _text),
+        "attributes": draw(st.none() | st.dictionaries(_text, _text, max_size=3)),
+        "artifact": draw(st.none() | st.fixed_dictionaries(
+            {"s3Location": st.fixed_dictionaries({"bucket": _text, "key": _text})})),
+        "recipe": draw(st.none() | _text),
+    }
+    package = draw(_text)
+    return [Step(package, version, **fields) for version in draw(st.lists(_text, min_size=1, max_size=3))]
+
+
+@given(st.lists(_entry_steps(), min_size=1, max_size=4))
+def test_the_plan_digest_json_is_the_canonical_json_of_the_requests(entries):
+    """requests_json encodes each entry's shared fields once; it must write exactly what
+    canonical_json writes for the requests, or a digest would change with the code."""
+    steps = [step for entry in entries for step in entry]
+    assert requests_json(steps) == canonical_json([step.request() for step in steps])

@@ -20,7 +20,8 @@ from fleetrel.cli import main
 from fleetrel.emulator import start_emulator
 from fleetrel.errors import RetryPolicy
 from fleetrel.events import TERMINAL, Event, ExitCode, Record, Status
-from fleetrel.journal import JournalError, replay
+from fleetrel.journal import JournalError
+from fleetrel.replay import replay
 from fleetrel.session import open_session
 from fleetrel.testing import EXPIRED, HANG, THROTTLE, FakeIoT, run_virtual
 from support import journal_records, update_calls, write_plan

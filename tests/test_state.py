@@ -163,3 +163,21 @@ def test_lifecycle_transitions(current, action, outcome):
 def test_an_unreadable_version_is_blocked_with_the_error_named():
     preview = diff_step(Step("fw", "1.0", action="PUBLISH"), ReadError("AccessDeniedException", "no"))
     assert preview.outcome == BLOCKED and "AccessDeniedException" in preview.reason
+
+
+def test_tables_for_people_stop_at_max_rows_and_say_how_many_more():
+    """A 100k-step verify printed every drifted version through rich (135 MB, half a
+    minute): the tables stop at MAX_ROWS and say how many more --json lists."""
+    from rich.console import Console
+
+    from fleetrel.report import MAX_ROWS, print_drift, print_preview
+    from fleetrel.state import DriftReport, Preview, StepDrift, StepPreview
+
+    keys = [f"fw/1.{i}.0" for i in range(MAX_ROWS + 50)]
+    console = Console(record=True, width=200, highlight=False, markup=False)
+    print_drift(DriftReport("p", [StepDrift(k, ["missing"]) for k in keys]), console)
+    print_preview(Preview("p", [StepPreview(k, "PUBLISH", "DRAFT", "PUBLISHED", APPLY) for k in keys]), console)
+    text = console.export_text()
+    assert f"{keys[MAX_ROWS - 1]} " in text and f"{keys[MAX_ROWS]} " not in text
+    assert "... and 50 more versions that differ" in text and "... and 50 more steps" in text
+    assert f"{MAX_ROWS + 50} of {MAX_ROWS + 50} versions differ from the plan" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,37 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
+def requests_json(steps: list[Step]) -> str:
+    """`canonical_json([step.request() for step in steps])`, built about twice as fast: the
+    steps of one entry share every field but their names, so the shared fields are encoded
+    once per entry and only package and version per step. (A 50,000-step plan's digest is
+    a tenth of a second of every resume; tests/test_plan.py holds the two equal.)
+
+    Canonical JSON sorts keys, and the request's keys sort as action, artifact, attributes,
+    description, packageName, recipe, versionName: the shared fields go before the package
+    name, except the recipe, which goes between package and version.
+    """
+    encoded: dict[tuple, tuple[str, str]] = {}
+    parts: list[str] = []
+    for step in steps:
+        # the dicts by identity: one entry's steps share them (a Step is never changed)
+        shared = (step.action, id(step.artifact), id(step.attributes), step.description, step.recipe)
+        around = encoded.get(shared)
+        if around is None:
+            before = {name: value for name, value in (("action", step.action), ("artifact", step.artifact),
+                                                      ("attributes", step.attributes),
+                                                      ("description", step.description)) if value is not None}
+            head = canonical_json(before)[1:-1]
+            recipe = canonical_json({"recipe": step.recipe})[1:-1] if step.recipe is not None else ""
+            around = encoded[shared] = ("{" + head + "," if head else "{", "," + recipe if recipe else "")
+        parts.append(f'{around[0]}"packageName":{_json_text(step.package)}{around[1]},'
+                     f'"versionName":{_json_text(step.version)}}}')
+    return "[" + ",".join(parts) + "]"
+
+
+_json_text = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One UpdatePackageVersion request: a (package, version), in a plan with
@@ -93,11 +125,18 @@ class Step:
 
     def request(self) -> dict[str, Any]:
         """The UpdatePackageVersion keyword arguments, without clientToken."""
+        # Spelled out, not a loop over the names: a plan digest builds one per step (100k).
         req: dict[str, Any] = {"packageName": self.package, "versionName": self.version}
-        for name in ("description", "attributes", "artifact", "action", "recipe"):
-            value = getattr(self, name)
-            if value is not None:
-                req[name] = value
+        if self.description is not None:
+            req["description"] = self.description
+        if self.attributes is not None:
+            req["attributes"] = self.attributes
+        if self.artifact is not None:
+            req["artifact"] = self.artifact
+        if self.action is not None:
+            req["action"] = self.action
+        if self.recipe is not None:
+            req["recipe"] = self.recipe
         return req
 
     def request_digest(self) -> str:
@@ -267,10 +306,12 @@ class ReleasePlan(PlanModel):
         are not part of it: changing the rate or a role does not make a new run."""
         if self._digest is None:
             in_key_order = sorted(self.steps(), key=lambda step: (step.target or "", step.package, step.version))
-            # A plan without targets hashes exactly what it did before targets existed,
-            # so the journals of earlier runs keep resuming.
-            self._digest = digest([step.request() if step.target is None else {"target": step.target, "request": step.request()}
-                                   for step in in_key_order])
+            if not self.targets:
+                # A plan without targets hashes exactly what it did before targets existed, so
+                # the journals of earlier runs keep resuming (encoded once per entry: fast).
+                self._digest = hashlib.sha256(requests_json(in_key_order).encode()).hexdigest()
+            else:
+                self._digest = digest([{"target": step.target, "request": step.request()} for step in in_key_order])
         return self._digest
 
     def wave_ends(self) -> list[int]:
