@@ -168,8 +168,7 @@ def main() -> int:
                   f"ok {succeeded}/{steps * targets}{spread}", flush=True)
 
         chosen = set(args.contenders.split(","))
-        emu.reset()
-        versions = fresh("f")
+        versions = fresh("f")  # a fresh emulator: nothing to reset
         wall, per_target, result = asyncio.run(fleetrel_run(emu, plan_for(accounts, versions, "bench-org", places),
                                                             Path(tmp) / "org.journal.jsonl"))
         measure("fleetrel (one plan, all targets)", wall, result.succeeded, per_target, sending=result.elapsed)
