@@ -127,13 +127,22 @@ class RunProgress:
     def note(self, line: str) -> None:
         """A one-off line for the operator (a wave starts or is held back)."""
 
-    def target_lines(self) -> list[str]:
-        """One line per target of a plan with `targets:`: done/total, rate, throttles."""
+    def target_lines(self, *, most: int = 6) -> list[str]:
+        """Lines for the targets of a plan with `targets:` (done/total, rate, throttles):
+        the `most` furthest behind, then one line for the rest, so 20 targets do not
+        bury the run's own line."""
         if self._view is None:
             return []
-        return [f"  {name}: {self.done_by_target.get(name, 0)}/{to_do} | rate {rate:.1f}/{ceiling:g} per s | "
-                f"throttles {self.throttles_by_target.get(name, 0)}"
-                for name, (to_do, rate, ceiling) in sorted(self._view.targets().items())]
+        targets = self._view.targets()
+        behind = sorted(targets, key=lambda name: (self.done_by_target.get(name, 0) / max(1, targets[name][0]), name))
+        lines = [f"  {name}: {self.done_by_target.get(name, 0)}/{targets[name][0]} | "
+                 f"rate {targets[name][1]:.1f}/{targets[name][2]:g} per s | "
+                 f"throttles {self.throttles_by_target.get(name, 0)}" for name in behind[:most]]
+        rest = behind[most:]
+        if rest:
+            finished = sum(1 for name in rest if self.done_by_target.get(name, 0) >= targets[name][0])
+            lines.append(f"  ... and {len(rest)} more target(s), {finished} of them finished")
+        return lines
 
     @property
     def done(self) -> int:

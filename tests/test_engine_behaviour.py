@@ -241,3 +241,23 @@ def test_a_target_throttled_hard_does_not_slow_the_others(tmp_path):
     slow_done = max(t for k, t in finished_at.items() if k.startswith("slow:"))
     assert fast_done < slow_done  # on virtual time: its own pace, not the throttled target's
     assert {r["target"] for r in journal_records(tmp_path / "j.jsonl") if r["event"] in TERMINAL} == {"slow", "fast"}
+
+
+def test_log_lines_show_at_most_six_targets_and_sum_up_the_rest(tmp_path):
+    from fleetrel.plan import ReleasePlan
+    from fleetrel.progress import PlainLog
+
+    names = [str(i) for i in range(4)]
+    targets = [{"name": f"t{i}", "region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{9000 + i}"}
+               for i in range(8)]
+    plan = ReleasePlan.model_validate({"plan": "eight", "limits": {"rate": 100, "burst": 5, "concurrency": 2},
+                                       "targets": targets, "versions": [{"package": PKG, "versions": names,
+                                                                         "action": "PUBLISH"}]})
+    clients = {t["name"]: FakeIoT(drafts(*names)) for t in targets}
+    clients["t5"] = FakeIoT(drafts(*names[:1]))  # three of t5's versions are missing: it fails them at once
+    lines: list[str] = []
+    log = PlainLog(lines.append, every_fraction=1.0, every_seconds=1e9)
+    run_virtual(lambda: run(plan, client=clients, journal_path=tmp_path / "j.jsonl", listeners=[log]))
+    last = lines[-7:]
+    assert len(last) == 7 and last[-1].startswith("  ... and 2 more target(s)")
+    assert all(line.startswith("  t") for line in last[:-1])
