@@ -142,7 +142,6 @@ class _Execution:
         self.outcomes: dict[str, StepOutcome] = {}
         self.attempts = self.throttles = self.retries = self.failed = self.finished = 0
         self.setup_error: str | None = None
-        self.dropped_listeners: list[str] = []
 
     @property
     def stopping(self) -> bool:
@@ -154,14 +153,13 @@ class _Execution:
         for listener in list(self.listeners):
             try:
                 listener.on_event(record)
-            except Exception as exc:  # a display must never cost the journal a record
-                self._drop_listener(listener, exc)
+            except Exception:  # a display must never cost the journal a record
+                self._drop_listener(listener)
 
-    def _drop_listener(self, listener: Listener, exc: Exception) -> None:
+    def _drop_listener(self, listener: Listener) -> None:
         """Switch a failing listener (a display whose pipe closed) off; the run goes on."""
         if listener in self.listeners:
             self.listeners.remove(listener)
-            self.dropped_listeners.append(f"{type(listener).__name__}: {type(exc).__name__}: {exc}")
 
     def _rate_changed(self, target: str | None, old: float, new: float, reason: str) -> None:
         self.emit(Event.RATE_CHANGED, old=round(old, 3), new=round(new, 3), reason=reason, **_target(target))
@@ -421,8 +419,8 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
         if isinstance(listener, StartListener):
             try:
                 listener.on_start(view)
-            except Exception as exc:
-                execution._drop_listener(listener, exc)
+            except Exception:  # as in emit: the display is switched off
+                execution._drop_listener(listener)
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_sync_journal, session)

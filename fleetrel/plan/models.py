@@ -45,7 +45,6 @@ from fleetrel.plan.rules import (
     resolve_waves,
 )
 from fleetrel.plan.targets import (
-    TargetMatrix,
     Targets,
     TargetSpec,
     entry_target_problems,
