@@ -15,7 +15,7 @@ each part, use `fleetrel.session.open_session` and `fleetrel.engine.execute` dir
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from fleetrel.aws import AwsSetupError, client_identity, iot_client, resolve_identity, target_settings, without_userinfo
 from fleetrel.credentials import target_clients
@@ -23,14 +23,16 @@ from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
 from fleetrel.result import RunResult
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
-from fleetrel.plan import ReleasePlan
+from fleetrel.expansion import ExpansionError, duplicate_problems, empty_warnings, expand, frozen_selection
+from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.session import Session, open_session
 
 
 async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endpoint_url: str | None = None,
               region: str | None = None, profile: str | None = None, options: RunOptions | None = None,
               listeners: Iterable[Listener] = (), client: Any = None, before_wave: BeforeWave | None = None,
-              stop: Stop | None = None, targets: Iterable[str] | None = None) -> RunResult:
+              stop: Stop | None = None, targets: Iterable[str] | None = None,
+              notice: Callable[[str], None] | None = None) -> RunResult:
     """Run (or resume) a release plan; see the module docstring.
 
     `endpoint_url`, `region` and `profile` override the plan's `target:`; `options` its
@@ -42,6 +44,14 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     A plan with `targets:` gets a client per target (its role assumed, refreshed before it
     expires) and every target's account is resolved and checked before anything is sent;
     `targets` runs (or resumes) only the named ones.
+
+    A plan with `select:` entries is expanded once its clients are built (for every
+    target, whatever `targets` says: the selection is frozen for the whole run), and the
+    result is written into the journal's header. A resume takes the frozen selection from
+    the journal and sends exactly that; when it builds a client it lists the catalog again
+    only to tell `notice` what would be selected now. `notice` also gets the warnings of
+    selectors that matched nothing. Raises PlanError when a selector matches a version that
+    another entry names.
     """
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
@@ -59,7 +69,40 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     if specs and (region or profile):
         raise AwsSetupError("a plan with `targets:` sets region and profile per target: give them in the plan")
 
-    def session_for(identity: dict[str, Any]):
+    frozen = frozen_selection(path, plan) if plan.needs_expansion and not options.new_run else None
+    if frozen is not None:
+        plan = plan.expanded(frozen)
+    tell = notice or (lambda line: None)
+
+    async def select(clients: dict[str | None, Any]) -> ReleasePlan:
+        """The plan with its selectors expanded, or checked against the catalog when frozen."""
+        limits = plan.limits
+        reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+        if plan.needs_expansion:
+            expanded = plan.expanded(await expand(plan, clients, **reads))
+            problems = duplicate_problems(expanded)
+            if problems:
+                raise PlanError(plan.source or plan.plan, [f"{plan.source or plan.plan}: {p}" for p in problems])
+            for line in empty_warnings(expanded):
+                tell(line)
+            return expanded
+        if frozen is not None and plan.selection is not None:
+            try:
+                now = await expand(plan, clients, **reads)
+            except ExpansionError as exc:
+                tell(f"the selection is frozen in the journal; listing the catalog again failed ({exc})")
+                return plan
+            changes = plan.selection.differences(now)
+            if changes:
+                tell(f"the catalog changed since this run started; the run sends the selection frozen in "
+                     f"its journal ({len(plan.steps())} steps), not:")
+                for line in changes[:20]:
+                    tell(f"  {line}")
+                if len(changes) > 20:
+                    tell(f"  ... and {len(changes) - 20} more")
+        return plan
+
+    def session_for(plan: ReleasePlan, identity: dict[str, Any]):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
                             identity=identity, target=overrides, only=chosen or None)
 
@@ -67,30 +110,37 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
         return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
 
     if client is not None:
-        with session_for({} if specs else client_identity(client, settings["profile"])) as session:
+        plan = await select(dict(client) if specs else {None: client})
+        with session_for(plan, {} if specs else client_identity(client, settings["profile"])) as session:
             return await execute_with(session, client)
     concurrency = options.limits(plan)[2]
     if specs:
         # every target's role assumed and account checked before the journal is touched
-        selected = [spec for spec in specs if not chosen or spec.name in chosen]
+        # (a plan to expand: every target, since its selection is frozen for the whole run)
+        selected = [spec for spec in specs if not chosen or spec.name in chosen or plan.needs_expansion]
         async with target_clients(selected, run_name=plan.plan, endpoint_url=endpoint_url,
                                   concurrency=concurrency) as (clients, identities):
-            with session_for(identities) as session:
+            plan = await select(clients)
+            if chosen:
+                identities = {name: where for name, where in identities.items() if name in chosen}
+            with session_for(plan, identities) as session:
                 return await execute_with(session, clients)
-    if options.new_run or not _holds_a_run(path):
+    if options.new_run or not _holds_a_run(path) or plan.needs_expansion:
         # the client first: region and credentials are settled before anything is written
         async with iot_client(**settings, concurrency=concurrency) as built:
-            with session_for(client_identity(built, settings["profile"])) as session:
+            plan = await select({None: built})
+            with session_for(plan, client_identity(built, settings["profile"])) as session:
                 return await execute_with(session, built)
     # A resume. Opening it writes nothing, so the client can wait until it is known to be
     # needed: the same command run again on a finished run sends nothing and builds no
     # client (aiohttp and aiobotocore are half a second of start-up). Its identity is
     # resolved as the client would resolve it, and checked against the client's own once
     # one is built.
-    with session_for(resolve_identity(**settings)) as session:
+    with session_for(plan, resolve_identity(**settings)) as session:
         if not session.todo:
             return await execute_with(session, None)
         async with iot_client(**settings, concurrency=concurrency) as built:
+            await select({None: built})
             identity = client_identity(built, settings["profile"])
             if identity != session.identity:
                 raise RuntimeError(f"fleetrel resolved this run's target as {session.identity}, "

@@ -173,19 +173,23 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.report import echo_json, plain_console, print_drift, print_summary
     from fleetrel.session import PlanChanged, TargetChanged
 
+    from fleetrel.expansion import ExpansionError
+    from fleetrel.plan import PlanError
+
     plan = _load_or_fail(plan_path)
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
     # Everything for people goes to stderr under --json, so stdout parses.
     console = plain_console(stderr=json_output)
     interactive = console.is_terminal and sys.stdin.isatty()
-    steps = plan.steps()
-    if interactive and not yes and len(steps) > 20:
+    # (a plan with select: entries has an unknown number of steps until its run expands it)
+    if interactive and not yes and (plan.needs_expansion or plan.step_count() > 20):
         where = endpoint_url or plan.target.endpoint_url or region or plan.target.region or "the default region"
-        if not click.confirm(f"Apply {len(steps)} steps of plan {plan.plan} ({plan.summary()}) to {where}?",
+        count = "the" if plan.needs_expansion else f"{plan.step_count()}"
+        if not click.confirm(f"Apply {count} steps of plan {plan.plan} ({plan.summary()}) to {where}?",
                              err=json_output):
             fail("not confirmed: nothing sent")
-    ends = plan.wave_ends()
+    ends = None if plan.needs_expansion else plan.wave_ends()
 
     async def before_wave(wave: int, waves: int) -> bool:
         """Between waves: the soak time, or the operator's yes."""
@@ -196,7 +200,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         if interactive and not yes:
             with display.paused():
                 go_on = await ask(lambda: click.confirm(
-                    f"wave {wave - 1}/{waves} complete. Start wave {wave} (up to step {ends[wave - 1]})?",
+                    f"wave {wave - 1}/{waves} complete. Start wave {wave}"
+                    + (f" (up to step {ends[wave - 1]})?" if ends else "?"),
                     default=True, err=json_output))
             if not go_on:
                 console.print("stopped between waves: run the same command again to continue")
@@ -210,7 +215,12 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         with display:
             result = anyio.run(lambda: with_signals(lambda stop: run(
                 plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                options=options, listeners=[display], before_wave=before_wave, stop=stop, targets=targets)))
+                options=options, listeners=[display], before_wave=before_wave, stop=stop, targets=targets,
+                notice=console.print)))
+    except PlanError as exc:  # a selector matched a version another entry names
+        fail(str(exc))
+    except ExpansionError as exc:
+        fail(str(exc), ExitCode.FAILED)
     except PlanChanged as exc:
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
@@ -221,7 +231,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     printers = [lambda: print_summary(result, console)]
     drift = None
     if verify_after and result.status in ("complete", "failed"):
-        drift = _read_drift(plan, endpoint_url, region, profile, targets)
+        drift = _read_drift(plan, endpoint_url, region, profile, targets, journal_path)
         printers.append(lambda: print_drift(drift, console))
         if not drift.matches and exit_code == ExitCode.OK:
             exit_code = ExitCode.FAILED
@@ -240,33 +250,62 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     import anyio
 
     from fleetrel.aws import AwsSetupError
+    from fleetrel.expansion import ExpansionError, duplicate_problems, empty_warnings, expand_plan, selection_lines, selection_report
     from fleetrel.report import echo_json, print_preview
     from fleetrel.state import read_preview
 
+    chosen = set(targets) or None
     try:
+        if plan.needs_expansion:
+            plan = anyio.run(lambda: expand_plan(plan, endpoint_url=endpoint_url, region=region, profile=profile,
+                                                 targets=chosen))
+            problems = duplicate_problems(plan)
+            if problems:
+                fail("\n".join(f"{plan.source or plan.plan}: {p}" for p in problems))
         preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile,
-                                                 targets=set(targets) or None))
+                                                 targets=chosen))
     except AwsSetupError as exc:
         fail(str(exc))
+    except ExpansionError as exc:
+        fail(str(exc), ExitCode.FAILED)
+    warnings = empty_warnings(plan) if plan.selection is not None else []
+    for line in warnings:
+        click.echo(f"fleetrel: {line}", err=True)
     if json_output:
-        echo_json(preview.to_dict())
+        output = preview.to_dict()
+        if plan.selection is not None:
+            output["selectors"] = selection_report(plan)
+            output["warnings"] = warnings
+        echo_json(output)
     else:
+        if plan.selection is not None:
+            for line in selection_lines(plan):
+                click.echo(line)
         print_preview(preview)
     sys.exit(ExitCode.OK if preview.can_apply else ExitCode.INVALID)
 
 
 def _read_drift(plan, endpoint_url: str | None, region: str | None, profile: str | None,
-                targets: tuple[str, ...] = ()):
+                targets: tuple[str, ...] = (), journal_path: Path | None = None):
     import anyio
 
     from fleetrel.aws import AwsSetupError
+    from fleetrel.expansion import ExpansionError, expand_plan, frozen_selection
+    from fleetrel.journal import default_journal_path
     from fleetrel.state import read_drift
 
     try:
+        if plan.needs_expansion:
+            # what the run selected (frozen in its journal), else what the selectors match now
+            frozen = frozen_selection(journal_path or default_journal_path(plan), plan)
+            plan = plan.expanded(frozen) if frozen is not None else anyio.run(lambda: expand_plan(
+                plan, endpoint_url=endpoint_url, region=region, profile=profile, targets=set(targets) or None))
         return anyio.run(lambda: read_drift(plan, endpoint_url=endpoint_url, region=region, profile=profile,
                                             targets=set(targets) or None))
     except AwsSetupError as exc:
         fail(str(exc))
+    except ExpansionError as exc:
+        fail(str(exc), ExitCode.FAILED)
 
 
 def _target_options(command):
@@ -305,6 +344,12 @@ def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, 
     """Preview a release plan: read every planned version (GetPackageVersion, at the
     plan's rate), show what each step would change, and which steps cannot succeed and
     why. Sends no update.
+
+    `select:` entries are expanded first (ListPackages, ListPackageVersions, and
+    GetPackage / GetPackageVersion when a filter needs them): each selector is shown with
+    what it matched and how it compared versions (release numbers, or natural sort when
+    a version is not one). A selector that matches nothing is a warning; one that matches
+    a version another entry names is an error (exit 2).
 
     \b
     Exit codes:

@@ -87,6 +87,8 @@ class Session:
             fields["identity"] = dict(self.identity)
         if self.prior is None:
             fields["step_digests"] = step_digests(self.steps)
+            if self.plan.selection is not None:  # frozen: a resume sends these, whatever the catalog says then
+                fields["selection"] = self.plan.selection.to_json()
             if self.key is not None:
                 fields["token_scheme"] = KEYED_SCHEME
             if self.carried:

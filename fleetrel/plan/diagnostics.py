@@ -21,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.models import Defaults, ReleasePlan, VersionEntry, cross_entry_problems, duplicate_problems
+from fleetrel.plan.selectors import ENTRY_TAGS, SELECT_ENTRY_TAG, SelectorEntry
 from fleetrel.plan.rules import VERSION_CHOICE, as_wave, did_you_mean, plural, show
 from fleetrel.plan.targets import (
     FORM_ERROR,
@@ -37,6 +38,7 @@ from fleetrel.plan.targets import (
 )
 
 _TARGETS = TypeAdapter(Targets)
+_TAGS = UNION_TAGS | ENTRY_TAGS  # the branches of unions pydantic names in a location
 
 
 class PlanError(Exception):
@@ -102,9 +104,15 @@ def _salvaged_cross_entry_problems(data: dict[Any, Any]) -> list[tuple[tuple, st
     raw_entries = data.get("versions")
     if not isinstance(raw_entries, list):
         return problems
-    valid: list[tuple[int, VersionEntry]] = []
+    valid: list[tuple[int, VersionEntry | SelectorEntry]] = []
     all_valid = True
     for index, raw in enumerate(raw_entries):
+        if isinstance(raw, dict) and "select" in raw:
+            try:
+                valid.append((index, SelectorEntry.model_validate(raw)))
+            except ValidationError:
+                all_valid = False
+            continue
         try:
             valid.append((index, VersionEntry.model_validate(raw)))
         except ValidationError as exc:
@@ -119,7 +127,8 @@ def _salvaged_cross_entry_problems(data: dict[Any, Any]) -> list[tuple[tuple, st
         problems += entry_problems
         all_valid = all_valid and not entry_problems
     waves: list[int | str] | None = None
-    if all_valid and targets_known and isinstance(data.get("waves"), list):
+    selects = any(isinstance(entry, SelectorEntry) for _, entry in valid)
+    if all_valid and targets_known and not selects and isinstance(data.get("waves"), list):
         try:
             waves = [as_wave(wave) for wave in data["waves"]]
         except PydanticCustomError:
@@ -132,10 +141,13 @@ def _salvaged_cross_entry_problems(data: dict[Any, Any]) -> list[tuple[tuple, st
 
 def _entry_label(index: int, entry: Any) -> str:
     """`versions[3] (thermostat-fw/4.2.0)`, from raw data or a VersionEntry."""
-    if isinstance(entry, VersionEntry):
-        entry = entry.model_dump()
+    if isinstance(entry, (VersionEntry, SelectorEntry)):
+        entry = entry.model_dump(by_alias=True)
     if not isinstance(entry, dict):
         return f"versions[{index}]"
+    if "select" in entry:
+        package = entry["select"].get("package") if isinstance(entry["select"], dict) else None
+        return f"versions[{index}] (select {package})" if isinstance(package, str) and len(package) <= 60 else f"versions[{index}] (select)"
 
     def text(value: Any) -> str:
         return value if isinstance(value, str) and value.isprintable() and len(value) <= 60 else show(value)
@@ -161,7 +173,7 @@ def where(loc: tuple, raw_entries: Any, raw_targets: Any = None) -> str:
     """Render a pydantic location, naming the entry by index and package/version, and a
     target by index and name."""
     parts: list[str] = []
-    rest = [item for item in loc if item not in UNION_TAGS]
+    rest = [item for item in loc if item not in _TAGS]
     if len(rest) >= 2 and rest[0] == "versions" and isinstance(rest[1], int):
         index = rest[1]
         entry = raw_entries[index] if isinstance(raw_entries, list) and index < len(raw_entries) else None
@@ -210,6 +222,9 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if item in (TARGET_LIST_TAG, TARGET_MATRIX_TAG):  # the branch of `targets` the error is in
             model = TargetSpec if item == TARGET_LIST_TAG else TargetMatrix
             continue
+        if item in ENTRY_TAGS:  # the branch of a `versions:` entry
+            model = SelectorEntry if item == SELECT_ENTRY_TAG else VersionEntry
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or item not in model.model_fields:
             return None
         model = _inner_model(model.model_fields[item].annotation)
@@ -240,7 +255,7 @@ _MISSING_HINTS = {
 def _problem_from_error(error: dict[str, Any]) -> tuple[tuple, str]:
     """One pydantic error as (location, message in plain words)."""
     raw_loc, kind = tuple(error["loc"]), error["type"]
-    loc = tuple(item for item in raw_loc if item not in UNION_TAGS)
+    loc = tuple(item for item in raw_loc if item not in _TAGS)
     if kind in ("plan_rule", "version_choice"):
         return loc, error["ctx"]["problem"]
     if kind == FORM_ERROR:
@@ -249,7 +264,7 @@ def _problem_from_error(error: dict[str, Any]) -> tuple[tuple, str]:
         key, model = loc[-1], _model_at(raw_loc[:-1])
         if model is Defaults and key in VersionEntry.model_fields:
             return loc, f"unknown key {show(key)}: {key} belongs to each entry, not to defaults"
-        allowed = sorted(model.model_fields) if model else []
+        allowed = sorted(field.alias or name for name, field in model.model_fields.items()) if model else []
         return loc, f"unknown key {show(key)}{did_you_mean(key, allowed)}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
     if kind == "missing":
         hint = _MISSING_HINTS.get(loc[-1] if loc else "", "")

@@ -20,9 +20,9 @@ import json.encoder
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.rules import (
@@ -44,6 +44,7 @@ from fleetrel.plan.rules import (
     plural,
     resolve_waves,
 )
+from fleetrel.plan.selectors import LIST_ENTRY_TAG, SELECT_ENTRY_TAG, Selection, SelectorEntry
 from fleetrel.plan.targets import (
     Targets,
     TargetSpec,
@@ -220,6 +221,20 @@ class VersionEntry(PlanModel):
         return 1 if self.versions is None else len(self.versions)
 
 
+def _entry_form(value: Any) -> str:
+    # An entry with `select:` selects; anything else is a listed entry (whose own
+    # errors then say what is wrong with it).
+    if isinstance(value, SelectorEntry) or (isinstance(value, dict) and "select" in value):
+        return SELECT_ENTRY_TAG
+    return LIST_ENTRY_TAG
+
+
+Entry = Annotated[
+    Union[Annotated[VersionEntry, Tag(LIST_ENTRY_TAG)], Annotated[SelectorEntry, Tag(SELECT_ENTRY_TAG)]],
+    Discriminator(_entry_form),
+]
+
+
 class ReleasePlan(PlanModel):
     """A validated release plan. Build it with `load(path)` (which names the file in
     every problem) or `ReleasePlan.model_validate(data)`:
@@ -242,7 +257,7 @@ class ReleasePlan(PlanModel):
     limits: Limits = Field(default_factory=Limits)
     abort: Abort = Field(default_factory=Abort)
     defaults: Defaults = Field(default_factory=Defaults)
-    versions: Annotated[list[VersionEntry], BeforeValidator(as_list), Field(min_length=1)]
+    versions: Annotated[list[Entry], BeforeValidator(as_list), Field(min_length=1)]
     waves: Annotated[list[Wave], BeforeValidator(as_list), Field(min_length=1)] | None = Field(
         default=None, description="cumulative wave ends: step counts or percentages; the rest is a last wave"
     )
@@ -251,6 +266,7 @@ class ReleasePlan(PlanModel):
     _steps: list[Step] | None = PrivateAttr(default=None)  # filled on first use: the model is frozen
     _digest: str | None = PrivateAttr(default=None)
     _target_specs: list[TargetSpec] | None = PrivateAttr(default=None)
+    _selection: Selection | None = PrivateAttr(default=None)  # what `select:` entries matched, once expanded
 
     @model_validator(mode="after")
     def _rules_across_entries(self) -> ReleasePlan:
@@ -259,7 +275,8 @@ class ReleasePlan(PlanModel):
         problems = target_problems(self.targets, "target" in self.model_fields_set)
         problems += entry_target_problems(names, entries)
         # The step count is unknown while an entry names a target that is not there.
-        waves = self.waves if not problems else None
+        # ... and while a selector's match is (until expansion; then `fleetrel.expansion` checks them).
+        waves = self.waves if not problems and not self.selectors() else None
         problems += duplicate_problems(self.versions, names)
         problems += cross_entry_problems(self.defaults, entries, waves, names)
         if problems:
@@ -281,9 +298,33 @@ class ReleasePlan(PlanModel):
             self._target_specs = expand_targets(self.targets)
         return list(self._target_specs)
 
+    def selectors(self) -> list[tuple[int, SelectorEntry]]:
+        """The `select:` entries, with their index in `versions:`."""
+        return [(index, entry) for index, entry in enumerate(self.versions) if isinstance(entry, SelectorEntry)]
+
+    @property
+    def selection(self) -> Selection | None:
+        """What the `select:` entries matched (set by `expanded`); None until then."""
+        return self._selection
+
+    @property
+    def needs_expansion(self) -> bool:
+        return self._selection is None and bool(self.selectors())
+
+    def expanded(self, selection: Selection) -> ReleasePlan:
+        """This plan with its selectors' matches: its steps include them. The digest is
+        the same (it covers the selectors' definitions, not their matches)."""
+        plan = self.model_copy()
+        plan._selection, plan._steps, plan._source = selection, None, self._source
+        return plan
+
     def steps(self) -> list[Step]:
         """Every step of the plan in order, defaults merged in: the entries' versions in
-        file order, and with `targets:` that for each target in turn."""
+        file order (a selector's matches, package by package, oldest first), and with
+        `targets:` that for each target in turn. A plan with `select:` entries must be
+        expanded first (`fleetrel.expansion`)."""
+        if self.needs_expansion:
+            raise RuntimeError(f"plan {self.plan!r} has select: entries: expand it first (fleetrel.expansion)")
         if self._steps is None:
             fields = [merged_fields(self.defaults, entry) for entry in self.versions]  # shared by an entry's steps
             steps: list[Step] = []
@@ -291,9 +332,14 @@ class ReleasePlan(PlanModel):
                 for entry, entry_fields in zip(self.versions, fields):
                     if target is not None and entry.targets is not None and target not in entry.targets:
                         continue
-                    package, first = entry.package, len(steps)
+                    first = len(steps)
+                    if isinstance(entry, SelectorEntry):
+                        assert self._selection is not None
+                        names = self._selection.versions(self.versions.index(entry), target)
+                    else:
+                        names = [(entry.package, version) for version in entry.version_names()]
                     steps.extend(Step(package, version, index=first + i, target=target, **entry_fields)
-                                 for i, version in enumerate(entry.version_names()))
+                                 for i, (package, version) in enumerate(names))
             self._steps = steps
         return list(self._steps)  # a copy: a caller's sort or append must not reach the cache
 
@@ -303,6 +349,21 @@ class ReleasePlan(PlanModel):
         plan with `targets:`), in (target, package, version) order: a reordered plan is
         the same run, as its clientTokens already are. Limits and where a target points
         are not part of it: changing the rate or a role does not make a new run."""
+        if self._digest is None and self.selectors():
+            # Over the listed steps and the selectors' definitions, not their matches: a
+            # resume finds its run (and the matches frozen in its journal) before listing
+            # anything, and a changed selector or listed entry is still another plan.
+            listed = [entry for entry in self.versions if not isinstance(entry, SelectorEntry)]
+            plan = self.model_copy(update={"versions": listed}) if listed else None
+            if plan is not None:
+                plan._steps = plan._digest = plan._selection = None
+            fields = {index: merged_fields(self.defaults, entry) for index, entry in self.selectors()}
+            self._digest = digest({
+                "listed": plan.digest if plan is not None else None,
+                "selectors": [{"select": entry.select.model_dump(mode="json", by_alias=True, exclude_none=True),
+                               "fields": fields[index], "targets": entry.targets,
+                               "position": index} for index, entry in self.selectors()],
+                "targets": [spec.name for spec in self.target_specs()] or None})
         if self._digest is None:
             in_key_order = sorted(self.steps(), key=lambda step: (step.target or "", step.package, step.version))
             if not self.targets:
@@ -321,8 +382,9 @@ class ReleasePlan(PlanModel):
         return ends
 
     def step_count(self) -> int:
-        if self._steps is not None:
-            return len(self._steps)
+        """The number of steps; before expansion, of the listed ones only."""
+        if self._steps is not None or self._selection is not None:
+            return len(self.steps())
         names = [spec.name for spec in self.target_specs()] if self.targets is not None else None
         return sum(entry.version_count() * targets_of_entry(entry, names) for entry in self.versions)
 
@@ -332,13 +394,20 @@ class ReleasePlan(PlanModel):
         # this and needs nothing else.
         names = [spec.name for spec in self.target_specs()] if self.targets is not None else None
         actions: Counter[str] = Counter()
-        for entry in self.versions:
-            action = entry.action if "action" in entry.model_fields_set else self.defaults.action
-            actions[action or "field-only"] += entry.version_count() * targets_of_entry(entry, names)
-        packages = len({entry.package for entry in self.versions})
+        if self._selection is not None:  # expanded: the selectors' matches are steps now
+            steps = self.steps()
+            actions.update(step.action or "field-only" for step in steps)
+            packages = len({step.package for step in steps})
+        else:
+            for entry in self.versions:
+                action = entry.action if "action" in entry.model_fields_set else self.defaults.action
+                actions[action or "field-only"] += entry.version_count() * targets_of_entry(entry, names)
+            packages = len({entry.package for entry in self.versions if isinstance(entry, VersionEntry)})
         parts = [plural(len(names), "target")] if names is not None else []
         parts += [plural(self.step_count(), "step"), plural(packages, "package")]
         parts += [f"{name} {actions[name]}" for name in (*ACTIONS, "field-only") if actions[name]]
+        if self.needs_expansion:
+            parts.append(f"{plural(len(self.selectors()), 'selector')} (expanded at preview and run)")
         return ", ".join(parts)
 
 

@@ -1,0 +1,248 @@
+"""Expanding a plan's `select:` entries against the catalog, and freezing what they matched.
+
+    plan = load("plans/deprecate-below-4.yaml")
+    selection = await expand(plan, {None: client}, rate=10, burst=1)   # {target name: client} with targets:
+    plan = plan.expanded(selection)          # its steps now include every matched version
+    problems = duplicate_problems(plan)      # a version a selector and a listed entry both name
+
+The reads are ListPackages (only for a glob), ListPackageVersions (paged, filtered by
+status on the service's side), GetPackage (only for `except_default`) and
+GetPackageVersion (only for an `attributes` filter: the listing has no attributes; its
+creation date is in the listing). They go through a read bucket of their own per target,
+at the plan's rate: reads have their own quota in AWS, and each target its own account.
+
+A run expands at its start and writes the `Selection` into its journal's header; a resume
+takes it from there (`frozen_selection`) and sends exactly those steps, even if the
+catalog changed since. `fleetrel plan` expands afresh every time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import anyio
+import orjson
+
+from fleetrel.plan import ReleasePlan
+from fleetrel.plan.selectors import (
+    PackageMatch,
+    Select,
+    Selection,
+    SelectorEntry,
+    SelectorMatch,
+    VersionFacts,
+    is_glob,
+    match_package,
+    packages_matching,
+)
+from fleetrel.ratecontrol import bucket
+from fleetrel.state import READ_POLICY, ReadError, _bounded, _read  # the read side's retrying read
+
+PAGE = 100  # the model's maxResults maximum for both list operations: fewest calls
+
+
+class ExpansionError(Exception):
+    """A selector could not be expanded: the catalog could not be read (not: matched nothing)."""
+
+
+async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: float = 10.0, burst: int = 1,
+                 concurrency: int = 16) -> Selection:
+    """What every selector of `plan` matches, per target in `clients` (the key None for a
+    plan without `targets:`). Targets are read at once, each through its own bucket."""
+    matches: dict[tuple[int, str | None], SelectorMatch] = {}
+
+    async def expand_target(target: str | None, client: Any) -> None:
+        reader = _Reader(client, bucket(rate=rate, burst=burst), target)
+        for index, entry in plan.selectors():
+            if target is not None and entry.targets is not None and target not in entry.targets:
+                continue
+            packages = await reader.packages(entry.select.package)
+            found: list[PackageMatch] = []
+
+            async def one(package: str) -> None:
+                result = await reader.match(entry.select, package)
+                if result is not None:
+                    found.append(result)
+
+            await _bounded(packages, concurrency, one)
+            matches[(index, target)] = SelectorMatch(index, target, sorted(found, key=lambda p: p.package))
+
+    async with anyio.create_task_group() as tg:
+        for target, client in clients.items():
+            tg.start_soon(expand_target, target, client)
+    order = [spec.name for spec in plan.target_specs()] or [None]
+    return Selection([matches[key] for key in sorted(matches, key=lambda k: (order.index(k[1]) if k[1] in order else 0, k[0]))])
+
+
+class _Reader:
+    """One target's catalog reads, each through the target's read bucket, retried as the
+    preview's reads are."""
+
+    def __init__(self, client: Any, limiter: Any, target: str | None) -> None:
+        self.client, self.limiter, self.target = client, limiter, target
+        self._package_names: list[str] | None = None
+
+    async def _call(self, call: str, **request: Any) -> dict[str, Any] | None:
+        """The answer, or None when what was asked for does not exist."""
+        answer = await _read(self.client, self.limiter, call, READ_POLICY, **request)
+        if isinstance(answer, ReadError):
+            if answer.missing:
+                return None
+            where = f"target {self.target}: " if self.target else ""
+            raise ExpansionError(f"{where}cannot expand select: entries: {call} "
+                                 f"{request.get('packageName', '')} answered {answer.code}: {answer.message}")
+        return answer
+
+    async def _pages(self, call: str, items: str, **request: Any) -> list[dict[str, Any]] | None:
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            answer = await self._call(call, maxResults=PAGE, **request, **({"nextToken": token} if token else {}))
+            if answer is None:
+                return None
+            out += answer.get(items, [])
+            token = answer.get("nextToken")
+            if not token:
+                return out
+
+    async def packages(self, pattern: str) -> list[str]:
+        """The package names `pattern` names: itself, or for a glob those ListPackages has."""
+        if not is_glob(pattern):
+            return [pattern]
+        if self._package_names is None:  # listed once per target, whatever the number of globs
+            listed = await self._pages("list_packages", "packageSummaries")
+            self._package_names = [p["packageName"] for p in listed or []]
+        return packages_matching(pattern, self._package_names)
+
+    async def match(self, select: Select, package: str) -> PackageMatch | None:
+        """What `select` matches in `package`; None when the package does not exist."""
+        listed = await self._pages("list_package_versions", "packageVersionSummaries", packageName=package,
+                                   **({"status": select.status} if select.status else {}))
+        if listed is None:
+            return None
+        versions = [VersionFacts(v["versionName"], v["status"], v.get("creationDate")) for v in listed]
+        default = None
+        if select.except_default:
+            described = await self._call("get_package", packageName=package)
+            default = (described or {}).get("defaultVersionName")
+        if select.needs_details():
+            # Details only for the versions every other filter already chose.
+            rough = match_package(select.model_copy(update={"attributes": None, "keep_newest": None}),
+                                  package, versions, default)
+            wanted = set(rough.matched)
+            details: dict[str, dict[str, str]] = {}
+
+            async def detail(name: str) -> None:
+                got = await self._call("get_package_version", packageName=package, versionName=name)
+                details[name] = dict((got or {}).get("attributes") or {})
+
+            await _bounded(sorted(wanted), 16, detail)
+            versions = [VersionFacts(v.name, v.status, v.created, details.get(v.name)) for v in versions]
+        return match_package(select, package, versions, default)
+
+
+async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, region: str | None = None,
+                      profile: str | None = None, targets: set[str] | None = None) -> ReleasePlan:
+    """`plan` with its selectors expanded afresh (as `fleetrel plan` does), through clients
+    built as the preview builds them (a plan with `targets:`: those in `targets`, or all)."""
+    from fleetrel.aws import iot_client, target_settings
+
+    limits = plan.limits
+    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+    specs = plan.target_specs()
+    if not specs:
+        async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
+                              concurrency=reads["concurrency"]) as client:
+            return plan.expanded(await expand(plan, {None: client}, **reads))
+    from fleetrel.credentials import target_clients
+
+    chosen = [spec for spec in specs if not targets or spec.name in targets]
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
+                              concurrency=reads["concurrency"]) as (clients, _):
+        return plan.expanded(await expand(plan, clients, **reads))
+
+
+# --- what the user is told -------------------------------------------------------------
+
+
+def duplicate_problems(plan: ReleasePlan) -> list[str]:
+    """Versions two entries name for one target, once a selector's matches are known: a
+    listed entry's, or another selector's. Each names both entries."""
+    assert plan.selection is not None
+    problems: list[str] = []
+    for target in [spec.name for spec in plan.target_specs()] or [None]:
+        owner: dict[tuple[str, str], int] = {}
+        for index, entry in enumerate(plan.versions):
+            if target is not None and entry.targets is not None and target not in entry.targets:
+                continue
+            if isinstance(entry, SelectorEntry):
+                names = plan.selection.versions(index, target)
+            else:
+                names = [(entry.package, version) for version in entry.version_names()]
+            for key in names:
+                first = owner.setdefault(key, index)
+                if first != index:
+                    on = f" for target {target!r}" if target else ""
+                    what = _entry_name(plan, index)
+                    problems.append(f"{what}: {key[0]}/{key[1]} is also named by {_entry_name(plan, first)}{on}: "
+                                    "a version may appear once per plan, so narrow the selector or remove the entry")
+    return problems
+
+
+def _entry_name(plan: ReleasePlan, index: int) -> str:
+    entry = plan.versions[index]
+    if isinstance(entry, SelectorEntry):
+        return f"versions[{index}] (select {entry.select.package})"
+    return f"versions[{index}] ({entry.package})"
+
+
+def selection_report(plan: ReleasePlan) -> list[dict[str, Any]]:
+    """Per selector and target: its definition, what it matched and how it compared versions."""
+    assert plan.selection is not None
+    entries = dict(plan.selectors())
+    return [{"entry": found.entry, "target": found.target, "select": entries[found.entry].select.describe(),
+             "matched": found.count, "packages": [p.to_json() for p in found.packages]}
+            for found in plan.selection.matches]
+
+
+def empty_warnings(plan: ReleasePlan) -> list[str]:
+    """A selector that matched nothing is a warning, not an error."""
+    assert plan.selection is not None
+    entries = dict(plan.selectors())
+    return [f"warning: versions[{found.entry}] (select {entries[found.entry].select.describe()})"
+            + (f" matched nothing in target {found.target}" if found.target else " matched nothing")
+            for found in plan.selection.matches if found.count == 0]
+
+
+def selection_lines(plan: ReleasePlan) -> list[str]:
+    """The report for people: one line per selector and target, one per package matched."""
+    lines = []
+    for item in selection_report(plan):
+        where = f" in {item['target']}" if item["target"] else ""
+        lines.append(f"versions[{item['entry']}] select {item['select']}{where}: {item['matched']} version(s)")
+        for package in item["packages"]:
+            shown = ", ".join(package["matched"][:10]) + (f", … {len(package['matched']) - 10} more"
+                                                         if len(package["matched"]) > 10 else "")
+            line = f"  {package['package']} (compared as {package['compared']}): {shown or 'none'}"
+            if package.get("kept"):
+                line += f"; kept newest: {', '.join(package['kept'])}"
+            if package.get("default_version"):
+                line += f"; default {package['default_version']} left alone"
+            lines.append(line)
+    return lines
+
+
+# --- frozen in the journal -------------------------------------------------------------
+
+
+def frozen_selection(journal: Path, plan: ReleasePlan) -> Selection | None:
+    """The selection frozen in `journal`'s header when it holds a run of this very plan
+    (same digest: same listed steps and selector definitions); None otherwise."""
+    try:
+        with journal.open("rb") as file:
+            header = orjson.loads(file.readline())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(header, dict) or header.get("plan_digest") != plan.digest or "selection" not in header:
+        return None
+    return Selection.from_json(header["selection"])

@@ -1,0 +1,316 @@
+"""`select:` entries: versions chosen by rule instead of listed, and the pure matching.
+
+    versions:
+      - select: {package: "thermostat-*", status: PUBLISHED, below: "4.0", keep_newest: 2}
+        action: DEPRECATE
+
+    facts = [VersionFacts("4.9", "PUBLISHED"), VersionFacts("4.10", "PUBLISHED"), ...]
+    found = match_package(entry.select, "thermostat-fw", facts, default_version="4.10")
+    found.matched, found.compared        # ['3.0', '3.1'], 'release numbers'
+
+A selector is expanded against the catalog (`fleetrel.expansion`, the I/O) at `fleetrel
+plan` and at a run's start; the result is a `Selection`, frozen in the run's journal so a
+resume sends exactly what the run started with. Everything here is pure.
+
+Choices made for the user:
+
+- Versions are compared as release numbers (`packaging.version`: 4.10 > 4.9, 1.0.0-rc1 <
+  1.0.0) when every listed version of the package and every bound parses as one;
+  otherwise by natural sort (digit runs as numbers: fw-10 > fw-9), per package. The
+  preview says which.
+- `keep_newest` is applied last, per package: of what the other filters matched, the
+  newest N by that order are left alone.
+- `below`/`above` are strict, `from`/`to` inclusive. `created_before` is strict,
+  `created_after` inclusive; a date without a time is midnight UTC.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from typing import Annotated, Any
+
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
+
+from fleetrel.plan.rules import (
+    Action,
+    Attributes,
+    Description,
+    PlanModel,
+    Recipe,
+    TargetName,
+    VersionName,
+    as_list,
+    plan_rule,
+    show,
+)
+from fleetrel.service import MAX_PACKAGE_NAME, STATUSES
+
+RELEASE_NUMBERS, NATURAL_SORT = "release numbers", "natural sort"
+# pydantic names the branch of `versions:` an error is in; diagnostics drop these.
+LIST_ENTRY_TAG, SELECT_ENTRY_TAG = "versions:list", "versions:select"
+ENTRY_TAGS = frozenset({LIST_ENTRY_TAG, SELECT_ENTRY_TAG})
+
+_PATTERN_RE = re.compile(r"[a-zA-Z0-9_.\-*?\[\]!]+")
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(pattern: str) -> bool:
+    return any(char in _GLOB_CHARS for char in pattern)
+
+
+def _package_pattern(value: Any) -> str:
+    if not isinstance(value, str):
+        raise plan_rule(f"must be a package name or a glob like \"thermostat-*\" (quoted), got {show(value)}")
+    if not (1 <= len(value) <= MAX_PACKAGE_NAME and _PATTERN_RE.fullmatch(value)):
+        raise plan_rule(f"{show(value)} is not a package name or glob: 1-{MAX_PACKAGE_NAME} of "
+                        "[a-zA-Z0-9-_.] and the glob characters * ? [ ] !")
+    return value
+
+
+def _status(value: Any) -> str:
+    if isinstance(value, str) and value.strip().upper() in STATUSES:
+        return value.strip().upper()
+    raise plan_rule(f"{show(value)} is not a status: use {', '.join(STATUSES)}")
+
+
+def _moment(value: Any) -> datetime:
+    """A date or a date and time (ISO 8601), as an aware datetime; no zone means UTC.
+    YAML has already made an unquoted 2026-01-01 a date: that is what was meant here."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value) if "T" in value or " " in value.strip() else date.fromisoformat(value)
+        except ValueError:
+            raise plan_rule(f"{show(value)} is not a date: write 2026-01-01 or 2026-01-01T12:00:00Z") from None
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=timezone.utc)
+    raise plan_rule(f"must be a date like 2026-01-01, got {show(value)}")
+
+
+PackagePattern = Annotated[str, PlainValidator(_package_pattern), WithJsonSchema({"type": "string", "minLength": 1})]
+Status = Annotated[str, PlainValidator(_status), WithJsonSchema({"enum": list(STATUSES)})]
+Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Select(PlanModel):
+    """Which versions a `select:` entry chooses; every filter given must hold."""
+
+    package: PackagePattern = Field(description="a package name or a glob (thermostat-*)")
+    status: Status | None = None
+    below: VersionName | None = Field(default=None, description="versions before this one")
+    above: VersionName | None = Field(default=None, description="versions after this one")
+    from_: VersionName | None = Field(default=None, alias="from", description="this version and later")
+    to: VersionName | None = Field(default=None, description="this version and earlier")
+    except_default: Annotated[bool, Field(strict=True)] = False
+    keep_newest: Annotated[int, Field(ge=1, strict=True, description="applied last: leave the newest N of the matches alone")] | None = None
+    attributes: Attributes | None = Field(default=None, description="only versions whose attributes have these values")
+    created_before: Moment | None = None
+    created_after: Moment | None = None
+
+    def bounds(self) -> list[str]:
+        return [b for b in (self.below, self.above, self.from_, self.to) if b is not None]
+
+    def needs_details(self) -> bool:
+        """Whether a GetPackageVersion per candidate is needed (attributes are not listed)."""
+        return self.attributes is not None
+
+    def describe(self) -> str:
+        """One line for people: `thermostat-* PUBLISHED below 4.0, keep newest 2`."""
+        parts = [self.package] + ([self.status] if self.status else [])
+        parts += [f"{name} {value}" for name, value in (("below", self.below), ("above", self.above),
+                                                        ("from", self.from_), ("to", self.to)) if value]
+        if self.attributes:
+            parts.append("attributes " + ",".join(f"{k}={v}" for k, v in sorted(self.attributes.items())))
+        for name, value in (("created before", self.created_before), ("created from", self.created_after)):
+            if value is not None:
+                parts.append(f"{name} {value.isoformat()}")
+        if self.except_default:
+            parts.append("except default")
+        if self.keep_newest:
+            parts.append(f"keep newest {self.keep_newest}")
+        return " ".join(parts)
+
+
+class SelectorEntry(PlanModel):
+    """An entry of `versions:` that selects: the versions `select` matches, each one step
+    with the fields below (merged over `defaults:` as a listed entry's are)."""
+
+    select: Select
+    action: Action | None = None
+    description: Description | None = None
+    attributes: Attributes | None = None
+    recipe: Recipe | None = None
+    targets: Annotated[list[TargetName], BeforeValidator(as_list), Field(min_length=1)] | None = Field(
+        default=None, description="names of the plan's targets this entry applies to; default: all")
+
+    @property
+    def artifact(self) -> None:
+        return None  # an artifact belongs to one version: a selector cannot give one
+
+    def version_count(self) -> int:
+        return 0  # unknown until expanded
+
+
+# --- matching (pure) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the catalog says of one version: listed (name, status, creation date), and
+    its attributes when a filter needed them (GetPackageVersion)."""
+
+    name: str
+    status: str
+    created: datetime | None = None
+    attributes: dict[str, str] | None = None
+
+
+def _release(name: str) -> Version | None:
+    try:
+        return Version(name)
+    except InvalidVersion:
+        return None
+
+
+def natural_key(name: str) -> tuple:
+    """Digit runs compare as numbers, the rest as text: fw-9 < fw-10."""
+    return tuple((0, int(run), "") if run.isdigit() else (1, 0, run) for run in re.findall(r"\d+|\D+", name)), name
+
+
+def ordering(names: list[str]) -> tuple[Any, str]:
+    """The sort key for these version names and how it compares: release numbers when
+    every one parses as one, natural sort otherwise."""
+    if names and all(_release(name) is not None for name in names):
+        return (lambda name: (Version(name), name)), RELEASE_NUMBERS
+    return natural_key, NATURAL_SORT
+
+
+@dataclass
+class PackageMatch:
+    """What one selector matched in one package: `matched` is what the steps are made of;
+    `kept` what keep_newest left alone; `compared` how versions were ordered."""
+
+    package: str
+    compared: str
+    matched: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    default_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"package": self.package, "compared": self.compared, "matched": list(self.matched)}
+        if self.kept:
+            out["kept"] = list(self.kept)
+        if self.default_version is not None:
+            out["default_version"] = self.default_version
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PackageMatch:
+        return cls(data["package"], data["compared"], list(data["matched"]), list(data.get("kept", [])),
+                   data.get("default_version"))
+
+
+def match_package(select: Select, package: str, versions: list[VersionFacts],
+                  default_version: str | None = None) -> PackageMatch:
+    """The versions of `package` that `select` chooses, oldest first. `versions` are all
+    the package's listed versions (of `select.status`, when the listing filtered by it)."""
+    key, compared = ordering([v.name for v in versions] + select.bounds())
+    ordered = sorted(versions, key=lambda v: key(v.name))
+    bound = {name: key(value) for name, value in (("below", select.below), ("above", select.above),
+                                                  ("from", select.from_), ("to", select.to)) if value is not None}
+
+    def chosen(version: VersionFacts) -> bool:
+        if select.status is not None and version.status != select.status:
+            return False
+        at = key(version.name)
+        if "below" in bound and not at < bound["below"]:
+            return False
+        if "above" in bound and not at > bound["above"]:
+            return False
+        if "from" in bound and not at >= bound["from"]:
+            return False
+        if "to" in bound and not at <= bound["to"]:
+            return False
+        if select.except_default and version.name == default_version:
+            return False
+        if select.created_before is not None and (version.created is None or not version.created < select.created_before):
+            return False
+        if select.created_after is not None and (version.created is None or not version.created >= select.created_after):
+            return False
+        if select.attributes is not None:
+            have = version.attributes or {}
+            if any(have.get(k) != v for k, v in select.attributes.items()):
+                return False
+        return True
+
+    matched = [v.name for v in ordered if chosen(v)]
+    kept: list[str] = []
+    if select.keep_newest:
+        matched, kept = matched[:-select.keep_newest], matched[-select.keep_newest:]
+    return PackageMatch(package, compared, matched, kept, default_version if select.except_default else None)
+
+
+def packages_matching(pattern: str, names: list[str]) -> list[str]:
+    """The package names a selector's `package` names, in name order (case-sensitive, as
+    the catalog's names are)."""
+    return sorted(name for name in names if fnmatch.fnmatchcase(name, pattern))
+
+
+# --- the frozen result ----------------------------------------------------------------
+
+
+@dataclass
+class SelectorMatch:
+    """What the selector of entry `entry` matched for one target (None: the plan has one)."""
+
+    entry: int
+    target: str | None
+    packages: list[PackageMatch] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(len(p.matched) for p in self.packages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entry": self.entry, "target": self.target, "packages": [p.to_json() for p in self.packages]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SelectorMatch:
+        return cls(data["entry"], data.get("target"), [PackageMatch.from_json(p) for p in data["packages"]])
+
+
+@dataclass
+class Selection:
+    """Every selector's matches, per target: what a run's steps are made of. Stored in
+    the run's journal header (`selection`), so a resume sends what the run started with."""
+
+    matches: list[SelectorMatch] = field(default_factory=list)
+
+    def versions(self, entry: int, target: str | None) -> list[tuple[str, str]]:
+        """(package, version) of entry `entry` for `target`, package by package, oldest first."""
+        for found in self.matches:
+            if found.entry == entry and found.target == target:
+                return [(p.package, v) for p in found.packages for v in p.matched]
+        return []
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [m.to_json() for m in self.matches]
+
+    @classmethod
+    def from_json(cls, data: list[dict[str, Any]]) -> Selection:
+        return cls([SelectorMatch.from_json(m) for m in data])
+
+    def differences(self, now: Selection) -> list[str]:
+        """What `now` (the catalog listed again) would select that this does not, and back."""
+        out: list[str] = []
+        for before in self.matches:
+            where = f"{before.target}: " if before.target else ""
+            after = set(now.versions(before.entry, before.target))
+            had = set(self.versions(before.entry, before.target))
+            out += [f"{where}versions[{before.entry}] now also matches {p}/{v}" for p, v in sorted(after - had)]
+            out += [f"{where}versions[{before.entry}] no longer matches {p}/{v}" for p, v in sorted(had - after)]
+        return out
