@@ -23,7 +23,7 @@ from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
 from fleetrel.result import RunResult
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
-from fleetrel.expansion import ExpansionError, duplicate_problems, empty_warnings, expand, frozen_selection
+from fleetrel.expansion import ExpansionError, selection_problems, empty_warnings, expand, frozen_selection
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.session import Session, open_session
 
@@ -80,7 +80,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
         reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
         if plan.needs_expansion:
             expanded = plan.expanded(await expand(plan, clients, **reads))
-            problems = duplicate_problems(expanded)
+            problems = selection_problems(expanded)
             if problems:
                 raise PlanError(plan.source or plan.plan, [f"{plan.source or plan.plan}: {p}" for p in problems])
             for line in empty_warnings(expanded):

@@ -250,7 +250,7 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     import anyio
 
     from fleetrel.aws import AwsSetupError
-    from fleetrel.expansion import ExpansionError, duplicate_problems, empty_warnings, expand_plan, selection_lines, selection_report
+    from fleetrel.expansion import ExpansionError, selection_problems, empty_warnings, expand_plan, selection_lines, selection_report
     from fleetrel.report import echo_json, print_preview
     from fleetrel.state import read_preview
 
@@ -259,7 +259,7 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
         if plan.needs_expansion:
             plan = anyio.run(lambda: expand_plan(plan, endpoint_url=endpoint_url, region=region, profile=profile,
                                                  targets=chosen))
-            problems = duplicate_problems(plan)
+            problems = selection_problems(plan)
             if problems:
                 fail("\n".join(f"{plan.source or plan.plan}: {p}" for p in problems))
         preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile,

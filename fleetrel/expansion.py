@@ -52,7 +52,7 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
     matches: dict[tuple[int, str | None], SelectorMatch] = {}
 
     async def expand_target(target: str | None, client: Any) -> None:
-        reader = _Reader(client, bucket(rate=rate, burst=burst), target)
+        reader = _Reader(client, bucket(rate=rate, burst=burst), target, concurrency)
         for index, entry in plan.selectors():
             if target is not None and entry.targets is not None and target not in entry.targets:
                 continue
@@ -70,16 +70,17 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
     async with anyio.create_task_group() as tg:
         for target, client in clients.items():
             tg.start_soon(expand_target, target, client)
-    order = [spec.name for spec in plan.target_specs()] or [None]
-    return Selection([matches[key] for key in sorted(matches, key=lambda k: (order.index(k[1]) if k[1] in order else 0, k[0]))])
+    # target-major, entries in plan order: the order the steps are in
+    order = {name: position for position, name in enumerate([spec.name for spec in plan.target_specs()] or [None])}
+    return Selection([matches[key] for key in sorted(matches, key=lambda key: (order[key[1]], key[0]))])
 
 
 class _Reader:
     """One target's catalog reads, each through the target's read bucket, retried as the
     preview's reads are."""
 
-    def __init__(self, client: Any, limiter: Any, target: str | None) -> None:
-        self.client, self.limiter, self.target = client, limiter, target
+    def __init__(self, client: Any, limiter: Any, target: str | None, concurrency: int) -> None:
+        self.client, self.limiter, self.target, self.concurrency = client, limiter, target, concurrency
         self._package_names: list[str] | None = None
 
     async def _call(self, call: str, **request: Any) -> dict[str, Any] | None:
@@ -136,7 +137,7 @@ class _Reader:
                 got = await self._call("get_package_version", packageName=package, versionName=name)
                 details[name] = dict((got or {}).get("attributes") or {})
 
-            await _bounded(sorted(wanted), 16, detail)
+            await _bounded(sorted(wanted), self.concurrency, detail)
             versions = [VersionFacts(v.name, v.status, v.created, details.get(v.name)) for v in versions]
         return match_package(select, package, versions, default)
 
@@ -187,6 +188,16 @@ def duplicate_problems(plan: ReleasePlan) -> list[str]:
                     problems.append(f"{what}: {key[0]}/{key[1]} is also named by {_entry_name(plan, first)}{on}: "
                                     "a version may appear once per plan, so narrow the selector or remove the entry")
     return problems
+
+
+def selection_problems(plan: ReleasePlan) -> list[str]:
+    """What is wrong with an expanded plan that could not be known before: duplicates,
+    and waves that do not fit its step count."""
+    from fleetrel.plan.rules import resolve_waves
+
+    waves = resolve_waves(plan.waves, plan.step_count())[1] if plan.waves else []
+    return duplicate_problems(plan) + [f"waves[{loc[1]}]: {message} once its selectors are expanded"
+                                       for loc, message in waves]
 
 
 def _entry_name(plan: ReleasePlan, index: int) -> str:

@@ -160,15 +160,60 @@ def test_selectors_expand_per_target(emulator, tmp_path):
         for v in versions:
             iot.create_package_version(packageName=PKG, versionName=v)
             iot.update_package_version(packageName=PKG, versionName=v, action="PUBLISH")
+    emulator.reset_record()
     plan = write(tmp_path / "org.yaml", [{"select": {"package": PKG, "status": "PUBLISHED"}, "action": "DEPRECATE"}],
                  targets={"accounts": ACCOUNTS, "regions": ["us-east-1"], "role_name": "fleet-release"})
     preview = fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json")
     assert preview.returncode == 0, preview.stderr
     report = {s["target"]: s["packages"][0]["matched"] for s in json.loads(preview.stdout)["selectors"]}
     assert report == {"dev-us-east-1": ["1.0", "1.1", "1.2"], "prod-us-east-1": ["1.0"]}
+    # One target first: the run's selection is made, and frozen, for every target at its start.
+    first = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--target", "prod-us-east-1", "--json")
+    assert first.returncode == 0, first.stderr
+    header = journal_records(tmp_path / "org.journal.jsonl")[0]
+    assert {m["target"]: m["packages"][0]["matched"] for m in header["selection"]} == report
+    assert updates(emulator) == 1
     out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")
     assert out.returncode == 0, out.stderr
+    assert updates(emulator) == 4
     assert sorted(journal_records(tmp_path / "org.journal.jsonl")[0]["step_digests"]) == [
         f"dev-us-east-1:{PKG}/1.0", f"dev-us-east-1:{PKG}/1.1", f"dev-us-east-1:{PKG}/1.2", f"prod-us-east-1:{PKG}/1.0"]
     dev = catalog(emulator.url, ACCOUNTS["dev"])
     assert {dev.get_package_version(packageName=PKG, versionName=v)["status"] for v in ("1.0", "1.1", "1.2")} == {"DEPRECATED"}
+
+
+REPO_PLAN = Path(__file__).resolve().parent.parent / "plans" / "retire-old-firmware.yaml"
+BEFORE_2026 = 1735689600.0  # 2025-01-01T00:00:00Z
+
+
+def test_the_bundled_retire_plan_against_a_seeded_catalog(emulator, tmp_path, iot):
+    fw = [f"3.{minor}.0" for minor in range(11)]  # 3.0.0 ... 3.10.0: 3.10.0 is the newest
+    emulator.seed([{"package": "thermostat-fw", "version": v, "status": "PUBLISHED"} for v in fw]
+                  + [{"package": "thermostat-fw", "version": "4.2.0"},  # DRAFT, published by the plan
+                     {"package": "thermostat-app", "version": "2.0.0", "status": "PUBLISHED"},
+                     {"package": "door-sensor-app", "version": "1.7.0", "status": "PUBLISHED",
+                      "attributes": {"channel": "beta"}, "created": BEFORE_2026},
+                     {"package": "door-sensor-app", "version": "1.7.1", "status": "PUBLISHED",
+                      "attributes": {"channel": "stable"}, "created": BEFORE_2026},
+                     {"package": "door-sensor-app", "version": "1.8.0", "status": "PUBLISHED",
+                      "attributes": {"channel": "beta"}}])  # created now: after 2026-01-01
+    iot.update_package(packageName="thermostat-fw", defaultVersionName="3.2.0")
+    plan = tmp_path / "retire.yaml"
+    plan.write_text(REPO_PLAN.read_text())
+    out = fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert out.returncode == 0, out.stderr
+    by_entry = {(s["entry"], p["package"]): p for s in json.loads(out.stdout)["selectors"] for p in s["packages"]}
+    thermostat = by_entry[(0, "thermostat-fw")]
+    # release numbers: 3.10.0 is after 3.9.0, so the two newest kept are 3.9.0 and 3.10.0; 3.2.0 is the default
+    assert thermostat["kept"] == ["3.9.0", "3.10.0"] and thermostat["default_version"] == "3.2.0"
+    assert thermostat["matched"] == ["3.0.0", "3.1.0", "3.3.0", "3.4.0", "3.5.0", "3.6.0", "3.7.0", "3.8.0"]
+    assert by_entry[(0, "thermostat-app")]["matched"] == []  # its one version is kept as the newest
+    assert by_entry[(1, "door-sensor-app")]["matched"] == ["1.7.0"]
+    run = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["succeeded"] == 8 + 1 + 1
+    assert emulator.state("door-sensor-app", "1.7.0")["description"] == "Beta build retired: use the stable channel"
+    # verify reads what the run selected (frozen in its journal), though the selectors match nothing now
+    verify = fleetrel("verify", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert json.loads(verify.stdout)["steps"] == 10

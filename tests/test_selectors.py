@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fleetrel.expansion import duplicate_problems, empty_warnings, selection_lines
+from fleetrel.expansion import duplicate_problems, empty_warnings, selection_lines, selection_problems
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.loading import load
 from fleetrel.plan.selectors import (
@@ -140,6 +140,7 @@ def test_the_selection_round_trips_through_json_and_says_what_changed():
     after = Selection([SelectorMatch(0, "t1", [PackageMatch("fw", RELEASE_NUMBERS, ["1.1", "1.3"])])])
     assert before.differences(after) == ["t1: versions[0] now also matches fw/1.3",
                                          "t1: versions[0] no longer matches fw/1.0"]
+    assert before.differences(Selection([SelectorMatch(0, "t2", [])])) == []  # t1 not listed again: nothing said
 
 
 def test_invalid_selectors_are_refused_with_the_entry_named(tmp_path):
@@ -161,3 +162,11 @@ def test_invalid_selectors_are_refused_with_the_entry_named(tmp_path):
 def test_selector_entries_name_only_the_plans_targets():
     with pytest.raises(Exception, match="no target is named 'nowhere'"):
         plan_with({**SELECTOR, "targets": ["nowhere"]}, targets=[{"name": "a", "region": "us-east-1"}])
+
+
+def test_waves_are_checked_against_the_step_count_once_expanded():
+    plan = plan_with(SELECTOR, waves=[1, 5])  # not refused while the step count is unknown
+    expanded = plan.expanded(Selection([SelectorMatch(0, None, [PackageMatch("fw-a", RELEASE_NUMBERS, ["1.0", "1.1"])])]))
+    assert selection_problems(expanded) == [
+        "waves[1]: wave 5 ends at step 5 but the plan has 2 steps once its selectors are expanded"]
+    assert selection_problems(plan_with(SELECTOR, waves=[1]).expanded(expanded.selection)) == []

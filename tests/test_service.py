@@ -181,3 +181,40 @@ def test_package_operations_are_the_models_under_packages():
     assert in_model == set(service.PACKAGE_OPERATIONS) == set(settings.OPERATIONS)
     assert len(service.PACKAGE_OPERATIONS) == len(set(service.PACKAGE_OPERATIONS)) == 10
 
+
+
+# --- the list and get operations `select:` entries are expanded with --------------------
+
+
+def _members(shape_name: str) -> set[str]:
+    return set(MODEL.shape_for(shape_name).members)
+
+
+def test_the_emulators_list_and_get_answers_have_the_models_fields():
+    catalog = PackageCatalog()
+    catalog.seed("fw", "1.0", status="PUBLISHED")
+    catalog.update_package({"packageName": "fw", "defaultVersionName": "1.0"})
+    [package] = catalog.list_packages({})["packageSummaries"]
+    assert set(package) == _members("PackageSummary")
+    [version] = catalog.list_package_versions({"packageName": "fw"})["packageVersionSummaries"]
+    assert set(version) == _members("PackageVersionSummary")  # creationDate is listed: no Get for dates
+    assert set(catalog.get_package({"packageName": "fw"})) <= set(MODEL.operation_model("GetPackage").output_shape.members)
+    assert catalog.get_package({"packageName": "fw"})["defaultVersionName"] == "1.0"
+    described = catalog.get_package_version({"packageName": "fw", "versionName": "1.0"})
+    assert set(described) <= set(MODEL.operation_model("GetPackageVersion").output_shape.members)
+
+
+@pytest.mark.parametrize("operation", ["ListPackages", "ListPackageVersions"])
+def test_the_emulators_paging_is_the_models(operation):
+    members = MODEL.operation_model(operation).input_shape.members
+    assert (model(members["maxResults"], "min"), model(members["maxResults"], "max")) == (1, emulator_rules.MAX_PAGE)
+    assert members["nextToken"].serialization["location"] == "querystring"
+    from fleetrel.expansion import PAGE
+
+    assert PAGE == model(members["maxResults"], "max")  # the expansion asks for the fewest pages
+
+
+def test_list_package_versions_filters_by_the_models_statuses():
+    shape = MODEL.operation_model("ListPackageVersions").input_shape.members["status"]
+    assert shape.serialization["location"] == "querystring"
+    assert tuple(shape.enum) == emulator_rules.STATUSES == service.STATUSES

@@ -383,10 +383,12 @@ class PackageCatalog:
 
     def seed(self, package: str, version: str, status: str | None = None,
              attributes: dict[str, str] | None = None, description: str | None = None,
-             artifact: dict[str, Any] | None = None, recipe: str | None = None) -> bool:
+             artifact: dict[str, Any] | None = None, recipe: str | None = None,
+             created: float | None = None) -> bool:
         """Make sure `package/version` exists; set the fields given. True if it was created.
 
-        `status` is set directly (seeding describes a state, not a transition).
+        `status` is set directly (seeding describes a state, not a transition); `created`
+        (seconds since the epoch) back-dates the version's creationDate, for selectors.
         """
         check_name(package, "package", MAX_PACKAGE_NAME)
         check_name(version, "version", MAX_VERSION_NAME)
@@ -401,7 +403,7 @@ class PackageCatalog:
                                                          created=self.clock(),
                                                          modified=self.clock())
             item = owner.versions.get(version)
-            created = item is None
+            is_new = item is None
             if item is None:
                 now = self.clock()
                 item = owner.versions[version] = PackageVersion(
@@ -412,7 +414,9 @@ class PackageCatalog:
                                 ("recipe", recipe)):
                 if value is not None:
                     setattr(item, name, value)
-            return created
+            if created is not None:
+                item.created = float(created)
+            return is_new
 
     def package_arn(self, name: str) -> str:
         return f"arn:aws:iot:{self.region}:{self.account}:package/{name}"

@@ -289,7 +289,7 @@ class EmulatorApp:
             catalog = moto_glue.catalog_for(account, region)
             for entry in versions:
                 fields = {name: entry.get(name) for name in
-                          ("status", "attributes", "description", "artifact", "recipe")}
+                          ("status", "attributes", "description", "artifact", "recipe", "created")}
                 if catalog.seed(entry["package"], entry["version"], **fields):
                     created += 1
                 else:

@@ -11,6 +11,8 @@ The package, one idea per module:
   waves), as annotated types; the limits themselves are in `fleetrel.service`.
 - `targets`: a plan's many `targets:` (a list, or a matrix of accounts and regions),
   their expansion and the rules across them.
+- `selectors`: `select:` entries (versions chosen by rule) and their pure matching; the
+  catalog reads that expand them are `fleetrel.expansion`.
 - `models`: the pydantic models, `Step`, the rules across entries, steps and digest.
 - `loading`: YAML (with line numbers), JSON and TOML files into data; `load`.
 - `diagnostics`: pydantic's errors into 'file:line: entry: message' lines; `PlanError`.
@@ -33,6 +35,10 @@ Choices made for the user:
   appear once per target, each step names its target (key `target:package/version`),
   and the steps are target-major, so the first wave can be the first target. A plan
   without `targets:` has the steps, keys and digest it had before targets existed.
+- An entry with `select:` stands for the versions it matches in the catalog: the plan
+  must be expanded (`plan.expanded(selection)`) before its steps are known, and its
+  digest covers the selectors' definitions, so a run's journal (which freezes the
+  matches) is found again before anything is listed.
 """
 from fleetrel.plan.diagnostics import PlanError
 from fleetrel.plan.loading import PLAN_SUFFIXES, load

@@ -305,9 +305,13 @@ class Selection:
         return cls([SelectorMatch.from_json(m) for m in data])
 
     def differences(self, now: Selection) -> list[str]:
-        """What `now` (the catalog listed again) would select that this does not, and back."""
+        """What `now` (the catalog listed again) would select that this does not, and back,
+        for the (entry, target) pairs `now` covers (a resume of some targets lists only those)."""
         out: list[str] = []
+        listed_again = {(m.entry, m.target) for m in now.matches}
         for before in self.matches:
+            if (before.entry, before.target) not in listed_again:
+                continue
             where = f"{before.target}: " if before.target else ""
             after = set(now.versions(before.entry, before.target))
             had = set(self.versions(before.entry, before.target))
