@@ -23,8 +23,8 @@ from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
 from fleetrel.result import RunResult
 from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
-from fleetrel.expansion import ExpansionError, selection_problems, empty_warnings, expand, frozen_selection
-from fleetrel.plan import PlanError, ReleasePlan
+from fleetrel.expansion import frozen_selection, select_for_run
+from fleetrel.plan import ReleasePlan
 from fleetrel.session import Session, open_session
 
 
@@ -72,35 +72,9 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     frozen = frozen_selection(path, plan) if plan.needs_expansion and not options.new_run else None
     if frozen is not None:
         plan = plan.expanded(frozen)
-    tell = notice or (lambda line: None)
 
     async def select(clients: dict[str | None, Any]) -> ReleasePlan:
-        """The plan with its selectors expanded, or checked against the catalog when frozen."""
-        limits = plan.limits
-        reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
-        if plan.needs_expansion:
-            expanded = plan.expanded(await expand(plan, clients, **reads))
-            problems = selection_problems(expanded)
-            if problems:
-                raise PlanError(plan.source or plan.plan, [f"{plan.source or plan.plan}: {p}" for p in problems])
-            for line in empty_warnings(expanded):
-                tell(line)
-            return expanded
-        if frozen is not None and plan.selection is not None:
-            try:
-                now = await expand(plan, clients, **reads)
-            except ExpansionError as exc:
-                tell(f"the selection is frozen in the journal; listing the catalog again failed ({exc})")
-                return plan
-            changes = plan.selection.differences(now)
-            if changes:
-                tell(f"the catalog changed since this run started; the run sends the selection frozen in "
-                     f"its journal ({len(plan.steps())} steps), not:")
-                for line in changes[:20]:
-                    tell(f"  {line}")
-                if len(changes) > 20:
-                    tell(f"  ... and {len(changes) - 20} more")
-        return plan
+        return await select_for_run(plan, clients, frozen=frozen is not None, notice=notice)
 
     def session_for(plan: ReleasePlan, identity: dict[str, Any]):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
@@ -140,11 +114,11 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
         if not session.todo:
             return await execute_with(session, None)
         async with iot_client(**settings, concurrency=concurrency) as built:
-            await select({None: built})
             identity = client_identity(built, settings["profile"])
             if identity != session.identity:
                 raise RuntimeError(f"fleetrel resolved this run's target as {session.identity}, "
                                    f"but its client sends to {identity}: nothing was sent")
+            await select({None: built})  # a frozen selection: only to say what changed
             return await execute_with(session, built)
 
 

@@ -354,8 +354,10 @@ def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, 
     \b
     Exit codes:
       0  every step can be applied (or is already as planned and will be skipped)
+      1  the catalog could not be read to expand the plan's select: entries
       2  invalid plan, or some steps are blocked (missing version or package,
-         DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, ...)
+         DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, ...),
+         or a selector matched a version another entry names
     """
     _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output, targets)
 

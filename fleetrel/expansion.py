@@ -18,12 +18,13 @@ catalog changed since. `fleetrel plan` expands afresh every time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import anyio
 import orjson
 
-from fleetrel.plan import ReleasePlan
+from fleetrel.plan import PlanError, ReleasePlan
+from fleetrel.plan.rules import plural
 from fleetrel.plan.selectors import (
     PackageMatch,
     Select,
@@ -161,6 +162,42 @@ async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, reg
     async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
                               concurrency=reads["concurrency"]) as (clients, _):
         return plan.expanded(await expand(plan, clients, **reads))
+
+
+async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *, frozen: bool,
+                         notice: Callable[[str], None] | None = None) -> ReleasePlan:
+    """At a run's start: `plan` expanded through `clients` (PlanError when the result
+    names a version twice or its waves do not fit), or, when its selection was `frozen` in
+    the journal, the plan as it is, the catalog listed again only to tell `notice` what
+    would be selected now. `notice` also hears of selectors that matched nothing."""
+    tell = notice or (lambda line: None)
+    limits = plan.limits
+    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+    if plan.needs_expansion:
+        expanded = plan.expanded(await expand(plan, clients, **reads))
+        problems = selection_problems(expanded)
+        if problems:
+            where = plan.source or plan.plan
+            raise PlanError(where, [f"{where}: {problem}" for problem in problems])
+        for line in empty_warnings(expanded):
+            tell(line)
+        return expanded
+    if not frozen or plan.selection is None:
+        return plan
+    try:
+        now = await expand(plan, clients, **reads)
+    except ExpansionError as exc:
+        tell(f"the selection is frozen in the journal; listing the catalog again failed ({exc})")
+        return plan
+    changes = plan.selection.differences(now)
+    if changes:
+        tell(f"the catalog changed since this run started; the run sends the selection frozen in its journal "
+             f"({plural(len(plan.steps()), 'step')}), not what the selectors match now:")
+        for line in changes[:20]:
+            tell(f"  {line}")
+        if len(changes) > 20:
+            tell(f"  ... and {len(changes) - 20} more")
+    return plan
 
 
 # --- what the user is told -------------------------------------------------------------

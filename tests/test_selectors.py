@@ -170,3 +170,13 @@ def test_waves_are_checked_against_the_step_count_once_expanded():
     assert selection_problems(expanded) == [
         "waves[1]: wave 5 ends at step 5 but the plan has 2 steps once its selectors are expanded"]
     assert selection_problems(plan_with(SELECTOR, waves=[1]).expanded(expanded.selection)) == []
+
+
+def test_two_identical_selectors_for_different_targets_keep_their_own_matches():
+    targets = [{"name": "a", "region": "us-east-1"}, {"name": "b", "region": "us-east-1"}]
+    plan = plan_with({**SELECTOR, "targets": ["a"]}, {**SELECTOR, "targets": ["b"]}, targets=targets)
+    expanded = plan.expanded(Selection([
+        SelectorMatch(0, "a", [PackageMatch("fw-a", RELEASE_NUMBERS, ["1.0"])]),
+        SelectorMatch(1, "b", [PackageMatch("fw-a", RELEASE_NUMBERS, ["1.1"])])]))
+    assert [s.key for s in expanded.steps()] == ["a:fw-a/1.0", "b:fw-a/1.1"]
+    assert duplicate_problems(expanded) == []

@@ -329,13 +329,13 @@ class ReleasePlan(PlanModel):
             fields = [merged_fields(self.defaults, entry) for entry in self.versions]  # shared by an entry's steps
             steps: list[Step] = []
             for target in [spec.name for spec in self.target_specs()] or [None]:
-                for entry, entry_fields in zip(self.versions, fields):
+                for position, (entry, entry_fields) in enumerate(zip(self.versions, fields)):
                     if target is not None and entry.targets is not None and target not in entry.targets:
                         continue
                     first = len(steps)
                     if isinstance(entry, SelectorEntry):
                         assert self._selection is not None
-                        names = self._selection.versions(self.versions.index(entry), target)
+                        names = self._selection.versions(position, target)
                     else:
                         names = [(entry.package, version) for version in entry.version_names()]
                     steps.extend(Step(package, version, index=first + i, target=target, **entry_fields)
