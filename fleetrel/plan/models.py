@@ -142,6 +142,23 @@ class Step:
         return digest(self.request())
 
 
+#: What a default step's key ends with (`fw/4.2.0#default`): `#` is in no package or
+#: version name, so the key never meets a version step's.
+DEFAULT_KEY_SUFFIX = "#default"
+
+
+def parse_step_key(key: str) -> tuple[str | None, str, str, bool]:
+    """(target or None, package, version, whether it is a default step) of a step key:
+    `package/version`, `target:package/version`, either with `#default`. Names hold no
+    `:`, `/` or `#`, so the split is exact."""
+    is_default = key.endswith(DEFAULT_KEY_SUFFIX)
+    if is_default:
+        key = key[: -len(DEFAULT_KEY_SUFFIX)]
+    target, _, rest = key.rpartition(":")
+    package, _, version = rest.partition("/")
+    return target or None, package, version, is_default
+
+
 class Target(PlanModel):
     """Where the calls go. Unset fields fall back to the AWS configuration; the CLI
     passes `endpoint_url` (e.g. the emulator's) rather than the plan."""
