@@ -408,3 +408,55 @@ def report_command(journal_path: Path, fmt: str, output_path: Path | None) -> No
         fail(str(exc))
     except OSError as exc:
         fail(f"{output_path}: cannot write the report: {exc.strerror or exc}")
+
+
+@main.command("undo")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the undo plan to this file (default: stdout). Its journal goes beside it when run.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run's plan, for its target(s) and limits (default: the plan file the journal names).")
+def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path | None) -> None:
+    """Write the plan that reverses what a run changed, from its journal.
+
+    A succeeded PUBLISH becomes a DEPRECATE, a succeeded DEPRECATE a PUBLISH, a changed
+    default the default it replaced (or unset). Skipped, failed and unfinished steps are
+    left alone. What cannot be undone (a published DRAFT cannot return to DRAFT;
+    description, attributes, artifact and recipe the run sent) is listed as comments at
+    the top of the plan. The undo plan is an ordinary plan: validate, preview (`fleetrel
+    plan`), run, resume and verify it as any other.
+
+    \b
+    Exit codes:
+      0  the undo plan was written (or there is nothing to undo: said on stderr)
+      2  the journal cannot be read, is held by a running run, or its targets are unknown
+    """
+    from fleetrel.journal import JournalError
+    from fleetrel.plan import PlanError, ReleasePlan
+    from fleetrel.undo import UndoError, build_undo, original_blocks
+
+    try:
+        original = original_blocks(plan_path) if plan_path is not None else None
+        undo = build_undo(journal_path, original)
+    except PlanError as exc:
+        fail(str(exc))
+    except (JournalError, UndoError) as exc:
+        fail(str(exc))
+    if undo.plan is not None:
+        try:
+            ReleasePlan.model_validate(undo.plan)  # what we write must load: a bug here, not the user's
+        except ValueError as exc:
+            fail(f"the undo plan of {journal_path} does not validate (a fleetrel bug; please report it): {exc}", 1)
+    text = undo.text()
+    if undo.plan is None:
+        click.echo(text, err=True, nl=False)
+        return
+    if output_path is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output_path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{output_path}: cannot write the undo plan: {exc.strerror or exc}")
+    click.echo(f"{output_path}: undo plan written ({len(undo.plan['versions'])} entries, "
+               f"{len(undo.not_undone)} things not undone, listed at its top)", err=True)

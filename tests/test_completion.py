@@ -126,3 +126,18 @@ def test_step_keys_parse_back():
     assert parse_step_key("eu-prod:fw/1.0") == ("eu-prod", "fw", "1.0", False)
     assert parse_step_key("eu-prod:fw/1.0#default") == ("eu-prod", "fw", "1.0", True)
     assert parse_step_key("fw/1.0#default") == (None, "fw", "1.0", True)
+
+
+def test_default_steps_have_their_own_rows(tmp_path):
+    from fleetrel import load_plan, run
+    from fleetrel.testing import FakeIoT, run_virtual
+
+    plan = write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "2.0", "action": "PUBLISH", "default": True}])
+    journal = tmp_path / "j.jsonl"
+    iot = FakeIoT({f"{PKG}/2.0": "DRAFT"})
+    run_virtual(lambda: run(load_plan(plan), client=iot, journal_path=journal))
+    code, text = report(journal, "--format", "json")
+    rows = [json.loads(line) for line in text.splitlines()][:-1]
+    assert [(r["step"], r["action"], r["outcome"]) for r in rows] == [
+        (f"{PKG}/2.0", "PUBLISH", "succeeded"), (f"{PKG}/2.0#default", "SET_DEFAULT", "succeeded")]
+    assert rows[1]["version"] == "2.0" and rows[1]["client_token"] != rows[0]["client_token"]
