@@ -161,7 +161,7 @@ def print_preview(preview: Preview, console: Console | None = None) -> None:
     for line in preview_totals(preview):
         console.print(line)
     for step in preview.warnings[:MAX_ROWS]:
-        console.print(f"[yellow]warning[/yellow] {step.key}: {step.warning}")
+        console.print(f"warning: {step.key}: {step.warning}")
 
 
 # -- verify ----------------------------------------------------------------------------

@@ -200,3 +200,39 @@ def test_emulator_default_rules_as_documented(emulator, iot):
     iot.update_package(packageName=PKG, defaultVersionName="1.0")
     iot.update_package_version(packageName=PKG, versionName="1.0", action="DEPRECATE")
     assert iot.get_package(packageName=PKG)["defaultVersionName"] == "1.0"
+
+
+def test_a_default_step_cut_off_in_flight_resumes_and_undo_restores_the_first_read(tmp_path):
+    """The UpdatePackage call reached the service but the run died before its answer was
+    journalled: the resume finds the default as planned (skipped), and undo still restores
+    the default read before the first send."""
+    import anyio
+
+    from fleetrel import Stop
+    from fleetrel.testing import HANG
+    from fleetrel.undo import build_undo
+
+    iot = FakeIoT({"fw/1.0": "PUBLISHED", "fw/2.0": "DRAFT"}, defaults={PKG: "1.0"})
+    iot.script("fw#default", HANG)
+    plan = load_plan(plan_file(tmp_path / "p.yaml", [{"package": PKG, "version": "2.0", "action": "PUBLISH",
+                                                      "default": True}]))
+    journal = tmp_path / "j.jsonl"
+    stop = Stop()
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            async def cut_off() -> None:
+                while not iot.calls["fw#default"]:
+                    await anyio.sleep(0.01)
+                iot.defaults[PKG] = "2.0"  # the service applied it; the answer never came back
+                stop.now()
+            tg.start_soon(cut_off)
+            return await run(plan, client=iot, journal_path=journal, stop=stop)
+
+    first = run_virtual(main)
+    assert first.status == Status.INTERRUPTED and first.unfinished == 1
+    resumed = go(plan, iot, journal)
+    assert resumed.status == Status.COMPLETE and iot.calls["fw#default"] == 1  # nothing sent again
+    assert {o.key: o.outcome for o in resumed.outcomes}["fw/2.0#default"] == "skipped"
+    undo = build_undo(journal)
+    assert undo.plan["versions"] == [{"package": PKG, "version": "2.0", "action": "DEPRECATE", "then_default": "1.0"}]
