@@ -65,6 +65,7 @@ _OUTCOME_OF = {str(e): str(e).removeprefix("step_") for e in TERMINAL}
 _SESSION_STARTS = frozenset(str(e) for e in SESSION_STARTS)
 _ENDINGS = {str(e): e for e in Ending}
 _STARTED, _ATTEMPT_FAILED = str(Event.STEP_STARTED), str(Event.ATTEMPT_FAILED)
+_SHARED: dict[Any, Any] = {}
 
 
 def action_of(key: str, request: dict[str, Any] | None) -> str | None:
@@ -122,7 +123,8 @@ def _fold(record: dict[str, Any], rows: dict[str, StepRow], facts: dict[str, Any
     if attempt > row.attempts:
         row.attempts = attempt
     if event == _STARTED:
-        row.action = action_of(key, record.get("request"))
+        action = action_of(key, record.get("request"))
+        row.action = _SHARED.setdefault(action, action)  # one string per action, not one per row
     elif event == _ATTEMPT_FAILED:
         facts["retries"] += 1
         if record.get("throttled"):
