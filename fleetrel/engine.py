@@ -256,6 +256,11 @@ class _Execution:
         self.emit(Event.STEP_STARTED, **base, attempt=1, **previous,
                   request=fields_for_journal(request, sensitive=self.options.journal_sensitive, key=self.session.key))
         if step.is_default:
+            if isinstance(current, ReadError) and current.code in _CREDENTIAL_READ_CODES:
+                # as for an update: nothing is wrong with the step; resume with fresh credentials
+                self.request_stop("setup")
+                self.setup_error = self.setup_error or f"{current.code}: {current.message}"
+                return self._unfinished(step, 0)
             if isinstance(current, ReadError):
                 return self._finish(lane, step, Outcome.FAILED, 0, base, code=current.code, message=current.message,
                                     permanent=current.missing)
@@ -476,6 +481,12 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
                        failed=result.failed, unfinished=result.unfinished, attempts=result.attempts,
                        throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
     return result
+
+
+#: A default step's GetPackage read that failed for want of credentials (the read keeps the
+#: code, not the exception: the service's codes, and botocore's credential errors by name).
+_CREDENTIAL_READ_CODES = errors.CREDENTIAL_CODES | {"NoCredentialsError", "CredentialRetrievalError",
+                                                    "PartialCredentialsError"}
 
 
 def _target(target: str | None) -> dict[str, str]:

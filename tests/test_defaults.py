@@ -236,3 +236,20 @@ def test_a_default_step_cut_off_in_flight_resumes_and_undo_restores_the_first_re
     assert {o.key: o.outcome for o in resumed.outcomes}["fw/2.0#default"] == "skipped"
     undo = build_undo(journal)
     assert undo.plan["versions"] == [{"package": PKG, "version": "2.0", "action": "DEPRECATE", "then_default": "1.0"}]
+
+
+def test_expired_credentials_on_the_default_read_leave_the_step_for_a_resume(tmp_path):
+    from fleetrel.testing import service_error
+
+    class ExpiredOnRead(FakeIoT):
+        async def get_package(self, **kwargs):
+            raise service_error("ExpiredTokenException", 403, "expired", "GetPackage")
+
+    iot = ExpiredOnRead({"fw/2.0": "DRAFT"})
+    plan = load_plan(plan_file(tmp_path / "p.yaml", [{"package": PKG, "version": "2.0", "action": "PUBLISH",
+                                                      "default": True}]))
+    result = go(plan, iot, tmp_path / "j.jsonl")
+    assert result.status == Status.INTERRUPTED and result.unfinished == 1 and result.failed == 0
+    assert result.setup_error.startswith("ExpiredTokenException") and iot.calls["fw#default"] == 0
+    resumed = go(plan, FakeIoT({"fw/2.0": "PUBLISHED"}), tmp_path / "j.jsonl")
+    assert resumed.status == Status.COMPLETE and resumed.done_before == 1 and resumed.succeeded == 2
