@@ -415,3 +415,95 @@ def status_command(journal_path: Path, json_output: bool) -> None:
     else:
         print_status(status)
     sys.exit(ExitCode.for_status(status["status"]))
+
+
+@main.command("report")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
+              help="csv: a step table, an empty line, a totals table; json: JSON lines, one per step, then "
+                   "the totals; markdown: two tables.")
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to this file (default: stdout).")
+def report_command(journal_path: Path, fmt: str, output_path: Path | None) -> None:
+    """A completion report of a run, from its journal alone: one row per step (target,
+    package, version, action, outcome, error code and message, attempts, throttles,
+    clientToken, first and last timestamps) in the plan's order, then the totals.
+
+    Shows no description, attributes or recipe. Reads the journal in one pass, so a
+    100,000-step journal is reported in about the time `fleetrel status` takes. A torn
+    last line (a crash mid-write) is ignored and said in the totals (torn_tail).
+
+    \b
+    Exit codes:
+      0  the report was written (whatever the run's outcome: see its totals)
+      2  the journal cannot be read, or the output file cannot be written
+    """
+    from fleetrel.completion import write_report
+    from fleetrel.journal import JournalError
+
+    try:
+        if output_path is None:
+            write_report(journal_path, sys.stdout, fmt)
+            sys.stdout.flush()
+            return
+        # written beside the target and renamed over it: a failed report leaves no half file
+        partial = output_path.with_name(output_path.name + ".partial")
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            write_report(journal_path, out, fmt)
+        partial.replace(output_path)
+    except JournalError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{output_path}: cannot write the report: {exc.strerror or exc}")
+
+
+@main.command("undo")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the undo plan to this file (default: stdout). Its journal goes beside it when run.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The run's plan, for its target(s) and limits (default: the plan file the journal names).")
+def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path | None) -> None:
+    """Write the plan that reverses what a run changed, from its journal.
+
+    A succeeded PUBLISH becomes a DEPRECATE, a succeeded DEPRECATE a PUBLISH, a changed
+    default the default it replaced (or unset). Skipped, failed and unfinished steps are
+    left alone. What cannot be undone (a published DRAFT cannot return to DRAFT;
+    description, attributes, artifact and recipe the run sent) is listed as comments at
+    the top of the plan. The undo plan is an ordinary plan: validate, preview (`fleetrel
+    plan`), run, resume and verify it as any other.
+
+    \b
+    Exit codes:
+      0  the undo plan was written (or there is nothing to undo: said on stderr)
+      2  the journal cannot be read, is held by a running run, or its targets are unknown
+    """
+    from fleetrel.journal import JournalError
+    from fleetrel.plan import PlanError, ReleasePlan
+    from fleetrel.undo import UndoError, build_undo, original_blocks
+
+    try:
+        original = original_blocks(plan_path) if plan_path is not None else None
+        undo = build_undo(journal_path, original)
+    except PlanError as exc:
+        fail(str(exc))
+    except (JournalError, UndoError) as exc:
+        fail(str(exc))
+    if undo.plan is not None:
+        try:
+            ReleasePlan.model_validate(undo.plan)  # what we write must load: a bug here, not the user's
+        except ValueError as exc:
+            fail(f"the undo plan of {journal_path} does not validate (a fleetrel bug; please report it): {exc}", 1)
+    text = undo.text()
+    if undo.plan is None:
+        click.echo(text, err=True, nl=False)
+        return
+    if output_path is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output_path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{output_path}: cannot write the undo plan: {exc.strerror or exc}")
+    click.echo(f"{output_path}: undo plan written ({len(undo.plan['versions'])} entries, "
+               f"{len(undo.not_undone)} things not undone, listed at its top)", err=True)

@@ -28,14 +28,15 @@ import anyio
 from botocore.exceptions import ClientError
 
 from fleetrel import errors
-from fleetrel.events import (Ending, Event, Listener, Outcome, Record, StartListener, ending_for, run_status,
-                             terminal_event)
+from fleetrel.events import (PREREQUISITE_FAILED, PREVIOUS_DEFAULT, Ending, Event, Listener, Outcome, Record,
+                             StartListener, ending_for, run_status, terminal_event)
 from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
+from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
 from fleetrel.ratecontrol import RateController, bucket
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
-from fleetrel.state import drift_of, read_version
+from fleetrel.state import ReadError, drift_of, read_default, read_version
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]
@@ -216,7 +217,13 @@ class _Execution:
 
     async def execute(self, steps: list[Step]) -> None:
         """Every target's steps at once, each target with its own workers (its share of
-        the concurrency) behind its own bucket: one target's throttles never hold another's."""
+        the concurrency) behind its own bucket: one target's throttles never hold another's.
+        Default steps go once the version steps are done: each waits for its version's."""
+        await self._execute_lanes([s for s in steps if not s.is_default])
+        if not self.stopping:
+            await self._execute_lanes([s for s in steps if s.is_default])
+
+    async def _execute_lanes(self, steps: list[Step]) -> None:
         by_target: dict[str | None, list[Step]] = {}
         for step in steps:
             by_target.setdefault(step.target, []).append(step)
@@ -237,8 +244,33 @@ class _Execution:
         token = self.session.token(step)
         request = step.request()
         base = {"step": step.key, "client_token": token, **_target(step.target)}
-        self.emit(Event.STEP_STARTED, **base, attempt=1,
+        send = lane.client.update_package_version
+        previous: dict[str, Any] = {}
+        if step.is_default:
+            send = lane.client.update_package
+            # The default before this step, journalled before anything is sent: `fleetrel
+            # undo` restores it (a resume reads the new default again: the first record wins).
+            current = await read_default(lane.client, lane.read_limiter, step)
+            if not isinstance(current, ReadError):
+                previous = {PREVIOUS_DEFAULT: current}
+        self.emit(Event.STEP_STARTED, **base, attempt=1, **previous,
                   request=fields_for_journal(request, sensitive=self.options.journal_sensitive, key=self.session.key))
+        if step.is_default:
+            if isinstance(current, ReadError) and current.code in _CREDENTIAL_READ_CODES:
+                # as for an update: nothing is wrong with the step; resume with fresh credentials
+                self.request_stop("setup")
+                self.setup_error = self.setup_error or f"{current.code}: {current.message}"
+                return self._unfinished(step, 0)
+            if isinstance(current, ReadError):
+                return self._finish(lane, step, Outcome.FAILED, 0, base, code=current.code, message=current.message,
+                                    permanent=current.missing)
+            waiting_for = self._unfinished_prerequisite(step)
+            if waiting_for is not None:
+                return self._finish(lane, step, Outcome.FAILED, 0, base, code=PREREQUISITE_FAILED, permanent=False,
+                                    message=f"{waiting_for} did not succeed, so the default was left as it is")
+            if current == step.default_version:
+                return self._finish(lane, step, Outcome.SKIPPED, 0, base, message="already in the desired state",
+                                    **previous)
         policy = self.options.policy
         attempt = 0
         while True:
@@ -250,7 +282,7 @@ class _Execution:
             self.attempts += 1
             try:
                 async with self.slots:
-                    await lane.client.update_package_version(**request, clientToken=token)
+                    await send(**request, clientToken=token)
             except Exception as exc:  # every failure is classified, none is lost
                 kind = errors.classify(exc)
                 code = errors.error_code(exc)
@@ -267,7 +299,7 @@ class _Execution:
                     lane.controller.on_success()  # an answer: it reached the service and used quota
                 if kind in (errors.Kind.CONFLICT, errors.Kind.PERMANENT) and await self._already_done(lane, step):
                     return self._finish(lane, step, Outcome.SKIPPED, attempt, base, code=code,
-                                        message="already in the desired state")
+                                        message="already in the desired state", **previous)
                 if policy.should_retry(kind, attempt) and not (self.stopping or lane.aborted):
                     self.retries += 1
                     self.emit(Event.ATTEMPT_FAILED, **base, attempt=attempt, code=code,
@@ -282,11 +314,21 @@ class _Execution:
                                     message=errors.error_message(exc), permanent=kind is errors.Kind.PERMANENT)
             else:
                 lane.controller.on_success()
-                return self._finish(lane, step, Outcome.SUCCEEDED, attempt, base)
+                return self._finish(lane, step, Outcome.SUCCEEDED, attempt, base, **previous)
+
+    def _unfinished_prerequisite(self, step: Step) -> str | None:
+        """A default step's version step, if it has not succeeded (nor was already done)."""
+        key = step.key.removesuffix(DEFAULT_KEY_SUFFIX)
+        outcome = self.outcomes.get(key)
+        if outcome is None and self.session.prior is not None and key in self.session.prior.steps:
+            return None if self.session.prior.steps[key].outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) else key
+        return None if outcome is not None and outcome.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) else key
 
     async def _already_done(self, lane: _Lane, step: Step) -> bool:
         """After a refusal: is the version already as the step wants it (PUBLISH on a
         PUBLISHED version, or an earlier session's call that went through)?"""
+        if step.is_default:
+            return await read_default(lane.client, lane.read_limiter, step) == step.default_version
         if step.action is None:
             return False
         # the same read and the same rules `fleetrel verify` applies: skipped means verify agrees
@@ -439,6 +481,12 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
                        failed=result.failed, unfinished=result.unfinished, attempts=result.attempts,
                        throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
     return result
+
+
+#: A default step's GetPackage read that failed for want of credentials (the read keeps the
+#: code, not the exception: the service's codes, and botocore's credential errors by name).
+_CREDENTIAL_READ_CODES = errors.CREDENTIAL_CODES | {"NoCredentialsError", "CredentialRetrievalError",
+                                                    "PartialCredentialsError"}
 
 
 def _target(target: str | None) -> dict[str, str]:

@@ -41,6 +41,12 @@ class Event(enum.StrEnum):
     RUN_FINISHED = "run_finished"
 
 
+#: A default step's records (`step_started`, `step_succeeded`, `step_skipped`): the
+#: package's default version before the step (null: none), read with GetPackage.
+PREVIOUS_DEFAULT = "previous_default"
+#: The error code of a default step whose version step did not succeed (fleetrel's, not AWS's).
+PREREQUISITE_FAILED = "PrerequisiteFailed"
+
 #: A step's last word in a journal: exactly one per step of a run.
 TERMINAL = frozenset({Event.STEP_SUCCEEDED, Event.STEP_SKIPPED, Event.STEP_FAILED})
 #: The records that open a session of a run.

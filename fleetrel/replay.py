@@ -10,9 +10,10 @@ error. `fleetrel.journal` writes what this reads.
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Outcome, Status, run_status
 from fleetrel.journal import FORMAT_VERSION, JournalError, is_locked, parse_line
@@ -91,50 +92,88 @@ class RunState:
 
 def replay(path: Path) -> RunState:
     """Read a journal back (see the module docstring)."""
-    try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        raise JournalError(f"{path}: no such journal") from None
-    except OSError as exc:
-        raise JournalError(f"{path}: cannot read: {exc.strerror}") from None
-    # The records become a few objects each and no cycles: the collector, run every 700
-    # allocations, would only walk them again and again (a sixth of a 100k-step replay).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        with file:
-            state = _replay_lines(path, file)
-    finally:
-        if collecting:
-            gc.enable()
+    with open_journal(path) as file, collector_paused():
+        state = _replay_lines(path, file)
     if state is None:
         raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
     return state
 
 
+def open_journal(path: Path) -> IO[bytes]:
+    """The journal file for reading, or a JournalError that names it."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise JournalError(f"{path}: no such journal") from None
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The records become a few objects each and no cycles: the collector, run every 700
+    allocations, would only walk them again and again (a sixth of a 100k-step replay)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class JournalLines:
+    """A journal's records one at a time, as dicts, for any reader that streams a journal
+    (replay, `fleetrel report`, `fleetrel undo`):
+
+        lines = JournalLines(path, file)
+        for record in lines: ...
+        lines.torn_tail      # the last line had no newline (a crash mid-write): ignored
+
+    A first line that does not parse ends the records at once (the reader says "not a
+    journal" when it saw no header); any later line that does not parse is an error.
+    """
+
+    __slots__ = ("path", "file", "torn_tail")
+
+    def __init__(self, path: Path, file: IO[bytes]) -> None:
+        self.path, self.file, self.torn_tail = path, file, False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for number, line in enumerate(self.file, 1):
+            if not line.endswith(b"\n"):
+                # no final newline: the last record was being written when the process died
+                self.torn_tail = number > 1
+                return
+            try:
+                record = parse_line(line)
+                if not isinstance(record, dict) or "event" not in record:
+                    raise ValueError("not a journal record")
+            except (ValueError, UnicodeDecodeError) as exc:
+                if number == 1:
+                    return  # reported by the reader as not a journal
+                raise JournalError(f"{self.path}:{number}: corrupt journal line ({exc}); "
+                                   "the journal was edited or damaged") from None
+            yield record
+
+
+def is_header(record: dict[str, Any]) -> bool:
+    return record.get("event") == Event.RUN_STARTED and record.get("format") == FORMAT_VERSION
+
+
 def _replay_lines(path: Path, file: IO[bytes]) -> RunState | None:
     """The run a journal's lines tell, or None when its first line is not a header."""
     state: RunState | None = None
-    for number, line in enumerate(file, 1):
-        if not line.endswith(b"\n"):
-            # no final newline: the last record was being written when the process died
-            if state is not None:
-                state.torn_tail = True
-            break
-        try:
-            record = parse_line(line)
-            if not isinstance(record, dict) or "event" not in record:
-                raise ValueError("not a journal record")
-        except (ValueError, UnicodeDecodeError) as exc:
-            if number == 1:
-                break  # reported below as not a journal
-            raise JournalError(f"{path}:{number}: corrupt journal line ({exc}); the journal was edited or damaged") from None
+    lines = JournalLines(path, file)
+    for record in lines:
         if state is None:
-            if record.get("event") != Event.RUN_STARTED or record.get("format") != FORMAT_VERSION:
+            if not is_header(record):
                 break
             state = RunState(path=path, header=record, running=is_locked(path))
             state.started = record.get("ts")
         _apply(state, record)
+    if state is not None:
+        state.torn_tail = lines.torn_tail
     return state
 
 

@@ -160,6 +160,8 @@ def print_preview(preview: Preview, console: Console | None = None) -> None:
         console.print(more)
     for line in preview_totals(preview):
         console.print(line)
+    for step in preview.warnings[:MAX_ROWS]:
+        console.print(f"warning: {step.key}: {step.warning}")
 
 
 # -- verify ----------------------------------------------------------------------------

@@ -52,12 +52,20 @@ class VersionState:
     attributes: dict[str, str] = field(default_factory=dict)
     artifact: dict[str, Any] | None = None
     recipe: str | None = None
+    package_default: str | None = None  # GetPackage's, read for a DEPRECATE step (the preview's warning)
 
     @classmethod
     def from_response(cls, response: dict[str, Any]) -> "VersionState":
         return cls(status=response["status"], description=response.get("description"),
                    attributes=dict(response.get("attributes") or {}), artifact=response.get("artifact"),
                    recipe=response.get("recipe"))
+
+
+@dataclass
+class PackageState:
+    """What GetPackage says about a package, as far as a default step cares."""
+
+    default_version: str | None = None
 
 
 @dataclass
@@ -84,6 +92,7 @@ class StepPreview:
     changes: list[str] = field(default_factory=list)  # e.g. "attributes +channel", "description"
     blocked: str | None = None  # one of the reason codes above
     reason: str | None = None  # for people: why it is blocked or unchanged
+    warning: str | None = None  # it will be applied, but look: e.g. it deprecates the package's default
 
 
 @dataclass
@@ -118,6 +127,10 @@ class Preview:
             by_reason[s.blocked or "unknown"] = by_reason.get(s.blocked or "unknown", 0) + 1
         return {"steps": len(self.steps), "apply": len(self.to_apply), "unchanged": len(self.unchanged),
                 "blocked": len(self.blocked), "blocked_by_reason": by_reason}
+
+    @property
+    def warnings(self) -> list[StepPreview]:
+        return [s for s in self.steps if s.warning]
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan, "can_apply": self.can_apply, "totals": self.totals(),
@@ -180,13 +193,44 @@ def field_changes(step: Step, current: VersionState) -> list[str]:
     return changes
 
 
-def diff_step(step: Step, current: VersionState | ReadError, *, package_exists: bool = True) -> StepPreview:
+DEPRECATES_DEFAULT = ("deprecates the package's default version: the package keeps a deprecated default (the "
+                      "service allows it); add then_default: VERSION or unset_default: true to the entry to change it")
+
+
+def diff_default(step: Step, current: PackageState | ReadError) -> StepPreview:
+    """What a default step would do to its package's default version."""
+    want = step.default_version
+    if isinstance(current, ReadError):
+        reason, why = (MISSING_PACKAGE, f"package {step.package} does not exist") if current.missing else \
+            (UNREADABLE, f"cannot read it: {current.code}: {current.message}")
+        return StepPreview(step.key, step.action, None, want, BLOCKED, blocked=reason, reason=why)
+    now = current.default_version
+    if now == want:
+        why = f"already the default ({now})" if want else "the package already has no default"
+        return StepPreview(step.key, step.action, now, want, UNCHANGED, reason=why + " (will be skipped)")
+    return StepPreview(step.key, step.action, now, want, APPLY, changes=[f"default {now or '(none)'} -> {want or '(none)'}"])
+
+
+def diff_step(step: Step, current: VersionState | ReadError | PackageState, *, package_exists: bool = True,
+              default_handled: bool = False) -> StepPreview:
     """What the step would do to the version as it is now, and whether the service takes it.
 
     The order follows the service's: the action is judged first (an action to the status
     the version already has is refused, so fields sent with it are not applied), then the
     DRAFT-only fields (refused on a non-DRAFT version even when their values are equal).
+    A DEPRECATE of the package's default version is flagged (`warning`) unless the plan
+    changes that package's default too (`default_handled`).
     """
+    if step.is_default:
+        return diff_default(step, current)  # type: ignore[arg-type]
+    preview = _diff_version(step, current, package_exists)  # type: ignore[arg-type]
+    if (step.action == "DEPRECATE" and isinstance(current, VersionState) and not default_handled
+            and current.package_default == step.version and preview.outcome == APPLY):
+        preview.warning = DEPRECATES_DEFAULT
+    return preview
+
+
+def _diff_version(step: Step, current: VersionState | ReadError, package_exists: bool) -> StepPreview:
     planned_status = TARGET_STATUS.get(step.action or "")
     if isinstance(current, ReadError):
         if current.missing:
@@ -225,14 +269,19 @@ def diff_step(step: Step, current: VersionState | ReadError, *, package_exists: 
     return preview
 
 
-def drift_of(step: Step, current: VersionState | ReadError) -> list[str]:
+def drift_of(step: Step, current: VersionState | ReadError | PackageState) -> list[str]:
     """How the version differs from what the plan says it should be after the run.
 
     Attributes are compared by digest (the whole map), so their values never reach a
-    report; a field the step does not set is not checked.
+    report; a field the step does not set is not checked. A default step: whether the
+    package's default is the planned one.
     """
     if isinstance(current, ReadError):
         return ["missing" if current.missing else f"unreadable ({current.code})"]
+    if isinstance(current, PackageState):
+        if current.default_version == step.default_version:
+            return []
+        return [f"default {current.default_version or '(none)'} (planned {step.default_version or '(none)'})"]
     out: list[str] = []
     want = TARGET_STATUS.get(step.action or "")
     if want is not None and current.status != want:
@@ -262,6 +311,13 @@ async def read_version(client: Any, limiter: Any, step: Step, *,
     answer = await _read(client, limiter, "get_package_version", policy, packageName=step.package,
                          versionName=step.version)
     return answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
+
+
+async def read_default(client: Any, limiter: Any, step: Step, *,
+                       policy: errors.RetryPolicy = READ_POLICY) -> str | None | ReadError:
+    """GetPackage's `defaultVersionName` for a default step's package (None: no default)."""
+    answer = await _read(client, limiter, "get_package", policy, packageName=step.package)
+    return answer if isinstance(answer, ReadError) else answer.get("defaultVersionName")
 
 
 async def _read(client: Any, limiter: Any, call: str, policy: errors.RetryPolicy,
@@ -312,12 +368,29 @@ async def read_versions(
     """
     steps = list(steps)
     limiter = bucket(rate=rate, burst=burst)
-    found: dict[str, VersionState | ReadError] = {}
+    found: dict[str, Any] = {}
 
     async def read(step: Step) -> None:
         found[step.key] = await read_version(client, limiter, step, policy=policy)
 
-    await _bounded(steps, concurrency, read)
+    await _bounded([s for s in steps if not s.is_default], concurrency, read)
+    # GetPackage once per package that has a default step (its default now) or a
+    # DEPRECATE step (whether it deprecates the default)
+    packages: dict[str, PackageState | ReadError] = {}
+
+    async def read_package(name: str) -> None:
+        answer = await _read(client, limiter, "get_package", policy, packageName=name)
+        packages[name] = answer if isinstance(answer, ReadError) else PackageState(answer.get("defaultVersionName"))
+
+    await _bounded(sorted({s.package for s in steps if s.is_default or s.action == "DEPRECATE"}), concurrency,
+                   read_package)
+    for step in steps:
+        package = packages.get(step.package)
+        if step.is_default:
+            found[step.key] = package
+        elif isinstance(package, PackageState) and isinstance(found[step.key], VersionState):
+            found[step.key].package_default = package.default_version
+    steps = [s for s in steps if not s.is_default]
     missing_packages: set[str] = set()
     suspects = sorted({s.package for s in steps if isinstance(found[s.key], ReadError) and found[s.key].missing})
 
@@ -375,8 +448,9 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
         print(preview.totals())    # {"steps": 200, "apply": 180, "unchanged": 12, "blocked": 8, ...}
     """
     steps, found, missing = await _read_plan(plan, endpoint_url, region, profile, targets)
-    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing)
-                               for s in steps])
+    handled = {(s.target, s.package) for s in steps if s.is_default}
+    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing,
+                                         default_handled=(s.target, s.package) in handled) for s in steps])
 
 
 async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,

@@ -9,7 +9,7 @@
     iot.calls["fw/1.0"], iot.tokens["fw/1.0"]  # 3 calls, one clientToken
 
 `FakeIoT` answers the calls the engine and the state reader make (UpdatePackageVersion,
-GetPackageVersion, GetPackage) by the service's rules — the lifecycle, DRAFT-only fields,
+GetPackageVersion, UpdatePackage, GetPackage) by the service's rules — the lifecycle, DRAFT-only fields,
 clientToken idempotency — and raises exactly what aiobotocore raises (`ClientError` with
 the service's code and HTTP status, `ConnectionClosedError` for a dropped connection), so
 `fleetrel.errors.classify` sees what it sees in production. `run_virtual` runs a coroutine
@@ -59,10 +59,14 @@ class FakeIoT:
 
     :param versions: `{"package/version": "DRAFT" | "PUBLISHED" | "DEPRECATED"}`; others do not exist.
     :param latency: seconds each call takes (virtual seconds under `run_virtual`).
+    :param defaults: `{"package": "version"}`: the packages' default versions.
+
+    UpdatePackage calls are counted and scripted under the key `package#default`.
     """
 
     def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0,
-                 endpoint_url: str = "https://iot.fake.invalid", region: str = "us-east-1") -> None:
+                 endpoint_url: str = "https://iot.fake.invalid", region: str = "us-east-1",
+                 defaults: dict[str, str] | None = None) -> None:
         self.latency = latency
         # what aiobotocore clients expose, and fleetrel records as a run's target
         self.meta = SimpleNamespace(endpoint_url=endpoint_url, region_name=region)
@@ -73,6 +77,7 @@ class FakeIoT:
         self.applied: Counter[str] = Counter()  # ... of which changed the version
         self.tokens: defaultdict[str, set[str]] = defaultdict(set)  # clientTokens seen per step key
         self.reads = 0
+        self.defaults: dict[str, str] = dict(defaults or {})  # package -> default version
         self._script: defaultdict[str, list[str | Callable[[], Awaitable[None]]]] = defaultdict(list)
         self._answers: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (key, request)
 
@@ -88,7 +93,15 @@ class FakeIoT:
 
     async def update_package_version(self, *, packageName: str, versionName: str, clientToken: str | None = None,
                                      **fields: Any) -> dict[str, Any]:
-        key = f"{packageName}/{versionName}"
+        return await self._call(f"{packageName}/{versionName}", clientToken, fields, self._apply)
+
+    async def update_package(self, *, packageName: str, clientToken: str | None = None,
+                             **fields: Any) -> dict[str, Any]:
+        return await self._call(f"{packageName}#default", clientToken, fields,
+                                lambda key, fields: self._apply_default(packageName, fields))
+
+    async def _call(self, key: str, clientToken: str | None, fields: dict[str, Any],
+                    apply: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
         self.calls[key] += 1
         if clientToken:
             self.tokens[key].add(clientToken)
@@ -105,7 +118,7 @@ class FakeIoT:
             if self._answers[clientToken] != (key, fields):
                 raise service_error("ConflictException", 409, "clientToken reused with a different request")
             return {}  # the same call again: the first answer
-        self._apply(key, fields)
+        apply(key, fields)
         if clientToken:
             self._answers[clientToken] = (key, fields)
         if answer == DROP:
@@ -127,6 +140,27 @@ class FakeIoT:
         version.update({k: v for k, v in fields.items() if k != "action" and v is not None}, status=after)
         self.applied[key] += 1
 
+    def _apply_default(self, package: str, fields: dict[str, Any]) -> None:
+        """UpdatePackage's default-version rules, as the emulator applies them (see
+        fleetrel.emulator.catalog): both fields at once is refused; a DRAFT cannot be the
+        default; a PUBLISHED or DEPRECATED version can."""
+        name, unset = fields.get("defaultVersionName"), bool(fields.get("unsetDefaultVersion"))
+        if name is not None and unset:
+            raise service_error("ValidationException", 400, "defaultVersionName and unsetDefaultVersion "
+                                "cannot both be set", "UpdatePackage")
+        if not any(key.split("/", 1)[0] == package for key in self.versions):
+            raise service_error("ResourceNotFoundException", 404, "no such package", "UpdatePackage")
+        if name is not None:
+            version = self.versions.get(f"{package}/{name}")
+            if version is None:
+                raise service_error("ResourceNotFoundException", 404, f"no version {package}/{name}", "UpdatePackage")
+            if version["status"] == "DRAFT":
+                raise service_error("ValidationException", 400, "a DRAFT version cannot be the default", "UpdatePackage")
+            self.defaults[package] = name
+        elif unset:
+            self.defaults.pop(package, None)
+        self.applied[f"{package}#default"] += 1
+
     async def get_package_version(self, *, packageName: str, versionName: str) -> dict[str, Any]:
         self.reads += 1
         version = self.versions.get(f"{packageName}/{versionName}")
@@ -138,7 +172,8 @@ class FakeIoT:
         self.reads += 1
         if not any(key.split("/", 1)[0] == packageName for key in self.versions):
             raise service_error("ResourceNotFoundException", 404, "no such package", "GetPackage")
-        return {"packageName": packageName}
+        default = self.defaults.get(packageName)
+        return {"packageName": packageName, **({"defaultVersionName": default} if default else {})}
 
 
 class FakeClock:

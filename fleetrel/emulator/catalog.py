@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fleetrel.emulator.rules import (DEPRECATED, DRAFT, ERROR_STATUS, MAX_PACKAGE_NAME, MAX_VERSION_NAME,
-                                     PUBLISHED, STATUSES, CatalogError, CatalogRules, allowed, check_attributes,
+                                     PUBLISHED, STATUSES, CatalogError, CatalogRules, allowed, can_be_default, check_attributes,
                                      check_description, check_name, check_recipe, check_token, conflict, not_found,
                                      paginate, validation)
 
@@ -193,6 +193,8 @@ class PackageCatalog:
         if default is not None:
             check_name(default, "defaultVersionName", MAX_VERSION_NAME)
             if unset:
+                # model, UpdatePackage: "You cannot name a defaultVersion and set
+                # unsetDefaultVersion equal to true at the same time."
                 raise validation("defaultVersionName and unsetDefaultVersion cannot both be set")
 
         def apply() -> dict[str, Any]:
@@ -201,8 +203,8 @@ class PackageCatalog:
                 version = package.versions.get(default)
                 if version is None:
                     raise not_found(f"Package version {name}/{default} does not exist")
-                if version.status == DRAFT:
-                    # docs: only a published version can be a package's default version.
+                if not can_be_default(version.status):
+                    # docs: a PUBLISHED or a DEPRECATED version can be the default; not a DRAFT.
                     raise validation(f"Package version {name}/{default} is in DRAFT "
                                      "status and cannot be the default version")
                 package.default_version = default

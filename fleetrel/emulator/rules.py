@@ -158,3 +158,11 @@ def paginate(items: list[Any], name_of: Callable[[Any], str],
     page = items[:limit]
     more = len(items) > limit
     return page, base64.urlsafe_b64encode(name_of(page[-1]).encode()).decode() if more else None
+
+
+def can_be_default(status: str) -> bool:
+    """docs ("Package version lifecycle"): a PUBLISHED version can be identified as the
+    default "through the UpdatePackage API operation", and "you can also name a deprecated
+    package version as the default version"; a DRAFT, which cannot be deployed, cannot.
+    Deprecating the default is therefore allowed: the default stays, deprecated."""
+    return status in (PUBLISHED, DEPRECATED)

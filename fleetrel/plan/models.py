@@ -44,6 +44,14 @@ from fleetrel.plan.rules import (
     plural,
     resolve_waves,
 )
+from fleetrel.plan.defaults import (
+    DEFAULT_ACTIONS,
+    DEFAULT_KEY_SUFFIX,
+    UNSET_DEFAULT,
+    changes_default,
+    default_problems,
+    default_step_fields,
+)
 from fleetrel.plan.selectors import LIST_ENTRY_TAG, SELECT_ENTRY_TAG, Selection, SelectorEntry
 from fleetrel.plan.targets import (
     Targets,
@@ -78,6 +86,9 @@ def requests_json(steps: list[Step]) -> str:
     encoded: dict[tuple, tuple[str, str]] = {}
     parts: list[str] = []
     for step in steps:
+        if step.action in DEFAULT_ACTIONS:  # an UpdatePackage request: another shape
+            parts.append(canonical_json(step.request()))
+            continue
         # the dicts by identity: one entry's steps share them (a Step is never changed)
         shared = (step.action, id(step.artifact), id(step.attributes), step.description, step.recipe)
         around = encoded.get(shared)
@@ -104,6 +115,11 @@ class Step:
     Fields left as None are not sent. `action` is "PUBLISH", "DEPRECATE" or None
     (a field-only update of a draft). The steps of one plan entry share their
     `attributes` and `artifact` dicts: read them, do not change them.
+
+    A default step (`action` "SET_DEFAULT" or "UNSET_DEFAULT", see
+    `fleetrel.plan.defaults`) is one UpdatePackage request instead: it makes
+    `default_version` the package's default (or unsets it), after the step of
+    (package, version) it follows; its key ends with `#default`.
     """
 
     package: str
@@ -115,16 +131,27 @@ class Step:
     recipe: str | None = None
     index: int = field(default=0, compare=False)  # position in the expanded plan
     target: str | None = None  # the target's name in a plan with `targets:`; None otherwise
+    default_version: str | None = None  # a SET_DEFAULT step's new default
 
     @property
     def key(self) -> str:
-        """`package/version`, or `target:package/version` in a plan with `targets:`."""
-        if self.target is None:
-            return f"{self.package}/{self.version}"
-        return f"{self.target}:{self.package}/{self.version}"
+        """`package/version`, or `target:package/version` in a plan with `targets:`;
+        a default step's with `#default` after it."""
+        key = f"{self.package}/{self.version}" if self.target is None else f"{self.target}:{self.package}/{self.version}"
+        return key + DEFAULT_KEY_SUFFIX if self.action in DEFAULT_ACTIONS else key
+
+    @property
+    def is_default(self) -> bool:
+        """An UpdatePackage step that changes the package's default version."""
+        return self.action in DEFAULT_ACTIONS
 
     def request(self) -> dict[str, Any]:
-        """The UpdatePackageVersion keyword arguments, without clientToken."""
+        """The UpdatePackageVersion keyword arguments, without clientToken (UpdatePackage's
+        for a default step)."""
+        if self.action in DEFAULT_ACTIONS:
+            if self.action == UNSET_DEFAULT:
+                return {"packageName": self.package, "unsetDefaultVersion": True}
+            return {"packageName": self.package, "defaultVersionName": self.default_version}
         # Spelled out, not a loop over the names: a plan digest builds one per step (100k).
         req: dict[str, Any] = {"packageName": self.package, "versionName": self.version}
         if self.description is not None:
@@ -141,6 +168,18 @@ class Step:
 
     def request_digest(self) -> str:
         return digest(self.request())
+
+
+def parse_step_key(key: str) -> tuple[str | None, str, str, bool]:
+    """(target or None, package, version, whether it is a default step) of a step key:
+    `package/version`, `target:package/version`, either with `#default`. Names hold no
+    `:`, `/` or `#`, so the split is exact."""
+    is_default = key.endswith(DEFAULT_KEY_SUFFIX)
+    if is_default:
+        key = key[: -len(DEFAULT_KEY_SUFFIX)]
+    target, _, rest = key.rpartition(":")
+    package, _, version = rest.partition("/")
+    return target or None, package, version, is_default
 
 
 class Target(PlanModel):
@@ -207,6 +246,12 @@ class VersionEntry(PlanModel):
     recipe: Recipe | None = None
     targets: Annotated[list[TargetName], BeforeValidator(as_list), Field(min_length=1)] | None = Field(
         default=None, description="names of the plan's targets this entry applies to; default: all")
+    default: Annotated[bool, Field(strict=True)] | None = Field(
+        default=None, description="PUBLISH only: make this version the package's default once published")
+    then_default: VersionName | None = Field(
+        default=None, description="DEPRECATE only: the version that becomes the package's default afterwards")
+    unset_default: Annotated[bool, Field(strict=True)] | None = Field(
+        default=None, description="DEPRECATE only: leave the package without a default version afterwards")
 
     @model_validator(mode="after")
     def _one_version_or_a_list(self) -> VersionEntry:
@@ -219,6 +264,10 @@ class VersionEntry(PlanModel):
 
     def version_count(self) -> int:
         return 1 if self.versions is None else len(self.versions)
+
+    def step_count(self) -> int:
+        """Steps per target: one per version, and the default step if the entry has one."""
+        return self.version_count() + (1 if changes_default(self) else 0)
 
 
 def _entry_form(value: Any) -> str:
@@ -279,6 +328,8 @@ class ReleasePlan(PlanModel):
         waves = self.waves if not problems and not self.selectors() else None
         problems += duplicate_problems(self.versions, names)
         problems += cross_entry_problems(self.defaults, entries, waves, names)
+        actions = {index: merged_fields(self.defaults, entry)["action"] for index, entry in entries}
+        problems += default_problems(entries, actions, names)
         if problems:
             from fleetrel.plan.diagnostics import where  # diagnostics names entries through these models
 
@@ -340,6 +391,9 @@ class ReleasePlan(PlanModel):
                         names = [(entry.package, version) for version in entry.version_names()]
                     steps.extend(Step(package, version, index=first + i, target=target, **entry_fields)
                                  for i, (package, version) in enumerate(names))
+                    if changes_default(entry):  # after the version step it waits for
+                        steps.append(Step(entry.package, steps[-1].version, index=len(steps), target=target,
+                                          **default_step_fields(entry, steps[-1].version)))
             self._steps = steps
         return list(self._steps)  # a copy: a caller's sort or append must not reach the cache
 
@@ -365,7 +419,8 @@ class ReleasePlan(PlanModel):
                                "position": index} for index, entry in self.selectors()],
                 "targets": [spec.name for spec in self.target_specs()] or None})
         if self._digest is None:
-            in_key_order = sorted(self.steps(), key=lambda step: (step.target or "", step.package, step.version))
+            in_key_order = sorted(self.steps(), key=lambda step: (step.target or "", step.package, step.version,
+                                                                  step.is_default))
             if not self.targets:
                 # A plan without targets hashes exactly what it did before targets existed, so
                 # the journals of earlier runs keep resuming (encoded once per entry: fast).
@@ -386,7 +441,7 @@ class ReleasePlan(PlanModel):
         if self._steps is not None or self._selection is not None:
             return len(self.steps())
         names = [spec.name for spec in self.target_specs()] if self.targets is not None else None
-        return sum(entry.version_count() * targets_of_entry(entry, names) for entry in self.versions)
+        return sum(entry.step_count() * targets_of_entry(entry, names) for entry in self.versions)
 
     def summary(self) -> str:
         """One line: targets (if many), steps, packages and how many of each action."""
@@ -402,10 +457,13 @@ class ReleasePlan(PlanModel):
             for entry in self.versions:
                 action = entry.action if "action" in entry.model_fields_set else self.defaults.action
                 actions[action or "field-only"] += entry.version_count() * targets_of_entry(entry, names)
+                if changes_default(entry):
+                    actions[default_step_fields(entry, "")["action"]] += targets_of_entry(entry, names)
             packages = len({entry.package for entry in self.versions if isinstance(entry, VersionEntry)})
         parts = [plural(len(names), "target")] if names is not None else []
         parts += [plural(self.step_count(), "step"), plural(packages, "package")]
-        parts += [f"{name} {actions[name]}" for name in (*ACTIONS, "field-only") if actions[name]]
+        parts += [f"{name} {actions[name]}" for name in (*ACTIONS, "field-only", *sorted(DEFAULT_ACTIONS))
+                  if actions[name]]
         if self.needs_expansion:
             parts.append(f"{plural(len(self.selectors()), 'selector')} (expanded at preview and run)")
         return ", ".join(parts)
@@ -448,7 +506,7 @@ def cross_entry_problems(
         problems.append((("defaults", "attributes"), f"attributes are {size} bytes (keys and values, UTF-8): at most {MAX_ATTRIBUTES_BYTES} allowed"))
     total = 0
     for index, entry in entries:
-        total += entry.version_count() * targets_of_entry(entry, target_names)
+        total += entry.step_count() * targets_of_entry(entry, target_names)
         if defaults is None:
             continue
         merged = merged_fields(defaults, entry)

@@ -154,6 +154,9 @@ class SelectorEntry(PlanModel):
     def version_count(self) -> int:
         return 0  # unknown until expanded
 
+    def step_count(self) -> int:
+        return 0  # unknown until expanded (and a selector changes no default)
+
 
 # --- matching (pure) --------------------------------------------------------------------
 

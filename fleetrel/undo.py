@@ -1,0 +1,237 @@
+"""The plan that reverses what a run changed, from its journal.
+
+    undo = build_undo(Path("spring.journal.jsonl"))     # → Undo
+    undo.plan          # {"plan": "spring-release-undo", "versions": [...], ...}: an ordinary plan
+    undo.not_undone    # ["fw/1.2: attributes were changed ...", ...]
+    print(undo.text())                                 # YAML, what cannot be undone as comments
+
+`fleetrel undo JOURNAL -o undo.yaml` is this. Per step the run finished:
+
+- a succeeded PUBLISH → DEPRECATE; a succeeded DEPRECATE → PUBLISH;
+- a changed default (a `#default` step) → the default it replaced (the journal's
+  `previous_default`, read before the change), or unset when there was none. The plan
+  language carries a default change on a PUBLISH (`default: true`, when the old default
+  is the version published again) or a DEPRECATE (`then_default`, `unset_default`) of the
+  same package; when the undo plan has neither, the change is listed with the command
+  that makes it by hand;
+- skipped, failed and unfinished steps are left alone: they changed nothing.
+
+What cannot be undone is listed, in the plan as comments: a version published from
+DRAFT cannot return to DRAFT (the journal does not say whether it was DRAFT or
+DEPRECATED before, so every undone PUBLISH says so, and DEPRECATE is as far back as it
+goes); description, attributes, artifact and recipe sent by the run (the journal holds
+digests, not the earlier values; attributes change only in DRAFT anyway).
+
+Targets: the journal names each step's target, but not where a target points. The undo
+plan copies `target:`/`targets:` and `limits:` from the run's plan file (the header's
+`plan_file`, or `--plan`), and each entry names its targets. A run with targets whose
+plan file is gone cannot be undone without `--plan`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetrel.events import PREVIOUS_DEFAULT, SESSION_STARTS, TERMINAL, Event, Outcome
+from fleetrel.journal import FORMAT_VERSION, JournalError, is_locked
+from fleetrel.plan.models import parse_step_key
+from fleetrel.plan.rules import MAX_PLAN_NAME
+from fleetrel.replay import JournalLines, collector_paused, is_header, open_journal
+
+REVERSE = {"PUBLISH": "DEPRECATE", "DEPRECATE": "PUBLISH"}
+DATA_FIELDS = ("description", "attributes", "artifact", "recipe")
+_OUTCOME_OF = {str(e): str(e).removeprefix("step_") for e in TERMINAL}
+_STARTED = str(Event.STEP_STARTED)
+_UNSET = object()  # a default step whose earlier default was never read
+
+
+class UndoError(Exception):
+    """The journal cannot be undone as asked (locked, unreadable, its targets unknown)."""
+
+
+class _StepSeen:
+    """What undo keeps of one step while the journal streams past."""
+
+    __slots__ = ("action", "fields", "outcome", "previous_default", "new_default")
+
+    def __init__(self) -> None:
+        self.action: str | None = None
+        self.fields: tuple[str, ...] = ()
+        self.outcome: str | None = None
+        self.previous_default: Any = _UNSET
+        self.new_default: str | None = None
+
+
+@dataclass
+class Undo:
+    """The reverse of a run: `plan` (data for `ReleasePlan`), and what it cannot reverse."""
+
+    plan: dict[str, Any] | None  # None: nothing to undo
+    not_undone: list[str] = field(default_factory=list)
+    left_alone: dict[str, int] = field(default_factory=dict)  # skipped / failed / unfinished steps
+    source: str = ""
+
+    def text(self) -> str:
+        lines = [f"# Undo of {self.source}, written by `fleetrel undo`.",
+                 "# An ordinary plan: `fleetrel validate`, `plan` (preview), `run`, `verify` it as any other."]
+        if self.left_alone:
+            counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.left_alone.items()))
+            lines.append(f"# Left alone (the run changed nothing there): {counts}.")
+        if self.not_undone:
+            lines.append("# Not undone by this plan:")
+            lines += [f"#   - {line}" for line in self.not_undone]
+        if self.plan is None:
+            lines.append("# Nothing to undo: the run changed no version and no default.")
+            return "\n".join(lines) + "\n"
+        body = yaml.safe_dump(self.plan, sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=None)
+        return "\n".join(lines) + "\n" + body
+
+
+def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, _StepSeen]]:
+    """The header and what each step did, in one pass over the journal's lines."""
+    if is_locked(path):
+        raise UndoError(f"{path}: a fleetrel run holds this journal now: undo it once the run has stopped")
+    steps: dict[str, _StepSeen] = {}
+    with open_journal(path) as file, collector_paused():
+        records = iter(JournalLines(path, file))
+        header = next(records, None)
+        if header is None or not is_header(header):
+            raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
+        header.pop("step_digests", None)
+        for record in records:
+            key = record.get("step")
+            if key is None or record["event"] in SESSION_STARTS:
+                continue
+            seen = steps.get(key)
+            if seen is None:
+                seen = steps[key] = _StepSeen()
+            event = record["event"]
+            if event == _STARTED:
+                request = record.get("request") or {}
+                seen.action = request.get("action")
+                seen.fields = tuple(name for name in DATA_FIELDS if name in request)
+                seen.new_default = request.get("defaultVersionName")
+                if PREVIOUS_DEFAULT in record and seen.previous_default is _UNSET:
+                    seen.previous_default = record[PREVIOUS_DEFAULT]  # the first read: before any change
+            elif event in _OUTCOME_OF:
+                seen.outcome = _OUTCOME_OF[event]
+    return header, steps
+
+
+def _default_changed(seen: _StepSeen) -> bool:
+    """A default step changed the default if it succeeded, or if it was skipped as
+    already done while the first read (before anything was sent) showed another default:
+    a session that sent it and died before journalling the answer."""
+    if seen.outcome == Outcome.SUCCEEDED:
+        return True
+    return seen.outcome == Outcome.SKIPPED and seen.previous_default is not _UNSET \
+        and seen.previous_default != seen.new_default
+
+
+def build_undo(path: Path, original: dict[str, Any] | None = None) -> Undo:
+    """The undo of the run journalled at `path`. `original` is the run's plan as data
+    (its `target`/`targets`/`limits` are copied), or None to look for the header's
+    `plan_file`."""
+    header, steps = read_journal(path)
+    has_targets = any(parse_step_key(key)[0] is not None for key in steps)
+    if original is None:
+        original = _original_plan(header, needed=has_targets, journal=path)
+    undo = Undo(plan=None, source=str(path))
+    # (target, package, version) -> undo action; (target, package) -> the default to restore
+    actions: dict[tuple, str] = {}
+    restore: dict[tuple, str | None] = {}
+    for key, seen in steps.items():
+        target, package, version, is_default = parse_step_key(key)
+        if is_default:
+            if _default_changed(seen):
+                if seen.previous_default is _UNSET:
+                    undo.not_undone.append(f"{key}: the default it replaced was not journalled: check it by hand")
+                else:
+                    restore[(target, package)] = seen.previous_default
+            elif seen.outcome != Outcome.SUCCEEDED:
+                undo.left_alone[seen.outcome or Outcome.UNFINISHED.value] = \
+                    undo.left_alone.get(seen.outcome or Outcome.UNFINISHED.value, 0) + 1
+            continue
+        if seen.outcome != Outcome.SUCCEEDED:
+            outcome = seen.outcome or Outcome.UNFINISHED.value
+            undo.left_alone[outcome] = undo.left_alone.get(outcome, 0) + 1
+            continue
+        name = key
+        if seen.fields:
+            undo.not_undone.append(f"{name}: {', '.join(seen.fields)} sent by the run cannot be restored (the "
+                                   "journal keeps no earlier values; attributes change only in DRAFT)")
+        if seen.action in REVERSE:
+            actions[(target, package, version)] = REVERSE[seen.action]
+            if seen.action == "PUBLISH":
+                undo.not_undone.append(f"{name}: published by the run; if it was a DRAFT before, it cannot return to "
+                                       "DRAFT: DEPRECATE is as far back as it goes")
+        elif not seen.fields:
+            undo.not_undone.append(f"{name}: a field-only update: nothing the journal can reverse")
+    entries = _entries(actions, restore, undo)
+    if entries:
+        plan: dict[str, Any] = {"plan": _undo_name(str(header.get("plan", "run")))}
+        for block in ("target", "targets", "limits"):
+            if original and original.get(block):
+                plan[block] = original[block]
+        plan["versions"] = entries
+        undo.plan = plan
+    return undo
+
+
+def _entries(actions: dict[tuple, str], restore: dict[tuple, str | None], undo: Undo) -> list[dict[str, Any]]:
+    """One entry per (package, version, action, default fields), naming its targets."""
+    grouped: dict[tuple, list[str | None]] = {}
+    placed: set[tuple] = set()  # (target, package) whose default the plan restores
+    for (target, package, version), action in actions.items():
+        extra: tuple = ()
+        wanted = (target, package)
+        if wanted in restore and wanted not in placed:
+            previous = restore[wanted]
+            if action == "DEPRECATE" and previous != version:
+                extra = (("then_default", previous),) if previous is not None else (("unset_default", True),)
+                placed.add(wanted)
+            elif action == "PUBLISH" and previous == version:
+                extra = (("default", True),)
+                placed.add(wanted)
+        grouped.setdefault((package, version, action, extra), []).append(target)
+    for (target, package), previous in restore.items():
+        if (target, package) not in placed:
+            where = f" in target {target}" if target else ""
+            how = (f"--default-version-name {previous}" if previous is not None else "--unset-default-version")
+            undo.not_undone.append(f"{package}{where}: its default was changed and no entry of this plan can carry "
+                                   f"it back: aws iot update-package --package-name {package} {how}")
+    out: list[dict[str, Any]] = []
+    for (package, version, action, extra), targets in grouped.items():
+        entry: dict[str, Any] = {"package": package, "version": version, "action": action, **dict(extra)}
+        if targets != [None]:
+            entry["targets"] = sorted(t for t in targets if t is not None)
+        out.append(entry)
+    return out
+
+
+def _undo_name(name: str) -> str:
+    return name[: MAX_PLAN_NAME - len("-undo")] + "-undo"
+
+
+def _original_plan(header: dict[str, Any], *, needed: bool, journal: Path) -> dict[str, Any] | None:
+    plan_file = header.get("plan_file")
+    if plan_file and Path(plan_file).is_file():
+        return original_blocks(Path(plan_file))
+    if needed:
+        raise UndoError(f"{journal}: the run had targets, and its plan file ({plan_file or 'not recorded'}) is not "
+                        "there to say where they point: pass the run's plan with --plan")
+    return None
+
+
+def original_blocks(plan_path: Path) -> dict[str, Any]:
+    """`target`/`targets`/`limits` of a plan file, as plan data (raises PlanError)."""
+    from fleetrel.plan import load
+
+    plan = load(plan_path)
+    data = plan.model_dump(mode="json", include={"target", "targets", "limits"}, exclude_none=True)
+    if "targets" in plan.model_fields_set:
+        data.pop("target", None)
+    return data
