@@ -505,5 +505,6 @@ def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path |
         output_path.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"{output_path}: cannot write the undo plan: {exc.strerror or exc}")
-    click.echo(f"{output_path}: undo plan written ({len(undo.plan['versions'])} {'entry' if len(undo.plan['versions']) == 1 else 'entries'}, "
+    entries = len(undo.plan["versions"])
+    click.echo(f"{output_path}: undo plan written ({entries} {'entry' if entries == 1 else 'entries'}, "
                f"{len(undo.not_undone)} not undone, listed at its top)", err=True)
