@@ -310,6 +310,20 @@ def test_after_a_throttle_the_next_acquire_waits_for_a_refill():
     assert run_virtual(main) == pytest.approx(1 / 9.5, abs=1e-5)
 
 
+def test_try_acquire_admits_what_the_bucket_holds_now_and_takes_nothing_when_it_would_wait():
+    async def main(loop):
+        control = RateController(rate=10.0, burst=3, adaptive=False)
+        taken = [control.try_acquire() for _ in range(5)]
+        level_after_refusals = control.limiter.level
+        await control.acquire()  # the refusals took nothing: the 4th call waits one interval
+        return taken, level_after_refusals, loop.time()
+
+    taken, level, waited_until = run_virtual(main)
+    assert taken == [True, True, True, False, False]
+    assert level == 3.0
+    assert waited_until == pytest.approx(0.1)
+
+
 def test_a_throttle_inside_the_burst_shrinks_the_bucket_to_what_the_service_admitted():
     async def main(loop):
         control = RateController(rate=100.0, burst=100)
