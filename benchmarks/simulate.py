@@ -122,10 +122,12 @@ def simulate(
     latency: float = LATENCY,
     jitter: float = 0.002,
     concurrency: int = CONCURRENCY,
+    calls: tuple[int, ...] | None = None,
     **controller: Any,
 ) -> Outcome:
     """Run `scenario` against the simulated service; `controller` goes to every
-    `RateController` (a `tuning=` to try, say)."""
+    `RateController` (a `tuning=` to try, say). `calls`: each run's N, when the runs
+    differ (default: the scenario's N for each)."""
     rng = random.Random(seed)
     policy = RetryPolicy()
     quota = scenario.quota
@@ -133,9 +135,9 @@ def simulate(
     rate = scenario.fleetrel_ceiling or quota.rate
     burst = scenario.fleetrel_burst or quota.burst
 
-    async def one_run(loop: asyncio.AbstractEventLoop, service: Service) -> tuple[float, RateController]:
+    async def one_run(loop: asyncio.AbstractEventLoop, service: Service, n: int) -> tuple[float, RateController]:
         control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
-        todo = list(range(scenario.calls))
+        todo = list(range(n))
         finished = 0.0
 
         async def worker() -> None:
@@ -157,7 +159,7 @@ def simulate(
                     # the engine's delay, without its attempt limit: a step given up would hide a bad tuning
                     await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
 
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, scenario.calls))))
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
         return finished, control
 
     async def foreign(service: Service) -> None:
@@ -169,13 +171,13 @@ def simulate(
     async def main(loop: asyncio.AbstractEventLoop) -> Outcome:
         service = Service(scenario, loop.time)
         background = asyncio.ensure_future(foreign(service)) if scenario.foreign_rate else None
-        runs = await asyncio.gather(*(one_run(loop, service) for _ in range(scenario.runs)))
+        runs = await asyncio.gather(*(one_run(loop, service, n) for n in calls or (scenario.calls,) * scenario.runs))
         if background is not None:
             background.cancel()
         return Outcome(
             scenario=scenario.key,
             walls=tuple(wall for wall, _ in runs),
-            ideal=scenario.ideal_s(),
+            ideal=scenario.ideal_s() if calls is None else replace(scenario, calls=sum(calls), runs=1).ideal_s(),
             attempts=service.attempts,
             throttled=service.throttled,
             rates=tuple(c.rate for _, c in runs),
@@ -191,11 +193,13 @@ def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | No
     return [replace(s, calls=calls) for s in chosen] if calls else chosen
 
 
-def report(scenarios: list[Scenario], seeds: range, **controller: Any) -> bool:
-    """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets."""
+def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | None = None, **controller: Any) -> bool:
+    """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets.
+    `calls`: each run's N in the scenarios of several runs (see `simulate`)."""
     all_met = True
     for scenario in scenarios:
-        runs = [simulate(scenario, seed=s, **controller) for s in seeds]
+        uneven = calls if calls and scenario.runs == len(calls) else None
+        runs = [simulate(scenario, seed=s, calls=uneven, **controller) for s in seeds]
         es = [r.efficiency for r in runs]
         thetas = [r.throttled_fraction for r in runs]
         met = sum(r.meets(scenario) for r in runs)
@@ -204,8 +208,9 @@ def report(scenarios: list[Scenario], seeds: range, **controller: Any) -> bool:
         fair = ""
         if scenario.runs > 1:
             fair = f"  fairness min {min(r.fairness for r in runs):.2f}"
+        n = "+".join(map(str, uneven)) if uneven else f"{scenario.calls:<5d}"
         print(
-            f"({scenario.key}) N={scenario.calls:<5d} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
+            f"({scenario.key}) N={n} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
             f"  θ mean {sum(thetas) / len(thetas):.2%} max {max(thetas):.2%} {target}{fair}"
             f"  met {met}/{len(runs)}  {scenario.title}",
             flush=True,
@@ -218,10 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="", help="comma-separated keys (default: every throttled one)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 1..SEEDS (default 10)")
     parser.add_argument("--calls", type=int, default=None, help="N per run (default: the benchmark's, N=500)")
+    parser.add_argument("--run-calls", default="", metavar="N1,N2",
+                        help="each run's N in (f), when they differ: 250,100 shows how the longer run climbs "
+                             "back to the whole quota once the other has finished")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefgh"
     scenarios = simulated_scenarios("default", keys, args.calls)
-    return 0 if report(scenarios, range(1, args.seeds + 1)) else 1
+    run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
+    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls) else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ One emulator process keeps a token bucket per (account, region), like AWS. Conte
   per account and region, run in turn (the same engine, so only the scheduling differs).
 - **naive concurrent**: every target's calls from one process behind ONE shared bucket
   refilled at the sum of the quotas (a plain aioboto3 loop with an aiolimiter bucket).
+- **fleetrel, one slow target** (`slow`): the same plan, but the emulator gives the last
+  target a quota of its own, 2/s (burst 2; `--place-rate`), which the plan does not know
+  (it says 10/s for every target). One target's quota must not slow the others: their E
+  is against their own ideal (N - B) / 10, the slow one's against (N - 2) / 2, and θ is
+  counted apart for the two.
 
 E = wall time / ideal, the ideal being the slowest target's (N - B) / R (targets run in
 parallel; one after another cannot beat the sum of their ideals, which is also shown).
@@ -39,6 +44,7 @@ from fleetrel.plan import ReleasePlan  # noqa: E402
 PACKAGE = "bench-fw"
 REGIONS = ["us-east-1", "eu-west-1"]
 RATE, BURST, LATENCY_MS, CONCURRENCY = 10.0, 10, 50.0, 16
+SLOW_RATE = 2.0  # the slow target's own quota (burst the same), in the `slow` contender
 
 
 def accounts_for(targets: int) -> dict[str, str]:
@@ -70,6 +76,42 @@ class LastSuccess:
 def throttle_ratio(record: dict[str, Any]) -> tuple[int, int]:
     ops = record["operations"].get("UpdatePackageVersion", {})
     return record["throttled"].get("UpdatePackageVersion", 0), sum(ops.values())
+
+
+def place_counts(record: dict[str, Any], account: str, region: str) -> tuple[int, int]:
+    """(throttled, attempts) of UpdatePackageVersion in one account and region."""
+    return throttle_ratio(record["accounts"].get(account, {}).get(region, {"operations": {}, "throttled": {}}))
+
+
+def slow_target(emu: Any, accounts: dict[str, str], places: list[tuple[str, str]], versions: list[str],
+                journal: Path) -> dict[str, Any]:
+    """One plan over every target, the last of which the emulator holds to SLOW_RATE:
+    the others' E against their own ideal, the slow one's against its quota's."""
+    steps = len(versions)
+    slow_name, slow_region = places[-1]
+    slow_target_name = f"{slow_name}-{slow_region}"
+    emu.configure(places={f"{accounts[slow_name]}/{slow_region}": {"rate": SLOW_RATE, "burst": SLOW_RATE}})
+    try:
+        wall, per_target, result = asyncio.run(fleetrel_run(emu, plan_for(accounts, versions, "bench-slow", places),
+                                                            journal))
+        record = emu.record()
+    finally:
+        emu.configure(places={f"{accounts[slow_name]}/{slow_region}": None})
+    ideal, slow_ideal = (steps - BURST) / RATE, (steps - SLOW_RATE) / SLOW_RATE
+    others = {t: at for t, at in per_target.items() if t != slow_target_name}
+    # seconds from the start of sending (after roles and accounts): the setup is not the quota's
+    setup = wall - result.elapsed
+    es = [(at - setup) / ideal for at in others.values()]
+    throttled, attempts = map(sum, zip(*(place_counts(record, accounts[n], r) for n, r in places[:-1])))
+    slow_throttled, slow_attempts = place_counts(record, accounts[slow_name], slow_region)
+    return {
+        "contender": "fleetrel, one target at 2/s", "wall_s": round(wall, 2), "succeeded": result.succeeded,
+        "others_E": round(max(es), 3), "others_E_min": round(min(es), 3), "others_E_mean": round(sum(es) / len(es), 3),
+        "others_theta": round(throttled / attempts, 4) if attempts else 0.0, "others_finished_s": round(max(others.values()) - setup, 2),
+        "slow_E": round((per_target.get(slow_target_name, wall) - setup) / slow_ideal, 3),
+        "slow_theta": round(slow_throttled / slow_attempts, 4) if slow_attempts else 0.0,
+        "ideal_s": ideal, "slow_ideal_s": slow_ideal,
+    }
 
 
 async def fleetrel_run(emu: Any, plan: ReleasePlan, journal: Path) -> tuple[float, dict[str, float], Any]:
@@ -127,8 +169,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="6 targets x 60 steps")
     parser.add_argument("--targets", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--contenders", default="fleetrel,naive,sequential",
-                        help="comma-separated among fleetrel,naive,sequential (the last two take minutes at full size)")
+    parser.add_argument("--contenders", default="fleetrel,slow,naive,sequential",
+                        help="comma-separated among fleetrel,slow,naive,sequential (the last two take minutes at "
+                             "full size; slow: the last target's own quota is 2/s)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     targets = args.targets or (6 if args.quick else 20)
@@ -168,10 +211,21 @@ def main() -> int:
                   f"ok {succeeded}/{steps * targets}{spread}", flush=True)
 
         chosen = set(args.contenders.split(","))
-        versions = fresh("f")  # a fresh emulator: nothing to reset
-        wall, per_target, result = asyncio.run(fleetrel_run(emu, plan_for(accounts, versions, "bench-org", places),
-                                                            Path(tmp) / "org.journal.jsonl"))
-        measure("fleetrel (one plan, all targets)", wall, result.succeeded, per_target, sending=result.elapsed)
+        if "fleetrel" in chosen:
+            versions = fresh("f")  # a fresh emulator: nothing to reset
+            wall, per_target, result = asyncio.run(fleetrel_run(emu, plan_for(accounts, versions, "bench-org", places),
+                                                                Path(tmp) / "org.journal.jsonl"))
+            measure("fleetrel (one plan, all targets)", wall, result.succeeded, per_target, sending=result.elapsed)
+
+        if "slow" in chosen:
+            time.sleep(BURST / RATE)  # every bucket the run before drained is full again
+            emu.reset_record()
+            row = slow_target(emu, accounts, places, fresh("w"), Path(tmp) / "slow.journal.jsonl")
+            rows.append(row)
+            print(f"{row['contender']:32s} the other {targets - 1}: E {row['others_E']:.3f} (per target "
+                  f"{row['others_E_min']}-{row['others_E']}), θ {row['others_theta']:.1%}; the slow one: "
+                  f"E {row['slow_E']:.3f} against {row['slow_ideal_s']:g} s, θ {row['slow_theta']:.1%}; "
+                  f"ok {row['succeeded']}/{steps * targets}", flush=True)
 
         if "naive" in chosen:
             emu.reset()

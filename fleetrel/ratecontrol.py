@@ -100,6 +100,15 @@ class RetunableLimiter(AsyncLimiter):
         self.time_period = burst / self._rate_per_sec
         self._level = min(self._level, float(burst))
 
+    def take(self) -> bool:
+        """Take one call's room if the bucket has it now, without waiting: True if taken.
+        (What ``acquire`` does when it need not wait.)"""
+        if not self.has_capacity():
+            return False
+        self._level += 1
+        self._wake_next()  # as acquire does: the first waiter's timer follows the new level
+        return True
+
     @property
     def level(self) -> float:
         """Calls' worth of capacity in use (0 = a full burst available)."""
@@ -235,14 +244,25 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until the bucket admits one call."""
+        if not self.try_acquire():
+            await self._limiter.acquire()
+
+    def try_acquire(self) -> bool:
+        """Admit one call now if the bucket has room for it: True if it did. False takes
+        nothing; the caller then waits in `acquire`.
+
+        The caller's fast path: a call admitted at once has nothing to wait for, so nothing
+        to make cancellable (an anyio cancel scope per call costs more than the rest of
+        the admission)."""
         now = self._now()
-        if not self._limiter.has_capacity():
+        room = self._limiter.has_capacity()
+        if not room:
             # We are about to wait: the rate, not concurrency, is what limits the run,
             # so probing above it can find more quota.
             self._waited_at = now
         if self.adaptive:
             self._apply(self._estimator.probe(now, self._waited_at), "probe")
-        await self._limiter.acquire()
+        return room and self._limiter.take()
 
     def on_success(self) -> None:
         """The service answered anything but a throttle (200, 409, 400, 5xx).

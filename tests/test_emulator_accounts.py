@@ -357,3 +357,55 @@ def test_account_and_region_settings_are_checked() -> None:
                 {"session_seconds": 1.5}):
         with pytest.raises(SettingsError):
             EmulatorSettings().updated(**bad)
+
+
+# -- a quota of its own for one account and region ---------------------------------
+
+def test_a_place_rate_throttles_that_place_alone(emulator: Emulator) -> None:
+    emulator.configure(accounts=ACCOUNTS, regions=REGIONS,
+                       places={"111111111111/us-east-1": {"rate": 0.01, "burst": 1}})
+    emulator.seed([("fw", "1.0"), ("fw", "1.1")])
+    slow = iot_client(emulator, "us-east-1", assume(emulator, "111111111111"))
+    slow.update_package_version(packageName="fw", versionName="1.0", description="the one token")
+    assert refused(slow.update_package_version, packageName="fw", versionName="1.1",
+                   description="none left")[:2] == ("ThrottlingException", 400)
+    # the same account in another region, and another account in the same region: unthrottled
+    for account, region in (("111111111111", "eu-west-1"), ("222222222222", "us-east-1")):
+        other = iot_client(emulator, region, assume(emulator, account))
+        for version in ("1.0", "1.1"):
+            other.update_package_version(packageName="fw", versionName=version, description="free")
+    # and the override goes as it came
+    emulator.configure(places={"111111111111/us-east-1": None})
+    assert emulator.settings()["places"] == {}
+    slow.update_package_version(packageName="fw", versionName="1.1", description="unthrottled now")
+
+
+def test_place_limits_replace_the_emulator_wide_ones_and_are_checked() -> None:
+    from fleetrel.emulator.settings import place_limits
+
+    settings = EmulatorSettings(rate=10, operations={"GetPackageVersion": {"rate": 50}},
+                                places=dict([place_limits("111111111111/us-east-1=2"),
+                                             place_limits("222222222222/eu-west-1=0")]))
+    settings.check()
+    assert settings.limits_for("UpdatePackageVersion", "111111111111", "us-east-1") == (2.0, 2.0)
+    assert settings.limits_for("GetPackageVersion", "111111111111", "us-east-1") == (2.0, 2.0)
+    assert settings.limits_for("UpdatePackageVersion", "222222222222", "eu-west-1") is None
+    assert settings.limits_for("UpdatePackageVersion", "111111111111", "eu-west-1") == (10.0, 10.0)
+    assert settings.limits_for("GetPackageVersion", "333333333333", "us-east-1") == (50.0, 50.0)
+    assert place_limits("111111111111/us-east-1=2:5") == ("111111111111/us-east-1", {"rate": 2.0, "burst": 5.0})
+    for bad in ("111111111111/us-east-1", "111111111111/us-east-1=fast"):
+        with pytest.raises(SettingsError, match="ACCOUNT/REGION=RATE"):
+            place_limits(bad)
+    for places in ({"111111111111": {"rate": 1}}, {"111111111111/us-east-1": {"rate": -1}},
+                   {"111111111111/us-east-1": {"rate": 1, "latency": 3}}):
+        with pytest.raises(SettingsError, match="places"):
+            EmulatorSettings().updated(places=places)
+    with pytest.raises(SettingsError, match="not an emulated account"):
+        EmulatorSettings(accounts=["222222222222"]).updated(places={"111111111111/us-east-1": {"rate": 1}})
+
+
+def test_cli_place_rate_is_checked() -> None:
+    done = subprocess.run([sys.executable, "-m", "fleetrel", "emulator", "--place-rate", "111111111111=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "ACCOUNT/REGION" in done.stderr and "Traceback" not in done.stderr

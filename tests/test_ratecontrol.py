@@ -253,13 +253,28 @@ def test_a_cluster_of_throttles_at_the_start_halves_the_rate_whatever_the_race_f
 
     def start(admitted: int) -> float:
         estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
-        estimator.probe(0.0, waited_at=0.0)  # the first call
+        for _ in range(10):  # our burst: the bucket made no caller wait
+            estimator.probe(0.0, waited_at=-math.inf)
         for _ in range(admitted):
             estimator.accepted(0.05)
         estimator.throttled(0.051)
         return estimator.throttled(0.052)  # the second of the cluster, inside the cool-down
 
     assert start(admitted=7) == start(admitted=3) == pytest.approx(10.0 * 0.5 * 0.95)
+
+
+def test_throttles_after_a_burst_that_all_got_through_are_a_late_start_not_another_run():
+    """20 targets at once: each lane's burst of ten reached a busy service late (first
+    answer at 0.36 s) and all got through; the refill of that delay did not fit in the
+    full bucket, so two paced calls are throttled within two round trips. Not halved."""
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    for index in range(10):  # the burst: the bucket never made a caller wait
+        estimator.probe(index / 1000, waited_at=-math.inf)
+    estimator.probe(0.1, waited_at=0.01)  # paced calls from here on
+    for index in range(11):
+        estimator.accepted(0.36 + index / 100)
+    estimator.throttled(0.58)
+    assert estimator.throttled(0.6) == pytest.approx(9.5)  # a touch, not 4.75
 
 
 def test_throttles_after_the_first_round_trips_are_measured_not_halved():
@@ -308,6 +323,20 @@ def test_after_a_throttle_the_next_acquire_waits_for_a_refill():
         return loop.time() - start
 
     assert run_virtual(main) == pytest.approx(1 / 9.5, abs=1e-5)
+
+
+def test_try_acquire_admits_what_the_bucket_holds_now_and_takes_nothing_when_it_would_wait():
+    async def main(loop):
+        control = RateController(rate=10.0, burst=3, adaptive=False)
+        taken = [control.try_acquire() for _ in range(5)]
+        level_after_refusals = control.limiter.level
+        await control.acquire()  # the refusals took nothing: the 4th call waits one interval
+        return taken, level_after_refusals, loop.time()
+
+    taken, level, waited_until = run_virtual(main)
+    assert taken == [True, True, True, False, False]
+    assert level == 3.0
+    assert waited_until == pytest.approx(0.1)
 
 
 def test_a_throttle_inside_the_burst_shrinks_the_bucket_to_what_the_service_admitted():

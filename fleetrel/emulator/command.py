@@ -45,6 +45,10 @@ from fleetrel.events import ExitCode
               help="STS AssumeRole and GetSessionToken sessions last at most N seconds; "
                    "a package call signed with them afterwards is answered 403 "
                    "ExpiredTokenException. Default: as long as the caller asks.")
+@click.option("--place-rate", "place_rates", multiple=True, metavar="ACCOUNT/REGION=RATE[:BURST]",
+              help="A quota of its own for one account and region: there every operation "
+                   "allows RATE calls per second (burst BURST, default RATE) instead of "
+                   "--rate. Repeatable.")
 @click.option("--seed", "seed_plan", type=click.Path(dir_okay=False), default=None,
               metavar="PLAN", help="Create every package version of this release plan "
                                    "(as DRAFT) in every emulated account and region "
@@ -52,7 +56,7 @@ from fleetrel.events import ExitCode
 def emulator(host: str, port: int, rate: float | None, burst: float | None, fail_rate: float,
              drop_rate: float, latency_ms: float, jitter_ms: float, random_seed: int | None,
              accounts: str, regions: str, session_seconds: int | None,
-             seed_plan: str | None) -> None:
+             place_rates: tuple[str, ...], seed_plan: str | None) -> None:
     """Serve a local AWS IoT Software Package Catalog (moto) that throttles like AWS.
 
     Prints its URL as the first line of stdout; point a plan's target.endpoint_url (or
@@ -74,14 +78,15 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
     Without them, any account and region works.
     """
     from fleetrel.emulator.server import serve
-    from fleetrel.emulator.settings import EmulatorSettings, SettingsError
+    from fleetrel.emulator.settings import EmulatorSettings, SettingsError, place_limits
 
     try:
         settings = EmulatorSettings(rate=rate, burst=burst, fail_rate=fail_rate,
                                     drop_rate=drop_rate, latency_ms=latency_ms,
                                     jitter_ms=jitter_ms, seed=random_seed,
                                     accounts=accounts, regions=regions,  # type: ignore[arg-type]
-                                    session_seconds=session_seconds)
+                                    session_seconds=session_seconds,
+                                    places=dict(place_limits(text) for text in place_rates))
         settings.check()
     except SettingsError as error:
         click.echo(f"fleetrel emulator: {error}", err=True)

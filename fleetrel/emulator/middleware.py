@@ -135,7 +135,7 @@ class EmulatorApp:
     def bucket(self, account: str, region: str, operation: str) -> TokenBucket | None:
         """The token bucket of `operation` in (account, region), or None if unthrottled.
         A bucket whose limits the settings changed is replaced by a new, full one."""
-        limits = self.settings.limits_for(operation)
+        limits = self.settings.limits_for(operation, account, region)
         if limits is None:
             return None
         key = (account, region, operation)

@@ -25,7 +25,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 
 
@@ -154,8 +154,12 @@ def emulator_args(rate: float | None = None, burst: float | None = None,
                   latency_ms: float = 0.0, jitter_ms: float = 0.0, fail_rate: float = 0.0,
                   drop_rate: float = 0.0, random_seed: int | None = None,
                   accounts: Iterable[str] | None = None, regions: Iterable[str] | None = None,
-                  session_seconds: int | None = None) -> list[str]:
+                  session_seconds: int | None = None,
+                  place_rates: Mapping[str, float | tuple[float, float]] | None = None) -> list[str]:
     args: list[str] = []
+    for place, limits in (place_rates or {}).items():
+        rate, burst = limits if isinstance(limits, tuple) else (limits, None)
+        args += ["--place-rate", f"{place}={rate:g}" + (f":{burst:g}" if burst else "")]
     for flag, value in (("--rate", rate), ("--burst", burst), ("--latency-ms", latency_ms),
                         ("--jitter-ms", jitter_ms), ("--fail-rate", fail_rate),
                         ("--drop-rate", drop_rate), ("--random-seed", random_seed),
@@ -172,15 +176,17 @@ def start_emulator(rate: float | None = None, burst: float | None = None,
                    drop_rate: float = 0.0, seed: Any = None, *,
                    accounts: str | Iterable[str] | None = None,
                    regions: str | Iterable[str] | None = None,
-                   session_seconds: int | None = None, host: str = "127.0.0.1",
-                   port: int = 0, startup_timeout: float = 60.0) -> Emulator:
+                   session_seconds: int | None = None,
+                   place_rates: Mapping[str, float | tuple[float, float]] | None = None,
+                   host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 60.0) -> Emulator:
     """Start `python -m fleetrel.emulator` in its own process; return once it answers.
 
     `seed` is the fault dice's seed when an int; any other iterable is seeded as package
     versions (see `Emulator.seed`, in every emulated account and region) once the
     emulator is up. rate None: no throttling. `accounts`/`regions`: the emulated ones
-    (None: any); `session_seconds`: the longest STS session (see `fleetrel emulator
-    --help`).
+    (None: any); `session_seconds`: the longest STS session; `place_rates`: a quota of
+    its own per "account/region", a rate or (rate, burst) (see `fleetrel emulator --help`;
+    at run time: `configure(places={"111111111111/us-east-1": {"rate": 2}})`).
 
         with start_emulator(rate=10, accounts=["111111111111"], regions="eu-west-1") as emu:
             boto3.client("iot", endpoint_url=emu.url, ...)
@@ -188,7 +194,7 @@ def start_emulator(rate: float | None = None, burst: float | None = None,
     random_seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     command = [sys.executable, "-m", "fleetrel.emulator", "--host", host, "--port", str(port),
                *emulator_args(rate, burst, latency_ms, jitter_ms, fail_rate, drop_rate,
-                              random_seed, accounts, regions, session_seconds)]
+                              random_seed, accounts, regions, session_seconds, place_rates)]
     # The child stops by itself if this process dies without stopping it (see serve()).
     env = dict(os.environ, PYTHONUNBUFFERED="1", FLEETREL_EMULATOR_PARENT_PID=str(os.getpid()))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)

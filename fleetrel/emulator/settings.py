@@ -46,6 +46,9 @@ class EmulatorSettings:
     another is refused, as is an STS AssumeRole into another account (see `access`).
     A comma-separated string is split. session_seconds: STS sessions (AssumeRole,
     GetSessionToken) last at most this long (None: as long as the caller asks).
+    places: per-(account, region) quotas, {"111111111111/us-east-1": {"rate", "burst"}}:
+    in that place every operation has these limits instead of the ones above (rate None
+    or 0: not throttled there), as one account may have a quota of its own.
     """
 
     rate: float | None = None
@@ -62,6 +65,7 @@ class EmulatorSettings:
     accounts: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     session_seconds: int | None = None
+    places: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # JSON (configure) and the CLI give lists and "a,b" strings; keep one shape.
@@ -79,14 +83,15 @@ class EmulatorSettings:
         if unknown:
             raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(names))}")
-        if "operations" in changes:
-            merged = dict(self.operations)
-            for operation, limits in (changes["operations"] or {}).items():
-                if limits is None:
-                    merged.pop(operation, None)
-                else:
-                    merged[operation] = dict(limits)
-            changes["operations"] = merged
+        for name in ("operations", "places"):
+            if name in changes:
+                merged = dict(getattr(self, name))
+                for key, limits in (changes[name] or {}).items():
+                    if limits is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = dict(limits)
+                changes[name] = merged
         new = dataclasses.replace(self, **changes)
         new.check()
         return new
@@ -102,6 +107,17 @@ class EmulatorSettings:
                 raise SettingsError(f"operations.{operation}: only rate and burst can be "
                                     f"set, not {', '.join(sorted(extra))}")
             check_limits(f"operations.{operation}", limits.get("rate"), limits.get("burst"))
+        for place, limits in self.places.items():
+            account, _, region = str(place).partition("/")
+            if not (ACCOUNT_ID.match(account) and REGION_NAME.match(region)):
+                raise SettingsError(f"places: {place!r} is not ACCOUNT/REGION (like 111111111111/eu-west-1)")
+            if (self.accounts and account not in self.accounts) or (self.regions and region not in self.regions):
+                raise SettingsError(f"places: {place} is not an emulated account and region "
+                                    "(see accounts and regions)")
+            extra = set(limits) - {"rate", "burst"}
+            if extra:
+                raise SettingsError(f"places.{place}: only rate and burst can be set, not {', '.join(sorted(extra))}")
+            check_limits(f"places.{place}", limits.get("rate"), limits.get("burst"))
         for name in ("fail_rate", "drop_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -130,8 +146,14 @@ class EmulatorSettings:
             raise SettingsError("session_seconds must be a whole number of seconds >= 1 "
                                 "(or null: sessions last as long as the caller asks)")
 
-    def limits_for(self, operation: str) -> tuple[float, float] | None:
-        """(rate, burst) of `operation`'s bucket, or None when it is not throttled."""
+    def limits_for(self, operation: str, account: str | None = None,
+                   region: str | None = None) -> tuple[float, float] | None:
+        """(rate, burst) of `operation`'s bucket in (account, region), or None when it is
+        not throttled there."""
+        place = self.places.get(f"{account}/{region}") if self.places else None
+        if place is not None:
+            rate = place.get("rate")
+            return (float(rate), float(place.get("burst") or max(1.0, rate))) if rate else None
         limits = self.operations.get(operation, {})
         rate = limits.get("rate", self.rate)
         if not rate:
@@ -141,6 +163,23 @@ class EmulatorSettings:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def place_limits(text: str) -> tuple[str, dict[str, float]]:
+    """`ACCOUNT/REGION=RATE[:BURST]` (the command line's --place-rate) as a `places` entry.
+
+        place_limits("111111111111/us-east-1=2")     # ('111111111111/us-east-1', {'rate': 2.0})
+    """
+    place, equals, limits = text.partition("=")
+    rate, _, burst = limits.partition(":")
+    try:
+        out = {"rate": float(rate), **({"burst": float(burst)} if burst else {})}
+    except ValueError:
+        out = {}
+    if not equals or not out:
+        raise SettingsError(f"--place-rate {text!r}: give ACCOUNT/REGION=RATE or ACCOUNT/REGION=RATE:BURST "
+                            "(like 111111111111/us-east-1=2)")
+    return place.strip(), out
 
 
 def check_limits(where: str, rate: Any, burst: Any) -> None:
