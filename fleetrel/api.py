@@ -25,12 +25,14 @@ from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
 from fleetrel.plan import ReleasePlan
 from fleetrel.session import Session, open_session
+from fleetrel.shards import Shard, ShardError, shard_journal_path, shard_journals
 
 
 async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endpoint_url: str | None = None,
               region: str | None = None, profile: str | None = None, options: RunOptions | None = None,
               listeners: Iterable[Listener] = (), client: Any = None, before_wave: BeforeWave | None = None,
-              stop: Stop | None = None, targets: Iterable[str] | None = None) -> RunResult:
+              stop: Stop | None = None, targets: Iterable[str] | None = None,
+              shard: Shard | None = None) -> RunResult:
     """Run (or resume) a release plan; see the module docstring.
 
     `endpoint_url`, `region` and `profile` override the plan's `target:`; `options` its
@@ -42,9 +44,25 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     A plan with `targets:` gets a client per target (its role assumed, refreshed before it
     expires) and every target's account is resolved and checked before anything is sent;
     `targets` runs (or resumes) only the named ones.
+
+    `shard` runs (or resumes) one shard of the run (`fleetrel.shards`): its targets, in a
+    journal of its own named after the run's (`org.shard-2-of-4.journal.jsonl`).
     """
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
+    shard_header = None
+    if shard is not None:
+        if targets:
+            raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
+                             "shard rule (see `fleetrel.shards`); run one target with --target alone")
+        others = sorted({str(s.count) for s in shard_journals(path)} - {str(shard.count)})
+        if others and not options.new_run:
+            raise ShardError(f"{path}: this run already has journals of {' and '.join(others)} shards beside it; "
+                             f"splitting it into {shard.count} now would send some targets' unfinished steps "
+                             "again under other clientTokens. Keep the shard count, or pass --new-run")
+        shard_header = shard.header(plan.steps())
+        targets = shard_header["targets"]
+        path = shard_journal_path(path, shard)
     settings = target_settings(plan.target, endpoint_url, region, profile)
     overrides = {k: v for k, v in {"endpoint_url": endpoint_url, "region": region, "profile": profile}.items() if v}
     if endpoint_url:  # never a password in a journal (iot_client refuses one anyway)
@@ -52,6 +70,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
 
     specs = plan.target_specs()
     chosen = set(targets or ())
+    only = chosen if chosen or shard is not None else None
     unknown = chosen - {spec.name for spec in specs}
     if unknown:
         raise AwsSetupError(f"no target named {', '.join(sorted(unknown))} in plan {plan.plan!r}"
@@ -61,7 +80,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
 
     def session_for(identity: dict[str, Any]):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
-                            identity=identity, target=overrides, only=chosen or None)
+                            identity=identity, target=overrides, only=only, shard=shard_header)
 
     async def execute_with(session: Session, client: Any) -> RunResult:
         return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
@@ -72,7 +91,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     concurrency = options.limits(plan)[2]
     if specs:
         # every target's role assumed and account checked before the journal is touched
-        selected = [spec for spec in specs if not chosen or spec.name in chosen]
+        selected = [spec for spec in specs if only is None or spec.name in only]
         async with target_clients(selected, run_name=plan.plan, endpoint_url=endpoint_url,
                                   concurrency=concurrency) as (clients, identities):
             with session_for(identities) as session:

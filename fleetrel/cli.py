@@ -142,10 +142,15 @@ def schema_command() -> None:
               help="For a plan with `targets:`, run (or resume) only this target; repeat for several.")
 @click.option("--wave-pause", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pause between the plan's waves (default: ask on a terminal, go straight on otherwise).")
+@click.option("--shard", "shard_text", metavar="I/N",
+              help="For a plan with `targets:`, run (or resume) only shard I of N (1-based), in a journal of its own "
+                   "(<journal stem>.shard-I-of-N.journal.jsonl). Targets go to shards by step count, the same split "
+                   "on every machine; `fleetrel status <journal>` merges the shards' journals.")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
-                yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None) -> None:
+                yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
+                shard_text: str | None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -172,8 +177,18 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.journal import JournalError
     from fleetrel.report import echo_json, plain_console, print_drift, print_summary
     from fleetrel.session import PlanChanged, TargetChanged
+    from fleetrel.shards import Shard, ShardError
 
     plan = _load_or_fail(plan_path)
+    try:
+        shard = Shard.parse(shard_text) if shard_text is not None else None
+        if shard is not None and targets:
+            raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
+                             "shard rule; run one target with --target alone")
+        if shard is not None:
+            targets = tuple(shard.targets(plan.steps()))  # what this shard previews, runs and verifies
+    except ShardError as exc:
+        fail(str(exc))
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
     # Everything for people goes to stderr under --json, so stdout parses.
@@ -210,12 +225,13 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         with display:
             result = anyio.run(lambda: with_signals(lambda stop: run(
                 plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                options=options, listeners=[display], before_wave=before_wave, stop=stop, targets=targets)))
+                options=options, listeners=[display], before_wave=before_wave, stop=stop,
+                targets=None if shard else targets, shard=shard)))
     except PlanChanged as exc:
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
         fail(str(exc))
-    except (JournalError, AwsSetupError) as exc:
+    except (JournalError, AwsSetupError, ShardError) as exc:
         fail(str(exc))
     exit_code = result.exit_code
     printers = [lambda: print_summary(result, console)]
@@ -341,11 +357,16 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
 
 
 @main.command("status")
-@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("journal_paths", metavar="JOURNAL...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "json_output", is_flag=True, help="Print the status as JSON.")
-def status_command(journal_path: Path, json_output: bool) -> None:
+def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
     """What a run did, from its journal alone: counts per outcome, failures by error
     code, throttles, retries, rate changes, and the command that resumes it.
+
+    A sharded run (`run --shard I/N`): give its shards' journals, or the run's journal
+    path (`org.journal.jsonl`, or its stem `org`) to find them beside it. They are merged
+    into one report that names the shards missing or not finished.
 
     \b
     Exit codes (the run's):
@@ -353,18 +374,27 @@ def status_command(journal_path: Path, json_output: bool) -> None:
       1    finished with failed steps
       2    the journal cannot be read
       3    aborted by the failure threshold
-      130  interrupted or killed (or still running)
+      130  interrupted or killed (or still running); a sharded run with a shard missing
     """
     from fleetrel.journal import JournalError
     from fleetrel.replay import replay
     from fleetrel.report import echo_json, journal_status, print_status
+    from fleetrel.shardreport import find_shard_journals, print_sharded_status, sharded_status
 
+    paths = list(journal_paths)
     try:
-        status = journal_status(replay(journal_path))
+        found = find_shard_journals(paths[0]) if len(paths) == 1 and not paths[0].exists() else {}
+        paths = list(found.values()) or paths  # a sharded run's journal (or stem): its shards beside it
+        if len(paths) == 1 and not found:
+            status = journal_status(replay(paths[0]))
+            show = print_status
+        else:
+            status = sharded_status([replay(path) for path in paths])
+            show = print_sharded_status
     except JournalError as exc:
         fail(str(exc))
     if json_output:
         echo_json(status)
     else:
-        print_status(status)
+        show(status)
     sys.exit(ExitCode.for_status(status["status"]))

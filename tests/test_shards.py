@@ -1,0 +1,107 @@
+"""Sharding an organisation-wide run by hand (issue 13): the split rule, shard journals,
+and `fleetrel status` merging them, over real HTTP against the multi-account emulator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from fleetrel.events import TERMINAL, ExitCode
+from fleetrel.plan import Step
+from fleetrel.shards import Shard, ShardError, assign, shard_journal_path, shard_of_path
+from support import journal_records
+from test_targets import ACCOUNTS, REGIONS, fleetrel, org_plan, seed, statuses, tokens_per_target_version
+
+
+def steps_of(sizes: dict[str, int]) -> list[Step]:
+    return [Step("fw", f"1.0.{i}", index=0, target=t) for t, n in sizes.items() for i in range(n)]
+
+
+def test_targets_go_to_the_least_loaded_shard_largest_first():
+    # a(5) → 1; b(3) → 2; c(3) → 2 (3 < 5); d(1) → 1 (5 < 6): six steps each
+    assert assign(steps_of({"d": 1, "c": 3, "a": 5, "b": 3}), 2) == {"d": 1, "c": 2, "a": 1, "b": 2}
+    # equal sizes: by name, round robin; more shards than targets leaves some empty
+    assert assign(steps_of({"x": 2, "y": 2, "z": 2}), 4) == {"x": 1, "y": 2, "z": 3}
+    assert Shard(4, 4).targets(steps_of({"x": 2, "y": 2, "z": 2})) == []
+
+
+@given(st.dictionaries(st.text("abcdef", min_size=1, max_size=4), st.integers(1, 50), min_size=1, max_size=30),
+       st.integers(1, 8))
+def test_every_target_in_one_shard_and_the_shards_balanced(sizes, count):
+    shard_of = assign(steps_of(sizes), count)
+    assert set(shard_of) == set(sizes) and set(shard_of.values()) <= set(range(1, count + 1))
+    assert shard_of == assign(list(reversed(steps_of(sizes))), count)  # plan order does not matter
+    loads = [sum(n for t, n in sizes.items() if shard_of[t] == i) for i in range(1, count + 1)]
+    # greedy onto the lightest: no shard exceeds the lightest by more than one target's steps
+    assert max(loads) - min(loads) <= max(sizes.values())
+
+
+def test_shard_names_and_parsing():
+    assert shard_journal_path(Path("/x/org.journal.jsonl"), Shard(2, 4)) == Path("/x/org.shard-2-of-4.journal.jsonl")
+    assert shard_journal_path(Path("run.log"), Shard(1, 2)) == Path("run.shard-1-of-2.log")
+    assert shard_of_path(Path("/x/org.shard-2-of-4.journal.jsonl")) == (Path("/x/org.journal.jsonl"), Shard(2, 4))
+    assert shard_of_path(Path("org.journal.jsonl")) is None
+    assert Shard.parse(" 3/4 ") == Shard(3, 4)
+    for bad in ("0/4", "5/4", "1-4", "a/b", "1/0"):
+        with pytest.raises(ShardError):
+            Shard.parse(bad)
+    with pytest.raises(ShardError, match="no `targets:`"):
+        assign([Step("fw", "1.0.0", index=0)], 2)
+
+
+def test_two_shards_by_hand_then_one_merged_status(emulator, tmp_path):
+    versions = ["6.0.0", "6.0.1"]
+    seed(emulator.url, versions)
+    plan = org_plan(tmp_path / "org.yaml", versions)
+    first = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2", "--json")
+    assert first.returncode == 0, first.stderr
+    shard1 = tmp_path / "org.shard-1-of-2.journal.jsonl"
+    header = journal_records(shard1)[0]
+    assert header["shard"]["index"] == 1 and len(header["shard"]["targets"]) == 3
+    assert set(json.loads(first.stdout)["targets"]) == set(header["shard"]["targets"])
+    assert not (tmp_path / "org.journal.jsonl").exists()
+
+    # the run's journal path names the sharded run: shard 2 is missing, so it is not finished
+    half = fleetrel("status", str(tmp_path / "org.journal.jsonl"), "--json")
+    assert half.returncode == ExitCode.INTERRUPTED, half.stderr
+    doc = json.loads(half.stdout)
+    assert doc["missing_shards"] == [2] and doc["counts"] == {"succeeded": 6, "skipped": 0, "failed": 0,
+                                                              "unfinished": 6}
+    mismatched = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/3")
+    assert mismatched.returncode == ExitCode.INVALID and "2 shards" in mismatched.stderr
+
+    second = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "2/2", "--json")
+    assert second.returncode == 0, second.stderr
+    shard2 = tmp_path / "org.shard-2-of-2.journal.jsonl"
+    assert set(journal_records(shard2)[0]["shard"]["targets"]).isdisjoint(header["shard"]["targets"])
+    for given in ([str(tmp_path / "org")], [str(shard1), str(shard2)]):
+        merged = fleetrel("status", *given, "--json")
+        assert merged.returncode == 0, merged.stderr
+        doc = json.loads(merged.stdout)
+        assert doc["status"] == "complete" and doc["missing_shards"] == [] and doc["counts"]["succeeded"] == 12
+        assert len(doc["targets"]) == 6
+    text = fleetrel("status", str(tmp_path / "org.journal.jsonl"))
+    assert "2 shards" in text.stdout and "1/2" in text.stdout and "2/2" in text.stdout
+    # one token and one terminal record per (target, version), across the two journals
+    tokens = {**tokens_per_target_version(shard1), **tokens_per_target_version(shard2)}
+    assert len(tokens) == 12 and all(len(t) == 1 for t in tokens.values())
+    terminal = [r["step"] for j in (shard1, shard2) for r in journal_records(j) if r["event"] in TERMINAL]
+    assert len(terminal) == len(set(terminal)) == 12
+    for account in ACCOUNTS.values():
+        for region in REGIONS:
+            assert set(statuses(emulator.url, account, region, versions).values()) == {"PUBLISHED"}
+    again = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "2/2", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["attempts"] == 0  # resumes itself: nothing left
+
+
+def test_a_shard_journal_is_not_resumed_as_another_shard(emulator, tmp_path):
+    seed(emulator.url, ["6.1.0"])
+    plan = org_plan(tmp_path / "org.yaml", ["6.1.0"])
+    shard = tmp_path / "org.shard-1-of-2.journal.jsonl"
+    assert fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2").returncode == 0
+    whole = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--journal", str(shard))
+    assert whole.returncode == ExitCode.INVALID and "holds shard 1/2" in whole.stderr
+    no_targets = fleetrel("run", str(tmp_path / "org.yaml"), "--shard", "1/2", "--target", "dev-us-east-1")
+    assert no_targets.returncode == ExitCode.INVALID and "do not go together" in no_targets.stderr
