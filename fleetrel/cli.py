@@ -146,11 +146,17 @@ def schema_command() -> None:
               help="For a plan with `targets:`, run (or resume) only shard I of N (1-based), in a journal of its own "
                    "(<journal stem>.shard-I-of-N.journal.jsonl). Targets go to shards by step count, the same split "
                    "on every machine; `fleetrel status <journal>` merges the shards' journals.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the shards as Ray actors (pip install 'fleetrel[ray]'): on the Ray cluster at ADDRESS, or "
+                   "without one on a local Ray started for this run (loopback only) and stopped after it. This process "
+                   "writes the run's one journal, so the same command resumes it, with or without --ray.")
+@click.option("--actors", type=click.IntRange(min=1), metavar="N",
+              help="With --ray: how many shards, one actor each (default: one per target, at most the cluster's CPUs).")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
                 yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
-                shard_text: str | None) -> None:
+                shard_text: str | None, ray_address: str | None, actors: int | None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -182,6 +188,10 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     plan = _load_or_fail(plan_path)
     try:
         shard = Shard.parse(shard_text) if shard_text is not None else None
+        if ray_address is not None and (shard is not None or targets):
+            raise ShardError("--ray runs every target, in shards of its own: leave out --shard and --target")
+        if actors is not None and ray_address is None:
+            raise ShardError("--actors goes with --ray")
         if shard is not None and targets:
             raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
                              "shard rule; run one target with --target alone")
@@ -223,10 +233,20 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     display = _progress_display(console, plan.plan, to_stderr=json_output)
     try:
         with display:
-            result = anyio.run(lambda: with_signals(lambda stop: run(
-                plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                options=options, listeners=[display], before_wave=before_wave, stop=stop,
-                targets=None if shard else targets, shard=shard)))
+            if ray_address is not None:
+                from fleetrel.raydriver import run_on_ray
+
+                if region or profile:
+                    raise ShardError("a plan run with --ray has `targets:`: give region and profile per target in the plan")
+                result = anyio.run(lambda: with_signals(lambda stop: run_on_ray(
+                    plan, address=None if ray_address == "local" else ray_address, actors=actors,
+                    journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display],
+                    before_wave=before_wave, stop=stop)))
+            else:
+                result = anyio.run(lambda: with_signals(lambda stop: run(
+                    plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
+                    options=options, listeners=[display], before_wave=before_wave, stop=stop,
+                    targets=None if shard else targets, shard=shard)))
     except PlanChanged as exc:
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:

@@ -72,6 +72,18 @@ class Session:
         """The steps this session answers for: all of them, or those of its targets."""
         return self.steps if self.only is None else [s for s in self.steps if s.target in self.only]
 
+    @classmethod
+    def delegated(cls, plan: ReleasePlan, *, run_id: str, todo: set[str], tokens: dict[str, str], journal: Any,
+                  only: set[str]) -> "Session":
+        """A session opened by another process that holds the journal, its lock and the run's
+        key (`fleetrel.raydriver`'s driver), executed here on some targets: it sends the steps
+        named in `todo` with the driver's `tokens` and writes its records to `journal` (a
+        buffer the driver drains into the run's one journal). It holds no key: the driver
+        digests the request fields it journals itself."""
+        steps = plan.steps()
+        return cls(plan=plan, steps=steps, journal=journal, run_id=run_id, prior=None,
+                   todo=[s for s in steps if s.key in todo], carried=dict(tokens), only=set(only))
+
     def token(self, step: Step) -> str:
         """The step's clientToken in this run."""
         return self.carried.get(step.key) or client_token(self.run_id, step, self.key)
@@ -109,6 +121,17 @@ class Session:
         else:
             fields["done_before"] = self.done_before
         return fields
+
+
+def check_identity(session: Session, identity: dict[str, Any]) -> None:
+    """Refuse (`TargetChanged`) to resume a run where its targets now point elsewhere, for a
+    session opened before its targets' identities were resolved (open_session checks it
+    when they are given)."""
+    state = session.prior
+    if state is not None and identity and state.identity:
+        moved = _moved(state.identity, identity)
+        if moved:
+            raise TargetChanged(_target_changed(session.path, state, moved, identity))
 
 
 def step_digests(steps: list[Step]) -> dict[str, str]:
