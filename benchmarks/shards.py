@@ -14,7 +14,8 @@ same plan each (fresh versions each time):
 Figures: aggregate calls/s (UpdatePackageVersion attempts / sending time), E = sending
 time / ideal (the ideal: (steps - burst) / rate, every target in parallel), and client CPU
 per call: the CPU time of every process on the client side (this one and, for Ray, its
-descendants: the actors, raylet, GCS, ...; not the emulators) over the attempts.
+descendants: the actors, raylet, GCS, ...; not the emulators) while sending, over the
+attempts (with set-up too: imports, clients, roles assumed, actors started).
 """
 from __future__ import annotations
 
@@ -68,25 +69,41 @@ def cpu_of_tree(root: int, exclude: set[int]) -> float:
 
 
 class Meter:
-    """Client CPU from the start to the session's last record (the Ray actors are still up then)."""
+    """Client CPU while sending, from the session's first record (clients built, roles
+    assumed, actors up) to its last (the Ray actors are still up then), and in all."""
 
     def __init__(self, exclude: set[int]) -> None:
         self.exclude = exclude
-        self.cpu_start = cpu_of_tree(os.getpid(), exclude)
-        self.cpu = 0.0
+        self.cpu_start = self.cpu_sending_start = cpu_of_tree(os.getpid(), exclude)
+        self.cpu = self.cpu_total = self.emulator = self.emulator_start = self.own = self.own_start = 0.0
 
     def on_event(self, record: Record) -> None:
-        if record.event in (Event.RUN_FINISHED, Event.RUN_INTERRUPTED):
-            self.cpu = cpu_of_tree(os.getpid(), self.exclude) - self.cpu_start
+        if record.event in (Event.RUN_STARTED, Event.RUN_RESUMED):
+            self.cpu_sending_start = cpu_of_tree(os.getpid(), self.exclude)
+            self.own_start = sum(os.times()[:2])
+            self.emulator_start = self.emulator_cpu()
+        elif record.event in (Event.RUN_FINISHED, Event.RUN_INTERRUPTED):
+            now = cpu_of_tree(os.getpid(), self.exclude)
+            self.cpu, self.cpu_total = now - self.cpu_sending_start, now - self.cpu_start
+            self.own = sum(os.times()[:2]) - self.own_start  # this process alone: the Ray driver
+            self.emulator = self.emulator_cpu() - self.emulator_start
+
+    def emulator_cpu(self) -> float:
+        """The service's side: the emulator processes' CPU (where the rest of the machine goes)."""
+        return sum(cpu_of_tree(pid, set()) for pid in self.exclude)
 
 
-def plan_for(urls: list[str], versions: list[str], targets: int, name: str) -> ReleasePlan:
+def account_of(target: int) -> str:
+    return f"{100000000000 + target // len(REGIONS):012d}"
+
+
+def plan_for(urls: list[str], versions: list[str], targets: int, name: str, per_emulator: int) -> ReleasePlan:
     specs = []
     for i in range(targets):
-        account = f"{100000000000 + i // len(REGIONS):012d}"
+        account = account_of(i)
         specs.append({"name": f"t{i:03d}", "region": REGIONS[i % len(REGIONS)], "account": account,
                       "role_arn": f"arn:aws:iam::{account}:role/fleet-release",
-                      "endpoint_url": urls[i // TARGETS_PER_EMULATOR]})
+                      "endpoint_url": urls[i // per_emulator]})
     return ReleasePlan.model_validate({
         "plan": name, "limits": {"rate": RATE, "burst": BURST, "concurrency": CONCURRENCY}, "targets": specs,
         "versions": [{"package": PACKAGE, "versions": versions, "action": "PUBLISH"}]})
@@ -98,6 +115,8 @@ def main() -> int:
     parser.add_argument("--targets", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--actors", default="2,4", help="Ray actor counts to measure, comma-separated")
+    parser.add_argument("--per-emulator", type=int, default=TARGETS_PER_EMULATOR,
+                        help="targets per emulator process")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args()
     targets = args.targets or (8 if args.quick else 40)
@@ -110,7 +129,8 @@ def main() -> int:
     import_ray(local=True)  # before anything imports Ray: loopback, no usage stats
     from fleetrel.raydriver import ray_cluster, run_on_ray
 
-    emulators = (targets + TARGETS_PER_EMULATOR - 1) // TARGETS_PER_EMULATOR
+    per_emulator = args.per_emulator
+    emulators = (targets + per_emulator - 1) // per_emulator
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     print(f"{targets} targets x {steps} steps, {RATE:g}/s burst {BURST} each ({targets * RATE:g} calls/s in all), "
@@ -120,8 +140,11 @@ def main() -> int:
         from contextlib import ExitStack
 
         with ExitStack() as stack:
-            emus = [stack.enter_context(start_emulator(rate=RATE, burst=BURST, latency_ms=LATENCY_MS,
-                                                       regions=REGIONS)) for _ in range(emulators)]
+            emus = [stack.enter_context(start_emulator(
+                rate=RATE, burst=BURST, latency_ms=LATENCY_MS, regions=REGIONS,  # seeded in these accounts
+                accounts=sorted({account_of(i) for i in range(j * per_emulator,
+                                                               min(targets, (j + 1) * per_emulator))})))
+                for j in range(emulators)]
             exclude = {emu.process.pid for emu in emus if emu.process is not None}
             round_no = 0
 
@@ -131,17 +154,21 @@ def main() -> int:
                 versions = [f"{round_no}.0.{i}" for i in range(steps)]
                 for emu in emus:
                     emu.seed([(PACKAGE, v) for v in versions])
-                plan = plan_for([e.url for e in emus], versions, targets, f"bench-shards-{round_no}")
+                plan = plan_for([e.url for e in emus], versions, targets, f"bench-shards-{round_no}", per_emulator)
                 meter = Meter(exclude)
                 result = asyncio.run(runner(plan, Path(tmp) / f"{round_no}.journal.jsonl", meter))
                 throttled = sum(e.record()["throttled"].get("UpdatePackageVersion", 0) for e in emus)
                 row = {"contender": label, "sending_s": round(result.elapsed, 2), "E": round(result.elapsed / ideal, 3),
                        "calls": result.attempts, "calls_per_s": round(result.attempts / result.elapsed, 1),
                        "cpu_s": round(meter.cpu, 2), "cpu_ms_per_call": round(1000 * meter.cpu / result.attempts, 3),
+                       "cpu_total_s": round(meter.cpu_total, 2), "emulator_cpu_s": round(meter.emulator, 2),
+                       "driver_cpu_s": round(meter.own, 2), "driver_ms_per_call": round(1000 * meter.own / result.attempts, 3),
                        "throttled": throttled, "succeeded": result.succeeded, "status": str(result.status)}
                 rows.append(row)
                 print(f"{label:18s} sending {row['sending_s']:6.1f} s  E {row['E']:.3f}  {row['calls_per_s']:7.1f} "
-                      f"calls/s  client CPU {row['cpu_s']:5.1f} s = {row['cpu_ms_per_call']:.2f} ms/call  "
+                      f"calls/s  client CPU sending {row['cpu_s']:5.1f} s = {row['cpu_ms_per_call']:.2f} ms/call "
+                      f"(this process {row['driver_ms_per_call']:.2f}; with set-up {row['cpu_total_s']:.1f} s), "
+                      f"emulators {row['emulator_cpu_s']:.1f} s  "
                       f"θ {throttled / max(1, result.attempts):.1%}  ok {result.succeeded}/{targets * steps}", flush=True)
                 for emu in emus:
                     emu.reset()

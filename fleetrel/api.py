@@ -25,7 +25,7 @@ from fleetrel.events import Listener
 from fleetrel.journal import default_journal_path
 from fleetrel.plan import ReleasePlan
 from fleetrel.session import Session, open_session
-from fleetrel.shards import Shard, ShardError, shard_journal_path, shard_journals
+from fleetrel.shards import Shard, ShardError, refuse_another_count, shard_journal_path
 
 
 async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endpoint_url: str | None = None,
@@ -55,11 +55,8 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
         if targets:
             raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
                              "shard rule (see `fleetrel.shards`); run one target with --target alone")
-        others = sorted({str(s.count) for s in shard_journals(path)} - {str(shard.count)})
-        if others and not options.new_run:
-            raise ShardError(f"{path}: this run already has journals of {' and '.join(others)} shards beside it; "
-                             f"splitting it into {shard.count} now would send some targets' unfinished steps "
-                             "again under other clientTokens. Keep the shard count, or pass --new-run")
+        if not options.new_run:
+            refuse_another_count(path, shard)
         shard_header = shard.header(plan.steps())
         targets = shard_header["targets"]
         path = shard_journal_path(path, shard)

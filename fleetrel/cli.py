@@ -188,8 +188,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     plan = _load_or_fail(plan_path)
     try:
         shard = Shard.parse(shard_text) if shard_text is not None else None
-        if ray_address is not None and (shard is not None or targets):
-            raise ShardError("--ray runs every target, in shards of its own: leave out --shard and --target")
+        if ray_address is not None and targets:
+            raise ShardError("--ray runs every target (or a --shard's): leave out --target")
         if actors is not None and ray_address is None:
             raise ShardError("--actors goes with --ray")
         if shard is not None and targets:
@@ -241,7 +241,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                 result = anyio.run(lambda: with_signals(lambda stop: run_on_ray(
                     plan, address=None if ray_address == "local" else ray_address, actors=actors,
                     journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display],
-                    before_wave=before_wave, stop=stop)))
+                    before_wave=before_wave, stop=stop, shard=shard)))
             else:
                 result = anyio.run(lambda: with_signals(lambda stop: run(
                     plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,

@@ -37,110 +37,20 @@ import anyio
 
 from fleetrel.aws import AwsSetupError, without_userinfo
 from fleetrel.engine import (BeforeWave, RunOptions, Stop, end_record, execute, session_result, start_record)
-from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Listener, Outcome, Record, StartListener
+from fleetrel.events import TERMINAL, Event, Listener, Outcome, Record, StartListener
 from fleetrel.journal import SYNC_INTERVAL, default_journal_path, fields_for_journal
 from fleetrel.plan import ReleasePlan
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session, check_identity, open_session
-from fleetrel.shards import ShardError, assign
+from fleetrel.shards import Shard, assign, refuse_another_count, shard_journal_path
+from fleetrel.shardworker import ShardWorker
 
-DRAIN_WAIT = 0.2  # seconds an actor holds a poll for records: batches them, bounds the display's lag
 RESTART_WAIT = 120.0  # seconds to wait for Ray to bring a dead actor back before the run stops
 MAX_RESTARTS = 5  # per actor and run: past it the run stops, its steps left for a resume
-_DRIVER_EVENTS = frozenset({*SESSION_STARTS, *(Event(e.value) for e in Ending), Event.WAVE_STARTED,
-                            Event.WAVE_STOPPED})  # the driver writes these for the whole run
 
 
 class RaySetupError(AwsSetupError):
     """Ray cannot be used for this run (not installed, no cluster at the address)."""
-
-
-# -- the actor's side ---------------------------------------------------------------------
-
-class _RecordBuffer:
-    """The actor session's journal: records wait here until the driver drains them."""
-
-    def __init__(self, wake: Any) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-        self.path = Path("ray-actor")
-        self._wake = wake
-
-    def on_event(self, record: Record) -> None:
-        if record.event not in _DRIVER_EVENTS:
-            self.records.append((str(record.event), dict(record.fields)))
-            self._wake()
-
-    def sync(self) -> None:
-        pass  # the driver's journal is the durable one
-
-
-class ShardWorker:
-    """One shard of a run: its targets' clients, running the engine on what the driver hands
-    it. Made a Ray actor by `_actor_class`; a restart builds it again from these arguments."""
-
-    def __init__(self, plan: ReleasePlan, targets: list[str], endpoint_url: str | None, options: RunOptions) -> None:
-        import asyncio
-
-        self.plan, self.targets, self.endpoint_url, self.options = plan, targets, endpoint_url, options
-        self.clients: dict[str, Any] | None = None
-        self.identities: dict[str, dict[str, str]] = {}
-        self.finished = 0  # the last generation (driver's call number) whose run ended
-        self.stop_signal: Stop | None = None
-        self.stopping: bool | None = None  # None: go on; False: stop when in-flight calls end; True: now
-        self.buffer = _RecordBuffer(lambda: self.ready.set())
-        self.ready = asyncio.Event()
-        self.stack = AsyncExitStack()
-
-    async def connect(self) -> dict[str, dict[str, str]]:
-        """Assume the targets' roles, resolve and check their accounts: where each points."""
-        if self.clients is None:
-            from fleetrel.credentials import target_clients
-
-            specs = [spec for spec in self.plan.target_specs() if spec.name in self.targets]
-            self.clients, self.identities = await self.stack.enter_async_context(target_clients(
-                specs, run_name=self.plan.plan, endpoint_url=self.endpoint_url,
-                concurrency=self.options.limits(self.plan)[2]))
-        return self.identities
-
-    async def run(self, generation: int, run_id: str, todo: list[str], tokens: dict[str, str]) -> dict[str, Any]:
-        await self.connect()
-        session = Session.delegated(self.plan, run_id=run_id, todo=set(todo), tokens=tokens, journal=self.buffer,
-                                    only=set(self.targets))
-        self.stop_signal = Stop()
-        if self.stopping is not None:  # the driver's stop came before this call
-            self.stop_signal.now() if self.stopping else self.stop_signal.request("interrupted")
-        try:
-            result = await execute(session, self.clients, self.options, waves=[len(session.steps)],
-                                   stop=self.stop_signal)
-        finally:
-            self.finished = generation
-            self.ready.set()
-        return {"attempts": result.attempts, "stopped_by": result.stopped_by, "setup_error": result.setup_error,
-                "final_rate": result.final_rate}
-
-    async def drain(self, generation: int) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        """The records written since the last drain, and whether run `generation` has ended
-        (then they are its last)."""
-        import asyncio
-
-        if not self.buffer.records and self.finished < generation:
-            try:
-                await asyncio.wait_for(self.ready.wait(), DRAIN_WAIT)
-            except asyncio.TimeoutError:
-                pass
-        self.ready.clear()
-        done = self.finished >= generation
-        records, self.buffer.records = self.buffer.records, []
-        return records, done
-
-    async def stop(self, forced: bool) -> None:
-        self.stopping = forced or bool(self.stopping)
-        if self.stop_signal is not None:
-            self.stop_signal.now() if forced else self.stop_signal.request("interrupted")
-
-    async def close(self) -> None:
-        await self.stack.aclose()
-        self.clients = None
 
 
 def _actor_class(ray: Any) -> Any:
@@ -185,7 +95,7 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
         else:
             folder = tempfile.mkdtemp(prefix="fleetrel-ray-")
             ray.init(include_dashboard=False, _temp_dir=folder, logging_level="warning")
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Ray's own errors (connection, authentication, ...) say why
         raise RaySetupError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     try:
         yield ray
@@ -200,18 +110,29 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
 async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: int | None = None,
                      journal_path: Path | str | None = None, endpoint_url: str | None = None,
                      options: RunOptions | None = None, listeners: Iterable[Listener] = (),
-                     before_wave: BeforeWave | None = None, stop: Stop | None = None) -> RunResult:
+                     before_wave: BeforeWave | None = None, stop: Stop | None = None,
+                     shard: Shard | None = None) -> RunResult:
     """Run (or resume) `plan` over Ray actors, one per shard (see the module docstring).
-    `actors`: how many shards (default: one per target, at most the cluster's CPUs)."""
+    `actors`: how many shards (default: one per target, at most the cluster's CPUs).
+    `shard` runs one shard of the run over Ray (`--shard I/N --ray`: a run too large for
+    one driver), in that shard's journal (`fleetrel.shards`)."""
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
     steps = plan.steps()
     assign(steps, 1)  # a plan without targets is refused here: nothing to shard
     overrides = {"endpoint_url": without_userinfo(endpoint_url)} if endpoint_url else {}
+    only, shard_header = None, None
+    if shard is not None:
+        if not options.new_run:
+            refuse_another_count(path, shard)
+        shard_header = shard.header(steps)
+        only = set(shard_header["targets"])
+        path = shard_journal_path(path, shard)
+        steps = [s for s in steps if s.target in only]
 
     def session_for(identity: dict[str, Any] | None):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
-                            identity=identity, target=overrides)
+                            identity=identity, target=overrides, only=only, shard=shard_header)
 
     async with AsyncExitStack() as stack:
         session: Session | None = None
@@ -220,8 +141,12 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
             session = stack.enter_context(session_for(None))
             if not session.todo:
                 return await execute(session, None, options, listeners=listeners, stop=stop)
+        if not steps:  # a shard with no targets (more shards than targets): nothing to send
+            session = session or stack.enter_context(session_for({}))
+            return await execute(session, {}, options, listeners=listeners, stop=stop)
         ray = stack.enter_context(ray_cluster(address))
-        count = actors or max(1, min(len(plan.target_specs()), int(ray.cluster_resources().get("CPU", 1))))
+        targets = len({s.target for s in steps})
+        count = actors or max(1, min(targets, int(ray.cluster_resources().get("CPU", 1))))
         shard_of = assign(steps, count)
         pool = _Pool(ray, plan, shard_of, endpoint_url, options)
         stack.push_async_callback(pool.close)
@@ -247,10 +172,13 @@ class _Pool:
         self.ray = ray
         self.shard_of = shard_of
         worker = _actor_class(ray)
+        # in the object store once, held here for the whole run: a restarted actor is built
+        # again from it (Ray warns that restarts fail once constructor arguments are gone)
+        self.plan_ref = ray.put(plan)
         count = max(shard_of.values())
         # named so that an operator (`ray list actors`) or a test can find one shard's actor
         self.actors = {shard: worker.options(name=actor_name(plan, shard, count)).remote(
-            plan, [t for t, s in shard_of.items() if s == shard], endpoint_url, options)
+            self.plan_ref, [t for t, s in shard_of.items() if s == shard], endpoint_url, options)
             for shard in sorted(set(shard_of.values()))}
 
     async def connect(self) -> dict[str, dict[str, str]]:
@@ -394,7 +322,8 @@ class _Driver:
                 keys = [k for k in keys if k not in self.outcomes]
                 if not keys or self.stop_reason:
                     return
-                await self._restarted(shard, actor)
+                if not await self._restarted(shard, actor):
+                    return
                 self.emit(Event.SHARD_RESTARTED, {"shard": shard, "restarts": self.restarts[shard], "left": len(keys),
                                                   "targets": sorted({self.steps[k].target for k in keys})})
                 continue
@@ -404,23 +333,31 @@ class _Driver:
                 self.request_stop("setup")
             return
 
-    async def _restarted(self, shard: int, actor: Any) -> None:
-        """Wait for Ray to bring the shard's actor back and its targets' clients up again."""
+    async def _restarted(self, shard: int, actor: Any) -> bool:
+        """Wait for Ray to bring the shard's actor back and its targets' clients up again;
+        False (and the run stopped, its steps left for a resume) if it does not come back."""
         self.restarts[shard] = self.restarts.get(shard, 0) + 1
         if self.restarts[shard] > MAX_RESTARTS:
-            self.request_stop("interrupted")
-            raise RaySetupError(f"the actor of shard {shard} died {self.restarts[shard]} times: stopped; "
-                                "run the same command again to resume")
+            return self._lost(f"the actor of shard {shard} died {self.restarts[shard]} times")
         deadline = time.monotonic() + RESTART_WAIT
         while True:
             try:
                 check_identity(self.session, await actor.connect.remote())
-                return
+                return True
             except self.pool.ray.exceptions.RayActorError:
                 if time.monotonic() > deadline:
-                    raise RaySetupError(f"the actor of shard {shard} did not come back within {RESTART_WAIT:g} s: "
-                                        "run the same command again to resume") from None
+                    return self._lost(f"the actor of shard {shard} did not come back within {RESTART_WAIT:g} s")
                 await anyio.sleep(0.2)  # Ray is restarting it: a new process, its clients rebuilt
+            except (AwsSetupError, self.pool.ray.exceptions.RayTaskError) as exc:
+                cause = getattr(exc, "cause", exc)
+                return self._lost(f"the restarted actor of shard {shard} could not set up its targets ({cause})")
+
+    def _lost(self, why: str) -> bool:
+        """A shard that cannot go on stops the run as a setup problem does: every step not
+        journalled as finished stays open, and the same command resumes it."""
+        self.setup_error = self.setup_error or why
+        self.request_stop("setup")
+        return False
 
     def _write(self, records: list[tuple[str, dict[str, Any]]]) -> int:
         """Journal an actor's records; the calls they show sent."""

@@ -110,3 +110,14 @@ def shard_journals(journal: Path) -> dict[Shard, Path]:
         if parsed is not None and parsed[0].name == journal.name and candidate.is_file():
             out[parsed[1]] = candidate
     return dict(sorted(out.items()))
+
+
+def refuse_another_count(journal: Path, shard: Shard) -> None:
+    """Refuse shard `shard` of a run whose journals beside `journal` are of another shard
+    count: the targets would move between shards, and the steps a shard left unfinished
+    would be sent again by another, under other clientTokens."""
+    others = sorted({str(s.count) for s in shard_journals(journal)} - {str(shard.count)})
+    if others:
+        raise ShardError(f"{journal}: this run already has journals of {' and '.join(others)} shards beside it; "
+                         f"splitting it into {shard.count} now would send some targets' unfinished steps "
+                         "again under other clientTokens. Keep the shard count, or pass --new-run")

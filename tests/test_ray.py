@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from fleetrel.api import run
-from fleetrel.engine import RunOptions, Stop
+from fleetrel.engine import Stop
 from fleetrel.events import TERMINAL, Event
 from fleetrel.plan import load
 from fleetrel.shards import assign
@@ -166,3 +166,22 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
         assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
     assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
     assert set(v for place in everywhere(emulator.url, versions).values() for v in place.values()) == {"PUBLISHED"}
+
+
+def test_one_shard_over_ray_and_the_other_by_hand_make_one_run(ray_address, emulator, tmp_path):
+    """`--shard I/N --ray`: a run too large for one driver is sharded, and each shard run over Ray."""
+    from fleetrel.replay import replay
+    from fleetrel.shardreport import find_shard_journals, sharded_status
+    from fleetrel.shards import Shard
+
+    seed(emulator.url, ["8.3.0"])
+    plan = load(org_plan(tmp_path / "org.yaml", ["8.3.0"]))
+    first = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=2, shard=Shard(1, 2)))
+    assert first.status == "complete" and first.succeeded == 3 and first.steps == 3
+    second = anyio.run(lambda: run(plan, endpoint_url=emulator.url, shard=Shard(2, 2)))
+    assert second.status == "complete" and set(second.targets).isdisjoint(first.targets)
+    journals = find_shard_journals(tmp_path / "org.journal.jsonl")
+    assert list(journals) == [Shard(1, 2), Shard(2, 2)]
+    status = sharded_status([replay(p) for p in journals.values()])
+    assert status["status"] == "complete" and status["counts"]["succeeded"] == 6 and not status["missing_shards"]
+    assert set(v for place in everywhere(emulator.url, ["8.3.0"]).values() for v in place.values()) == {"PUBLISHED"}

@@ -76,8 +76,8 @@ def test_two_shards_by_hand_then_one_merged_status(emulator, tmp_path):
     assert second.returncode == 0, second.stderr
     shard2 = tmp_path / "org.shard-2-of-2.journal.jsonl"
     assert set(journal_records(shard2)[0]["shard"]["targets"]).isdisjoint(header["shard"]["targets"])
-    for given in ([str(tmp_path / "org")], [str(shard1), str(shard2)]):
-        merged = fleetrel("status", *given, "--json")
+    for paths in ([str(tmp_path / "org")], [str(shard1), str(shard2)]):
+        merged = fleetrel("status", *paths, "--json")
         assert merged.returncode == 0, merged.stderr
         doc = json.loads(merged.stdout)
         assert doc["status"] == "complete" and doc["missing_shards"] == [] and doc["counts"]["succeeded"] == 12
@@ -103,5 +103,11 @@ def test_a_shard_journal_is_not_resumed_as_another_shard(emulator, tmp_path):
     assert fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2").returncode == 0
     whole = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--journal", str(shard))
     assert whole.returncode == ExitCode.INVALID and "holds shard 1/2" in whole.stderr
-    no_targets = fleetrel("run", str(tmp_path / "org.yaml"), "--shard", "1/2", "--target", "dev-us-east-1")
-    assert no_targets.returncode == ExitCode.INVALID and "do not go together" in no_targets.stderr
+    both = fleetrel("run", str(tmp_path / "org.yaml"), "--shard", "1/2", "--target", "dev-us-east-1")
+    assert both.returncode == ExitCode.INVALID and "do not go together" in both.stderr
+    single = tmp_path / "single.yaml"
+    single.write_text("plan: single\nversions: [{package: fw, version: 1.0.0, action: PUBLISH}]\n")
+    for how in (["--shard", "1/2"], ["--ray"]):  # one quota: nothing to shard, refused before anything starts
+        out = fleetrel("run", str(single), "--endpoint-url", emulator.url, *how)
+        assert out.returncode == ExitCode.INVALID and "nothing to shard" in out.stderr, out.stderr
+    assert not (tmp_path / "single.journal.jsonl").exists()
