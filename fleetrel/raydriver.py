@@ -172,20 +172,18 @@ class _Pool:
         self.ray = ray
         self.shard_of = shard_of
         worker = _actor_class(ray)
-        # in the object store once, held here for the whole run: a restarted actor is built
-        # again from it (Ray warns that restarts fail once constructor arguments are gone)
-        self.plan_ref = ray.put(plan)
+        self.plan_ref = ray.put(plan)  # in the object store once for every actor and restart
         count = max(shard_of.values())
         # named so that an operator (`ray list actors`) or a test can find one shard's actor
         self.actors = {shard: worker.options(name=actor_name(plan, shard, count)).remote(
-            self.plan_ref, [t for t, s in shard_of.items() if s == shard], endpoint_url, options)
+            [t for t, s in shard_of.items() if s == shard], endpoint_url, options)
             for shard in sorted(set(shard_of.values()))}
 
     async def connect(self) -> dict[str, dict[str, str]]:
         """Every shard's targets set up at once; every target's problem reported, nothing sent."""
         identities: dict[str, dict[str, str]] = {}
         problems: list[str] = []
-        for ref in [actor.connect.remote() for actor in self.actors.values()]:
+        for ref in [actor.connect.remote(self.plan_ref) for actor in self.actors.values()]:
             try:
                 identities.update(await ref)
             except self.ray.exceptions.RayTaskError as exc:
@@ -342,7 +340,7 @@ class _Driver:
         deadline = time.monotonic() + RESTART_WAIT
         while True:
             try:
-                check_identity(self.session, await actor.connect.remote())
+                check_identity(self.session, await actor.connect.remote(self.pool.plan_ref))
                 return True
             except self.pool.ray.exceptions.RayActorError:
                 if time.monotonic() > deadline:

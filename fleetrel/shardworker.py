@@ -1,7 +1,7 @@
 """One shard of a `fleetrel run --ray`, on its actor: the engine on its targets, records buffered.
 
-    worker = ShardWorker(plan, ["prod-eu-west-1", "prod-us-east-1"], endpoint_url, options)
-    identities = await worker.connect()                 # roles assumed, accounts resolved
+    worker = ShardWorker(["prod-eu-west-1", "prod-us-east-1"], endpoint_url, options)
+    identities = await worker.connect(plan)             # roles assumed, accounts resolved
     summary = await worker.run(1, run_id, keys, tokens) # meanwhile the driver calls drain(1)
 
 Plain Python, no Ray: `fleetrel.raydriver` makes it a Ray actor (an async one, so `run`
@@ -46,8 +46,12 @@ class ShardWorker:
     """One shard of a run: its targets' clients, running the engine on what the driver hands
     it. Made a Ray actor by `fleetrel.raydriver`; a restart builds it again from these arguments."""
 
-    def __init__(self, plan: ReleasePlan, targets: list[str], endpoint_url: str | None, options: RunOptions) -> None:
-        self.plan, self.targets, self.endpoint_url, self.options = plan, targets, endpoint_url, options
+    def __init__(self, targets: list[str], endpoint_url: str | None, options: RunOptions) -> None:
+        # the plan comes with `connect`, not here: a restart builds the actor again from
+        # these arguments, and a large plan would have to outlive the run in Ray's object
+        # store for that (Ray warns so); the driver connects a restarted actor again instead
+        self.targets, self.endpoint_url, self.options = targets, endpoint_url, options
+        self.plan: ReleasePlan | None = None
         self.clients: dict[str, Any] | None = None
         self.identities: dict[str, dict[str, str]] = {}
         self.finished = 0  # the last generation (driver's call number) whose run ended
@@ -57,8 +61,9 @@ class ShardWorker:
         self.ready = asyncio.Event()
         self.stack = AsyncExitStack()
 
-    async def connect(self) -> dict[str, dict[str, str]]:
-        """Assume the targets' roles, resolve and check their accounts: where each points."""
+    async def connect(self, plan: ReleasePlan) -> dict[str, dict[str, str]]:
+        """Take the plan, assume the targets' roles, resolve and check their accounts: where each points."""
+        self.plan = plan
         if self.clients is None:
             from fleetrel.credentials import target_clients
 
@@ -69,7 +74,7 @@ class ShardWorker:
         return self.identities
 
     async def run(self, generation: int, run_id: str, todo: list[str], tokens: dict[str, str]) -> dict[str, Any]:
-        await self.connect()
+        assert self.plan is not None and self.clients is not None, "connect(plan) first"
         session = Session.delegated(self.plan, run_id=run_id, todo=set(todo), tokens=tokens, journal=self.buffer,
                                     only=set(self.targets))
         self.stop_signal = Stop()

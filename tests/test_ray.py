@@ -99,9 +99,11 @@ def test_six_targets_over_three_actors_end_as_one_process_does(ray_address, emul
 
 
 def test_an_actor_killed_mid_run_loses_nothing_and_doubles_nothing(ray_address, emulator, tmp_path):
-    versions = [f"8.1.{i}" for i in range(8)]
+    versions = [f"8.1.{i}" for i in range(12)]
     seed(emulator.url, versions)
-    plan = load(org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=2))  # 48 steps, 2 s a target
+    # 72 steps: each target's burst of 5 at once, its next 7 at 4/s: the kill, on the
+    # victim's first step to end, comes with most of its shard's steps still to send
+    plan = load(org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=2))
     victim_target = "prod-us-east-1"
     killed = {}
 
@@ -114,21 +116,21 @@ def test_an_actor_killed_mid_run_loses_nothing_and_doubles_nothing(ray_address, 
     result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3, listeners=[KillOnce()]))
     assert killed, "no actor was killed"
     journal = tmp_path / "org.journal.jsonl"
-    assert result.status == "complete" and result.succeeded == 48
+    assert result.status == "complete" and result.succeeded == 72
     counts = terminal_counts(journal)
-    assert len(counts) == 48 and set(counts.values()) == {1}
+    assert len(counts) == 72 and set(counts.values()) == {1}
     tokens = tokens_per_target_version(journal)
     assert all(len(t) == 1 for t in tokens.values())
     accepted = accepted_tokens(emulator)
-    assert len(accepted) == 48 and all(len(set(t)) == 1 for t in accepted)
+    assert len(accepted) == 72 and all(len(set(t)) == 1 for t in accepted)
     restarts = [r for r in journal_records(journal) if r["event"] == Event.SHARD_RESTARTED]
     assert len(restarts) == 1 and restarts[0]["shard"] == killed["shard"] and restarts[0]["left"] > 0
 
 
 def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulator, tmp_path):
-    versions = [f"8.2.{i}" for i in range(6)]
+    versions = [f"8.2.{i}" for i in range(12)]
     seed(emulator.url, versions)
-    path = org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=1)  # 36 steps, 1.5 s a target
+    path = org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=1)  # 72 steps, 1.75 s a target
     plan = load(path)
     journal = tmp_path / "org.journal.jsonl"
     # --ray from the command line, on this module's cluster; the driver is killed mid-run
@@ -141,7 +143,7 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     first = [r for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED]
-    assert 6 <= len(first) < 36
+    assert 6 <= len(first) < 72
     resumed = anyio.run(lambda: run(plan, endpoint_url=emulator.url))  # the same run, without Ray
     assert resumed.status == "complete" and resumed.done_before == len(first)
     assert resumed.run_id == journal_records(journal)[0]["run_id"]
@@ -154,15 +156,15 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
     plan = load(org_plan(other / "org.yaml", versions, rate=4, concurrency=1))
     stop = Stop()
     part = anyio.run(lambda: run(plan, endpoint_url=emulator.url, listeners=[StopAfter(stop, 10)], stop=stop))
-    assert part.status == "interrupted" and 10 <= part.succeeded < 36
+    assert part.status == "interrupted" and 10 <= part.succeeded < 72
     out = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(other / "org.yaml"), "--endpoint-url",
                           emulator.url, "--ray", ray_address, "--json"], capture_output=True, text=True, env=cli_env(),
                          timeout=300)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert doc["run_id"] == part.run_id and doc["done_before"] == part.succeeded and doc["succeeded"] == 36
+    assert doc["run_id"] == part.run_id and doc["done_before"] == part.succeeded and doc["succeeded"] == 72
     for journal in (tmp_path / "org.journal.jsonl", other / "org.journal.jsonl"):
-        assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 36
+        assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 72
         assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
     assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
     assert set(v for place in everywhere(emulator.url, versions).values() for v in place.values()) == {"PUBLISHED"}
@@ -185,3 +187,22 @@ def test_one_shard_over_ray_and_the_other_by_hand_make_one_run(ray_address, emul
     status = sharded_status([replay(p) for p in journals.values()])
     assert status["status"] == "complete" and status["counts"]["succeeded"] == 6 and not status["missing_shards"]
     assert set(v for place in everywhere(emulator.url, ["8.3.0"]).values() for v in place.values()) == {"PUBLISHED"}
+
+
+def test_a_ray_run_stopped_part_way_ends_interrupted_and_resumes(ray_address, emulator, tmp_path):
+    versions = [f"8.4.{i}" for i in range(10)]
+    seed(emulator.url, versions)
+    # 60 steps: each target's burst of 5 at once, its next 5 at 4/s; the stop reaches the
+    # actors a poll later than the 8th step's end, long before the 1.25 s the rest take
+    plan = load(org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=1))
+    stop = Stop()
+    part = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3,
+                                        listeners=[StopAfter(stop, 8)], stop=stop))
+    assert part.status == "interrupted" and 8 <= part.succeeded < 60 and part.unfinished == 60 - part.succeeded
+    journal = tmp_path / "org.journal.jsonl"
+    assert journal_records(journal)[-1]["event"] == Event.RUN_INTERRUPTED
+    rest = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3))
+    assert rest.status == "complete" and rest.done_before == part.succeeded and rest.run_id == part.run_id
+    assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 60
+    assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
+    assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
