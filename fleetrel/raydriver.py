@@ -96,6 +96,9 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
             folder = tempfile.mkdtemp(prefix="fleetrel-ray-")
             ray.init(include_dashboard=False, _temp_dir=folder, logging_level="warning")
     except Exception as exc:  # noqa: BLE001 - Ray's own errors (connection, authentication, ...) say why
+        if folder is not None:
+            ray.shutdown()  # what did start of it
+            shutil.rmtree(folder, ignore_errors=True)
         raise RaySetupError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     try:
         yield ray
