@@ -26,13 +26,14 @@ from fleetrel.journal import default_journal_path
 from fleetrel.expansion import frozen_selection, select_for_run
 from fleetrel.plan import ReleasePlan
 from fleetrel.session import Session, open_session
+from fleetrel.shards import Shard, ShardError, refuse_another_count, shard_journal_path
 
 
 async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endpoint_url: str | None = None,
               region: str | None = None, profile: str | None = None, options: RunOptions | None = None,
               listeners: Iterable[Listener] = (), client: Any = None, before_wave: BeforeWave | None = None,
               stop: Stop | None = None, targets: Iterable[str] | None = None,
-              notice: Callable[[str], None] | None = None) -> RunResult:
+              notice: Callable[[str], None] | None = None, shard: Shard | None = None) -> RunResult:
     """Run (or resume) a release plan; see the module docstring.
 
     `endpoint_url`, `region` and `profile` override the plan's `target:`; `options` its
@@ -46,15 +47,29 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     `targets` runs (or resumes) only the named ones.
 
     A plan with `select:` entries is expanded once its clients are built (for every
-    target, whatever `targets` says: the selection is frozen for the whole run), and the
-    result is written into the journal's header. A resume takes the frozen selection from
-    the journal and sends exactly that; when it builds a client it lists the catalog again
-    only to tell `notice` what would be selected now. `notice` also gets the warnings of
-    selectors that matched nothing. Raises PlanError when a selector matches a version that
-    another entry names.
+    target, whatever `targets` says: the selection is frozen for the whole run; for a
+    shard, its own targets, since it has a journal of its own), and the result is written
+    into the journal's header. A resume takes the frozen selection from the journal and
+    sends exactly that; when it builds a client it lists the catalog again only to tell
+    `notice` what would be selected now. `notice` also gets the warnings of selectors that
+    matched nothing. Raises PlanError when a selector matches a version that another entry
+    names.
+
+    `shard` runs (or resumes) one shard of the run (`fleetrel.shards`): its targets, in a
+    journal of its own named after the run's (`org.shard-2-of-4.journal.jsonl`).
     """
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
+    shard_header = None
+    if shard is not None:
+        if targets:
+            raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
+                             "shard rule (see `fleetrel.shards`); run one target with --target alone")
+        if not options.new_run:
+            refuse_another_count(path, shard)
+        shard_header = shard.header(plan)
+        targets = shard_header["targets"]
+        path = shard_journal_path(path, shard)
     settings = target_settings(plan.target, endpoint_url, region, profile)
     overrides = {k: v for k, v in {"endpoint_url": endpoint_url, "region": region, "profile": profile}.items() if v}
     if endpoint_url:  # never a password in a journal (iot_client refuses one anyway)
@@ -62,6 +77,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
 
     specs = plan.target_specs()
     chosen = set(targets or ())
+    only = chosen if chosen or shard is not None else None
     unknown = chosen - {spec.name for spec in specs}
     if unknown:
         raise AwsSetupError(f"no target named {', '.join(sorted(unknown))} in plan {plan.plan!r}"
@@ -78,7 +94,7 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
 
     def session_for(plan: ReleasePlan, identity: dict[str, Any]):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
-                            identity=identity, target=overrides, only=chosen or None)
+                            identity=identity, target=overrides, only=only, shard=shard_header)
 
     async def execute_with(session: Session, client: Any) -> RunResult:
         return await execute(session, client, options, listeners=listeners, before_wave=before_wave, stop=stop)
@@ -90,8 +106,10 @@ async def run(plan: ReleasePlan, *, journal_path: Path | str | None = None, endp
     concurrency = options.limits(plan)[2]
     if specs:
         # every target's role assumed and account checked before the journal is touched
-        # (a plan to expand: every target, since its selection is frozen for the whole run)
-        selected = [spec for spec in specs if not chosen or spec.name in chosen or plan.needs_expansion]
+        # (a plan to expand: every target, since its selection is frozen for the whole run,
+        # unless this is a shard, whose journal holds its own targets' selection only)
+        everyone = plan.needs_expansion and shard is None
+        selected = [spec for spec in specs if only is None or spec.name in only or everyone]
         async with target_clients(selected, run_name=plan.plan, endpoint_url=endpoint_url,
                                   concurrency=concurrency) as (clients, identities):
             plan = await select(clients)

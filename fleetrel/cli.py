@@ -142,10 +142,21 @@ def schema_command() -> None:
               help="For a plan with `targets:`, run (or resume) only this target; repeat for several.")
 @click.option("--wave-pause", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pause between the plan's waves (default: ask on a terminal, go straight on otherwise).")
+@click.option("--shard", "shard_text", metavar="I/N",
+              help="For a plan with `targets:`, run (or resume) only shard I of N (1-based), in a journal of its own "
+                   "(<journal stem>.shard-I-of-N.journal.jsonl). Targets go to shards by step count, the same split "
+                   "on every machine; `fleetrel status <journal>` merges the shards' journals.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run the shards as Ray actors (pip install 'fleetrel[ray]'): on the Ray cluster at ADDRESS, or "
+                   "without one on a local Ray started for this run (loopback only) and stopped after it. This process "
+                   "writes the run's one journal, so the same command resumes it, with or without --ray.")
+@click.option("--actors", type=click.IntRange(min=1), metavar="N",
+              help="With --ray: how many shards, one actor each (default: one per target, at most the cluster's CPUs).")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
-                yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None) -> None:
+                yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
+                shard_text: str | None, ray_address: str | None, actors: int | None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -168,15 +179,28 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.api import run
     from fleetrel.aws import AwsSetupError
     from fleetrel.engine import RunOptions
+    from fleetrel.expansion import ExpansionError
     from fleetrel.interrupts import ask, with_signals
     from fleetrel.journal import JournalError
+    from fleetrel.plan import PlanError
     from fleetrel.report import echo_json, plain_console, print_drift, print_summary
     from fleetrel.session import PlanChanged, TargetChanged
-
-    from fleetrel.expansion import ExpansionError
-    from fleetrel.plan import PlanError
+    from fleetrel.shards import Shard, ShardError
 
     plan = _load_or_fail(plan_path)
+    try:
+        shard = Shard.parse(shard_text) if shard_text is not None else None
+        if ray_address is not None and targets:
+            raise ShardError("--ray runs every target (or a --shard's): leave out --target")
+        if actors is not None and ray_address is None:
+            raise ShardError("--actors goes with --ray")
+        if shard is not None and targets:
+            raise ShardError("--shard and --target do not go together: a shard's targets are chosen by the "
+                             "shard rule; run one target with --target alone")
+        if shard is not None:
+            targets = tuple(shard.targets(plan))  # what this shard previews, runs and verifies
+    except ShardError as exc:
+        fail(str(exc))
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
     # Everything for people goes to stderr under --json, so stdout parses.
@@ -213,10 +237,20 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     display = _progress_display(console, plan.plan, to_stderr=json_output)
     try:
         with display:
-            result = anyio.run(lambda: with_signals(lambda stop: run(
-                plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                options=options, listeners=[display], before_wave=before_wave, stop=stop, targets=targets,
-                notice=console.print)))
+            if ray_address is not None:
+                from fleetrel.raydriver import run_on_ray
+
+                if region or profile:
+                    raise ShardError("a plan run with --ray has `targets:`: give region and profile per target in the plan")
+                result = anyio.run(lambda: with_signals(lambda stop: run_on_ray(
+                    plan, address=None if ray_address == "local" else ray_address, actors=actors,
+                    journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display],
+                    before_wave=before_wave, stop=stop, shard=shard)))
+            else:
+                result = anyio.run(lambda: with_signals(lambda stop: run(
+                    plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
+                    options=options, listeners=[display], before_wave=before_wave, stop=stop,
+                    targets=None if shard else targets, shard=shard, notice=console.print)))
     except PlanError as exc:  # a selector matched a version another entry names
         fail(str(exc))
     except ExpansionError as exc:
@@ -225,12 +259,17 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
         fail(str(exc))
-    except (JournalError, AwsSetupError) as exc:
+    except (JournalError, AwsSetupError, ShardError) as exc:
         fail(str(exc))
     exit_code = result.exit_code
     printers = [lambda: print_summary(result, console)]
     drift = None
     if verify_after and result.status in ("complete", "failed"):
+        if shard is not None:  # a selection is frozen in the shard's own journal
+            from fleetrel.journal import default_journal_path
+            from fleetrel.shards import shard_journal_path
+
+            journal_path = shard_journal_path(journal_path or default_journal_path(plan), shard)
         drift = _read_drift(plan, endpoint_url, region, profile, targets, journal_path)
         printers.append(lambda: print_drift(drift, console))
         if not drift.matches and exit_code == ExitCode.OK:
@@ -388,11 +427,16 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
 
 
 @main.command("status")
-@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("journal_paths", metavar="JOURNAL...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "json_output", is_flag=True, help="Print the status as JSON.")
-def status_command(journal_path: Path, json_output: bool) -> None:
+def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
     """What a run did, from its journal alone: counts per outcome, failures by error
     code, throttles, retries, rate changes, and the command that resumes it.
+
+    A sharded run (`run --shard I/N`): give its shards' journals, or the run's journal
+    path (`org.journal.jsonl`, or its stem `org`) to find them beside it. They are merged
+    into one report that names the shards missing or not finished.
 
     \b
     Exit codes (the run's):
@@ -400,20 +444,29 @@ def status_command(journal_path: Path, json_output: bool) -> None:
       1    finished with failed steps
       2    the journal cannot be read
       3    aborted by the failure threshold
-      130  interrupted or killed (or still running)
+      130  interrupted or killed (or still running); a sharded run with a shard missing
     """
     from fleetrel.journal import JournalError
     from fleetrel.replay import replay
     from fleetrel.report import echo_json, journal_status, print_status
+    from fleetrel.shardreport import find_shard_journals, print_sharded_status, sharded_status
 
+    paths = list(journal_paths)
     try:
-        status = journal_status(replay(journal_path))
+        found = find_shard_journals(paths[0]) if len(paths) == 1 and not paths[0].exists() else {}
+        paths = list(found.values()) or paths  # a sharded run's journal (or stem): its shards beside it
+        if len(paths) == 1 and not found:
+            status = journal_status(replay(paths[0]))
+            show = print_status
+        else:
+            status = sharded_status([replay(path) for path in paths])
+            show = print_sharded_status
     except JournalError as exc:
         fail(str(exc))
     if json_output:
         echo_json(status)
     else:
-        print_status(status)
+        show(status)
     sys.exit(ExitCode.for_status(status["status"]))
 
 

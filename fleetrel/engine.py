@@ -372,39 +372,75 @@ class _Execution:
                   max_failure_ratio=abort.max_failure_ratio)
 
     def result(self, elapsed: float) -> RunResult:
-        prior = self.session.prior.steps if self.session.prior else {}
-        sent_now = {s.key for s in self.session.todo}
-        outcomes: list[StepOutcome] = []
-        counts = {o.value: 0 for o in Outcome}
-        done_before = 0
-        unfinished, failed = Outcome.UNFINISHED, Outcome.FAILED
-        by_code: dict[str, int] = {}
-        scope = self.session.in_scope
-        for step in scope:
-            key = step.key
-            outcome = self.outcomes.get(key)
-            if outcome is None:
-                rec = prior.get(key)
-                if rec is not None and rec.outcome is not None and key not in sent_now:
-                    done_before += 1
-                    outcome = StepOutcome(key, rec.outcome, rec.attempts, rec.code, rec.message)
-                else:
-                    outcome = StepOutcome(key, unfinished)
-            counts[outcome.outcome] += 1
-            outcomes.append(outcome)
-            if outcome.outcome == failed:
-                by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
-        # a failed wave ends the session as finished: the run is failed, not interrupted
-        ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
-                  "setup": Ending.INTERRUPTED}.get(self.stop_reason or "", Ending.FINISHED)
-        return RunResult(
-            run_id=self.session.run_id, plan=self.session.plan.plan, journal=str(self.session.path),
-            status=run_status(ending, counts), steps=len(scope), done_before=done_before,
-            attempts=self.attempts, throttles=self.throttles, retries=self.retries, elapsed=elapsed,
-            final_rate=sum(lane.controller.rate for lane in self.lanes.values()), failures_by_code=by_code,
-            outcomes=outcomes, targets=_per_target(scope, outcomes) if None not in self.lanes else {},
-            stopped_by=self.stop_reason, setup_error=self.setup_error, **counts,
-        )
+        return session_result(self.session, self.outcomes, elapsed=elapsed, attempts=self.attempts,
+                              throttles=self.throttles, retries=self.retries,
+                              final_rate=sum(lane.controller.rate for lane in self.lanes.values()),
+                              stop_reason=self.stop_reason, setup_error=self.setup_error,
+                              per_target=None not in self.lanes)
+
+
+def session_result(session: Session, outcomes_now: Mapping[str, StepOutcome], *, elapsed: float, attempts: int,
+                   throttles: int, retries: int, final_rate: float, stop_reason: str | None,
+                   setup_error: str | None, per_target: bool) -> RunResult:
+    """What a session did: its steps' outcomes now (`outcomes_now`, by step key) over what
+    earlier sessions journalled. One rule for the engine and for a driver that executes a
+    session elsewhere (`fleetrel.raydriver`)."""
+    prior = session.prior.steps if session.prior else {}
+    sent_now = {s.key for s in session.todo}
+    outcomes: list[StepOutcome] = []
+    counts = {o.value: 0 for o in Outcome}
+    done_before = 0
+    unfinished, failed = Outcome.UNFINISHED, Outcome.FAILED
+    by_code: dict[str, int] = {}
+    scope = session.in_scope
+    for step in scope:
+        key = step.key
+        outcome = outcomes_now.get(key)
+        if outcome is None:
+            rec = prior.get(key)
+            if rec is not None and rec.outcome is not None and key not in sent_now:
+                done_before += 1
+                outcome = StepOutcome(key, rec.outcome, rec.attempts, rec.code, rec.message)
+            else:
+                outcome = StepOutcome(key, unfinished)
+        counts[outcome.outcome] += 1
+        outcomes.append(outcome)
+        if outcome.outcome == failed:
+            by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
+    # a failed wave ends the session as finished: the run is failed, not interrupted
+    ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
+              "setup": Ending.INTERRUPTED}.get(stop_reason or "", Ending.FINISHED)
+    return RunResult(
+        run_id=session.run_id, plan=session.plan.plan, journal=str(session.path),
+        status=run_status(ending, counts), steps=len(scope), done_before=done_before,
+        attempts=attempts, throttles=throttles, retries=retries, elapsed=elapsed,
+        final_rate=final_rate, failures_by_code=by_code,
+        outcomes=outcomes, targets=_per_target(scope, outcomes) if per_target else {},
+        stopped_by=stop_reason, setup_error=setup_error, **counts,
+    )
+
+
+def start_record(session: Session, options: RunOptions) -> tuple[Event, dict[str, Any]]:
+    """The record that opens a session in its journal: `run_started` (the header) or `run_resumed`."""
+    rate, burst, concurrency, _ = options.limits(session.plan)
+    header = session.header(rate=rate, burst=burst, concurrency=concurrency)
+    if session.resumed:
+        return Event.RUN_RESUMED, header
+    from fleetrel import __version__
+
+    return Event.RUN_STARTED, {"format": FORMAT_VERSION, "fleetrel_version": __version__, **header}
+
+
+def end_record(result: RunResult) -> tuple[Event, dict[str, Any]] | None:
+    """The record that closes a session that reached `result` (None: `run_aborted` was
+    journalled when the threshold tripped)."""
+    ending = ending_for(result.status)
+    if ending is Ending.ABORTED:
+        return None
+    reason = {"reason": result.stopped_by} if ending is Ending.INTERRUPTED and result.stopped_by else {}
+    return Event(ending.value), dict(succeeded=result.succeeded, skipped=result.skipped, failed=result.failed,
+                                     unfinished=result.unfinished, attempts=result.attempts,
+                                     throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
 
 
 class _View:
@@ -454,14 +490,8 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     listeners = list(listeners)
     clients = dict(client) if isinstance(client, Mapping) else {None: client}
     execution = _Execution(session, options, listeners, clients)
-    rate, burst, concurrency, _ = options.limits(session.plan)
-    header = session.header(rate=rate, burst=burst, concurrency=concurrency)
-    if session.resumed:
-        execution.emit(Event.RUN_RESUMED, **header)
-    else:
-        from fleetrel import __version__
-
-        execution.emit(Event.RUN_STARTED, format=FORMAT_VERSION, fleetrel_version=__version__, **header)
+    event, fields = start_record(session, options)
+    execution.emit(event, **fields)
     view = _View(execution)
     for listener in list(execution.listeners):
         if isinstance(listener, StartListener):
@@ -480,12 +510,9 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
         await execution.execute_waves(list(waves or session.plan.wave_ends()), before_wave)
         tg.cancel_scope.cancel()  # the journal's timer
     result = execution.result(time.monotonic() - started)
-    ending = ending_for(result.status)
-    if ending is not Ending.ABORTED:  # run_aborted was journalled when the threshold tripped
-        reason = {"reason": result.stopped_by} if ending is Ending.INTERRUPTED and result.stopped_by else {}
-        execution.emit(Event(ending.value), succeeded=result.succeeded, skipped=result.skipped,
-                       failed=result.failed, unfinished=result.unfinished, attempts=result.attempts,
-                       throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
+    closing = end_record(result)
+    if closing is not None:
+        execution.emit(closing[0], **closing[1])
     return result
 
 

@@ -39,6 +39,7 @@ class Event(enum.StrEnum):
     TARGET_ABORTED = "target_aborted"  # ... for one target of several: it starts no more steps
     RUN_INTERRUPTED = "run_interrupted"  # a signal, or the operator declined the next wave
     RUN_FINISHED = "run_finished"
+    SHARD_RESTARTED = "shard_restarted"  # `run --ray`: a shard's actor died, came back and resends its steps left
 
 
 #: A default step's records (`step_started`, `step_succeeded`, `step_skipped`): the

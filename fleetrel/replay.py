@@ -65,10 +65,23 @@ class RunState:
         done = {Outcome.SUCCEEDED, Outcome.SKIPPED} | ({Outcome.FAILED} if include_failed else set())
         return {k for k, s in self.steps.items() if s.outcome in done}
 
+    @property
+    def shard(self) -> dict[str, Any] | None:
+        """{index, count, targets} for a shard's own journal (`fleetrel run --shard`); None otherwise."""
+        return self.header.get("shard")
+
+    def planned_keys(self) -> list[str]:
+        """The steps this journal answers for: the plan's, or a shard's targets' own."""
+        keys = list(self.header.get("step_digests", {}))
+        if self.shard is None:
+            return keys
+        targets = set(self.shard.get("targets", ()))
+        return [k for k in keys if k.split(":", 1)[0] in targets]
+
     def counts(self) -> dict[str, int]:
         out = {outcome.value: 0 for outcome in Outcome}
         steps, unfinished = self.steps, Outcome.UNFINISHED.value
-        for key in self.header.get("step_digests", {}):
+        for key in self.planned_keys():
             rec = steps.get(key)
             out[rec.outcome if rec is not None and rec.outcome else unfinished] += 1
         return out
@@ -76,7 +89,7 @@ class RunState:
     def counts_per_target(self) -> dict[str, dict[str, int]]:
         """`counts()` per target, for a plan with `targets:` (step keys `target:package/version`)."""
         out: dict[str, dict[str, int]] = {}
-        for key in self.header.get("step_digests", {}):
+        for key in self.planned_keys():
             if ":" not in key:
                 return {}
             rec = self.steps.get(key)

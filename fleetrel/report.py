@@ -199,6 +199,13 @@ def resume_command(state: RunState) -> str:
     """The command that continues this run (the plan file as the run recorded it)."""
     plan_file = state.header.get("plan_file") or "PLAN"
     words = ["fleetrel", "run", plan_file, "--journal", str(state.path)]
+    shard = state.shard
+    if shard:  # a shard's journal is named from the run's by --shard
+        from fleetrel.shards import shard_of_path
+
+        named = shard_of_path(state.path)
+        words[-1] = str(named[0]) if named else words[-1]
+        words += ["--shard", f"{shard['index']}/{shard['count']}"]
     for name, value in state.target.items():
         # journals of fleetrel before 0.2 could hold a password in the endpoint: never show it
         words += [f"--{name.replace('_', '-')}", without_userinfo(value) if name == "endpoint_url" else value]
@@ -227,7 +234,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "started": state.started,
         "ended": state.ended if state.ending else None,  # an earlier session's end is not this one's
         "sessions": state.sessions,
-        "steps": state.header.get("steps"),
+        "steps": len(state.planned_keys()) if state.shard else state.header.get("steps"),
         "counts": state.counts(),
         "targets": state.counts_per_target(),
         "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
@@ -236,6 +243,8 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "rate_changes": changes,
         "torn_tail": state.torn_tail,
     }
+    if state.shard:
+        out["shard"] = dict(state.shard)
     if status not in (Status.COMPLETE, Status.RUNNING):
         out["resume"] = resume_command(state)
     return out
@@ -257,6 +266,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     table.add_column("what", style="dim")
     table.add_column("value")
     table.add_row("status", STATUS_MEANING.get(status["status"], status["status"]))
+    if status.get("shard"):
+        shard = status["shard"]
+        table.add_row("shard", f"{shard['index']}/{shard['count']} ({len(shard['targets'])} targets)")
     table.add_row("journal", status["journal"] + (" (torn last line ignored)" if status["torn_tail"] else ""))
     table.add_row("started", status["started"] or "-")
     table.add_row("ended", status["ended"] or "- (no end record: still running, or killed)")

@@ -36,6 +36,18 @@ class TargetChanged(JournalError):
     """The journal's run was sent somewhere else than this session would send it."""
 
 
+class ShardMismatch(JournalError):
+    """The journal holds another shard of the run (or the whole run) than this session's."""
+
+
+def _shard_mismatch(path: Path, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    def show(shard: dict[str, Any] | None) -> str:
+        return f"shard {shard['index']}/{shard['count']}" if shard else "the whole run (no --shard)"
+
+    return (f"{path}: this journal holds {show(before)}, but this session is {show(now)}. A shard's targets "
+            "are its own: run it with the same --shard (or without one) and its own journal, or start a new run")
+
+
 @dataclass
 class Session:
     """A run opened on its journal: who it is and what is left to send. Read-only to
@@ -53,11 +65,24 @@ class Session:
     key: bytes | None = None  # the run's secret for tokens and digests; None for runs from before it existed
     carried: dict[str, str] = field(default_factory=dict)  # tokens a --new-run keeps from the run it replaced
     only: set[str] | None = None  # the targets this session is about (None: all)
+    shard: dict[str, Any] | None = None  # a shard's journal: {index, count, targets} (fleetrel.shards)
 
     @property
     def in_scope(self) -> list[Step]:
         """The steps this session answers for: all of them, or those of its targets."""
         return self.steps if self.only is None else [s for s in self.steps if s.target in self.only]
+
+    @classmethod
+    def delegated(cls, plan: ReleasePlan, *, run_id: str, todo: set[str], tokens: dict[str, str], journal: Any,
+                  only: set[str]) -> "Session":
+        """A session opened by another process that holds the journal, its lock and the run's
+        key (`fleetrel.raydriver`'s driver), executed here on some targets: it sends the steps
+        named in `todo` with the driver's `tokens` and writes its records to `journal` (a
+        buffer the driver drains into the run's one journal). It holds no key: the driver
+        digests the request fields it journals itself."""
+        steps = plan.steps()
+        return cls(plan=plan, steps=steps, journal=journal, run_id=run_id, prior=None,
+                   todo=[s for s in steps if s.key in todo], carried=dict(tokens), only=set(only))
 
     def token(self, step: Step) -> str:
         """The step's clientToken in this run."""
@@ -85,6 +110,8 @@ class Session:
             fields["target"] = dict(self.target)
         if self.identity:
             fields["identity"] = dict(self.identity)
+        if self.shard is not None:
+            fields["shard"] = dict(self.shard)
         if self.prior is None:
             fields["step_digests"] = step_digests(self.steps)
             if self.plan.selection is not None:  # frozen: a resume sends these, whatever the catalog says then
@@ -96,6 +123,17 @@ class Session:
         else:
             fields["done_before"] = self.done_before
         return fields
+
+
+def check_identity(session: Session, identity: dict[str, Any]) -> None:
+    """Refuse (`TargetChanged`) to resume a run where its targets now point elsewhere, for a
+    session opened before its targets' identities were resolved (open_session checks it
+    when they are given)."""
+    state = session.prior
+    if state is not None and identity and state.identity:
+        moved = _moved(state.identity, identity)
+        if moved:
+            raise TargetChanged(_target_changed(session.path, state, moved, identity))
 
 
 def step_digests(steps: list[Step]) -> dict[str, str]:
@@ -115,7 +153,7 @@ def plan_differences(state: RunState, steps: list[Step]) -> list[str]:
 @contextmanager
 def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False, retry_failed: bool = False,
                  identity: dict[str, Any] | None = None, target: dict[str, str] | None = None,
-                 only: set[str] | None = None) -> Iterator[Session]:
+                 only: set[str] | None = None, shard: dict[str, Any] | None = None) -> Iterator[Session]:
     """Lock and read the journal, and say what this session of the run has to do.
 
     A journal that holds this plan's run resumes it: its run id and key (hence its
@@ -125,7 +163,9 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
     sent to another `identity` (`TargetChanged`), and tokens that this fleetrel would
     compute differently from the ones the run already sent. For a plan with `targets:`,
     `identity` maps each target to where it points, and `only` limits this session to some
-    targets (the others' steps are neither sent nor counted as left to do now).
+    targets (the others' steps are neither sent nor counted as left to do now). `shard`
+    (`fleetrel.shards.Shard.header`) marks a shard's own journal: resuming it as another
+    shard, or as the whole run, is refused (`ShardMismatch`), and so is the reverse.
     """
     steps = plan.steps()
     journal = Journal.open(journal_path)
@@ -142,6 +182,8 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
             journal.close()
             journal = Journal.open(journal_path)
             state = None
+        if state is not None and (state.header.get("shard") or None) != (shard or None):
+            raise ShardMismatch(_shard_mismatch(journal_path, state.header.get("shard"), shard))
         if state is not None and identity and state.identity:
             moved = _moved(state.identity, identity)
             if moved:
@@ -160,7 +202,7 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
                           prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
                           identity=dict(identity or {}), key=key,
                           carried=carried if state is None else dict(state.header.get("carried_tokens", {})),
-                          only=only)
+                          only=only, shard=shard)
         if state is not None:
             _check_tokens(session, state)
         yield session

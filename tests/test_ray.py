@@ -1,0 +1,208 @@
+"""`fleetrel run --ray` (issue 13): shards as Ray actors, the driver writing the one journal.
+
+One local Ray for the module (started here, in this process, loopback only, stopped at the
+end); the actors take no CPU (num_cpus=0), so two cores are enough. Against the
+multi-account emulator over real HTTP, six targets over three actors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import anyio
+import pytest
+
+from fleetrel.api import run
+from fleetrel.engine import Stop
+from fleetrel.events import TERMINAL, Event
+from fleetrel.plan import load
+from fleetrel.shards import assign, target_sizes
+from support import journal_records
+from test_targets import ACCOUNTS, ENV, REGIONS, org_plan, seed, statuses, tokens_per_target_version
+
+ray = pytest.importorskip("ray")
+from fleetrel.raydriver import actor_name, ray_cluster, run_on_ray  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    for name, value in ENV.items():
+        if name.startswith("AWS_"):
+            os.environ.setdefault(name, value)
+    with ray_cluster(None) as started:
+        address = started.get_runtime_context().gcs_address
+        assert address.startswith("127.0.0.1:")  # loopback only
+        yield address
+
+
+def cli_env() -> dict[str, str]:
+    """A command's environment: the emulator's keys, and Ray's settings for this module's cluster."""
+    return {**ENV, **{k: v for k, v in os.environ.items() if k.startswith("RAY_")}}
+
+
+def terminal_counts(journal) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for record in journal_records(journal):
+        if record["event"] in TERMINAL:
+            out[record["step"]] = out.get(record["step"], 0) + 1
+    return out
+
+
+def accepted_tokens(emulator) -> list[list[str]]:
+    """Per (account, region, package version): the tokens the emulator accepted."""
+    return [tokens for regions in emulator.record()["accounts"].values() for place in regions.values()
+            for tokens in place["tokens"].values()]
+
+
+def everywhere(url: str, versions: list[str]) -> dict[tuple[str, str], dict[str, str]]:
+    return {(a, r): statuses(url, a, r, versions) for a in ACCOUNTS.values() for r in REGIONS}
+
+
+class StopAfter:
+    """A listener that stops the run once `n` steps have ended."""
+
+    def __init__(self, stop: Stop, n: int) -> None:
+        self.stop, self.n, self.seen = stop, n, 0
+
+    def on_event(self, record) -> None:
+        if record.event in TERMINAL:
+            self.seen += 1
+            if self.seen == self.n:
+                self.stop.request("interrupted")
+
+
+def test_six_targets_over_three_actors_end_as_one_process_does(ray_address, emulator, tmp_path):
+    versions = ["8.0.0", "8.0.1"]
+    missing = ("222222222222", "eu-west-1")  # one target's versions do not exist: its steps fail there
+    ends = {}
+    for how in ("ray", "one process"):
+        emulator.reset()
+        seed(emulator.url, versions, skip={missing})
+        (tmp_path / how).mkdir()
+        plan = load(org_plan(tmp_path / how / "org.yaml", versions))
+        if how == "ray":
+            result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3))
+        else:
+            result = anyio.run(lambda: run(plan, endpoint_url=emulator.url))
+        journal = tmp_path / how / "org.journal.jsonl"
+        ends[how] = (result.status, result.targets, everywhere(emulator.url, versions),
+                     sorted((o.key, o.outcome) for o in result.outcomes))
+        assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 12
+        tokens = tokens_per_target_version(journal)
+        assert len(tokens) == 12 and all(len(t) == 1 for t in tokens.values())
+        assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
+    assert ends["ray"] == ends["one process"]
+    assert ends["ray"][1]["staging-eu-west-1"]["failed"] == 2 and ends["ray"][0] == "failed"
+
+
+def test_an_actor_killed_mid_run_loses_nothing_and_doubles_nothing(ray_address, emulator, tmp_path):
+    versions = [f"8.1.{i}" for i in range(12)]
+    seed(emulator.url, versions)
+    # 72 steps: each target's burst of 5 at once, its next 7 at 4/s: the kill, on the
+    # victim's first step to end, comes with most of its shard's steps still to send
+    plan = load(org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=2))
+    victim_target = "prod-us-east-1"
+    killed = {}
+
+    class KillOnce:
+        def on_event(self, record) -> None:
+            if record.event in TERMINAL and record.get("target") == victim_target and not killed:
+                killed["shard"] = shard = assign(target_sizes(plan), 3)[victim_target]
+                ray.kill(ray.get_actor(actor_name(plan, shard, 3)), no_restart=False)  # Ray restarts it
+
+    result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3, listeners=[KillOnce()]))
+    assert killed, "no actor was killed"
+    journal = tmp_path / "org.journal.jsonl"
+    assert result.status == "complete" and result.succeeded == 72
+    counts = terminal_counts(journal)
+    assert len(counts) == 72 and set(counts.values()) == {1}
+    tokens = tokens_per_target_version(journal)
+    assert all(len(t) == 1 for t in tokens.values())
+    accepted = accepted_tokens(emulator)
+    assert len(accepted) == 72 and all(len(set(t)) == 1 for t in accepted)
+    restarts = [r for r in journal_records(journal) if r["event"] == Event.SHARD_RESTARTED]
+    assert len(restarts) == 1 and restarts[0]["shard"] == killed["shard"] and restarts[0]["left"] > 0
+
+
+def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulator, tmp_path):
+    versions = [f"8.2.{i}" for i in range(12)]
+    seed(emulator.url, versions)
+    path = org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=1)  # 72 steps, 1.75 s a target
+    plan = load(path)
+    journal = tmp_path / "org.journal.jsonl"
+    # --ray from the command line, on this module's cluster; the driver is killed mid-run
+    proc = subprocess.Popen([sys.executable, "-m", "fleetrel", "run", str(path), "--endpoint-url", emulator.url,
+                             "--ray", ray_address, "--actors", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
+    for _ in proc.stdout:
+        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= 6:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    first = [r for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED]
+    assert 6 <= len(first) < 72
+    resumed = anyio.run(lambda: run(plan, endpoint_url=emulator.url))  # the same run, without Ray
+    assert resumed.status == "complete" and resumed.done_before == len(first)
+    assert resumed.run_id == journal_records(journal)[0]["run_id"]
+
+    # the other way: one process stopped part-way, then `--ray` finishes it
+    emulator.reset()
+    seed(emulator.url, versions)
+    other = tmp_path / "other"
+    other.mkdir()
+    plan = load(org_plan(other / "org.yaml", versions, rate=4, concurrency=1))
+    stop = Stop()
+    part = anyio.run(lambda: run(plan, endpoint_url=emulator.url, listeners=[StopAfter(stop, 10)], stop=stop))
+    assert part.status == "interrupted" and 10 <= part.succeeded < 72
+    out = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(other / "org.yaml"), "--endpoint-url",
+                          emulator.url, "--ray", ray_address, "--json"], capture_output=True, text=True, env=cli_env(),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["run_id"] == part.run_id and doc["done_before"] == part.succeeded and doc["succeeded"] == 72
+    for journal in (tmp_path / "org.journal.jsonl", other / "org.journal.jsonl"):
+        assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 72
+        assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
+    assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
+    assert set(v for place in everywhere(emulator.url, versions).values() for v in place.values()) == {"PUBLISHED"}
+
+
+def test_one_shard_over_ray_and_the_other_by_hand_make_one_run(ray_address, emulator, tmp_path):
+    """`--shard I/N --ray`: a run too large for one driver is sharded, and each shard run over Ray."""
+    from fleetrel.replay import replay
+    from fleetrel.shardreport import find_shard_journals, sharded_status
+    from fleetrel.shards import Shard
+
+    seed(emulator.url, ["8.3.0"])
+    plan = load(org_plan(tmp_path / "org.yaml", ["8.3.0"]))
+    first = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=2, shard=Shard(1, 2)))
+    assert first.status == "complete" and first.succeeded == 3 and first.steps == 3
+    second = anyio.run(lambda: run(plan, endpoint_url=emulator.url, shard=Shard(2, 2)))
+    assert second.status == "complete" and set(second.targets).isdisjoint(first.targets)
+    journals = find_shard_journals(tmp_path / "org.journal.jsonl")
+    assert list(journals) == [Shard(1, 2), Shard(2, 2)]
+    status = sharded_status([replay(p) for p in journals.values()])
+    assert status["status"] == "complete" and status["counts"]["succeeded"] == 6 and not status["missing_shards"]
+    assert set(v for place in everywhere(emulator.url, ["8.3.0"]).values() for v in place.values()) == {"PUBLISHED"}
+
+
+def test_a_ray_run_stopped_part_way_ends_interrupted_and_resumes(ray_address, emulator, tmp_path):
+    versions = [f"8.4.{i}" for i in range(10)]
+    seed(emulator.url, versions)
+    # 60 steps: each target's burst of 5 at once, its next 5 at 4/s; the stop reaches the
+    # actors a poll later than the 8th step's end, long before the 1.25 s the rest take
+    plan = load(org_plan(tmp_path / "org.yaml", versions, rate=4, concurrency=1))
+    stop = Stop()
+    part = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3,
+                                        listeners=[StopAfter(stop, 8)], stop=stop))
+    assert part.status == "interrupted" and 8 <= part.succeeded < 60 and part.unfinished == 60 - part.succeeded
+    journal = tmp_path / "org.journal.jsonl"
+    assert journal_records(journal)[-1]["event"] == Event.RUN_INTERRUPTED
+    rest = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3))
+    assert rest.status == "complete" and rest.done_before == part.succeeded and rest.run_id == part.run_id
+    assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 60
+    assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
+    assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
