@@ -70,9 +70,15 @@ class Undo:
     """The reverse of a run: `plan` (data for `ReleasePlan`), and what it cannot reverse."""
 
     plan: dict[str, Any] | None  # None: nothing to undo
-    not_undone: list[str] = field(default_factory=list)
+    not_undone: list[str] = field(default_factory=list)  # "fw/1.2: why", one per step or package
+    _by_reason: dict[str, list[str]] = field(default_factory=dict)
     left_alone: dict[str, int] = field(default_factory=dict)  # skipped / failed / unfinished steps
     source: str = ""
+
+    def cannot(self, name: str, reason: str) -> None:
+        """Say that `name` (a step or package) is not undone, and why."""
+        self.not_undone.append(f"{name}: {reason}")
+        self._by_reason.setdefault(reason, []).append(name)
 
     def text(self) -> str:
         lines = [f"# Undo of {self.source}, written by `fleetrel undo`.",
@@ -82,7 +88,10 @@ class Undo:
             lines.append(f"# Left alone (the run changed nothing there): {counts}.")
         if self.not_undone:
             lines.append("# Not undone by this plan:")
-            lines += [f"#   - {line}" for line in self.not_undone]
+            # one line a reason: a clean-up of 10,000 versions gives one line, not 10,000
+            for reason, names in self._by_reason.items():
+                lines.append(f"#   - {names[0]}: {reason}" if len(names) == 1
+                             else f"#   - {reason}: {len(names)} steps: {', '.join(names)}")
         if self.plan is None:
             lines.append("# Nothing to undo: the run changed no version and no default.")
             return "\n".join(lines) + "\n"
@@ -148,7 +157,7 @@ def build_undo(path: Path, original: dict[str, Any] | None = None) -> Undo:
         if is_default:
             if _default_changed(seen):
                 if seen.previous_default is _UNSET:
-                    undo.not_undone.append(f"{key}: the default it replaced was not journalled: check it by hand")
+                    undo.cannot(key, "the default it replaced was not journalled: check it by hand")
                 else:
                     restore[(target, package)] = seen.previous_default
             elif seen.outcome != Outcome.SUCCEEDED:
@@ -161,15 +170,15 @@ def build_undo(path: Path, original: dict[str, Any] | None = None) -> Undo:
             continue
         name = key
         if seen.fields:
-            undo.not_undone.append(f"{name}: {', '.join(seen.fields)} sent by the run cannot be restored (the "
-                                   "journal keeps no earlier values; attributes change only in DRAFT)")
+            undo.cannot(name, f"{', '.join(seen.fields)} sent by the run cannot be restored (the journal keeps "
+                              "no earlier values; attributes change only in DRAFT)")
         if seen.action in REVERSE:
             actions[(target, package, version)] = REVERSE[seen.action]
             if seen.action == "PUBLISH":
-                undo.not_undone.append(f"{name}: published by the run; if it was a DRAFT before, it cannot return to "
-                                       "DRAFT: DEPRECATE is as far back as it goes")
+                undo.cannot(name, "published by the run; if it was a DRAFT before, it cannot return to DRAFT: "
+                                  "DEPRECATE is as far back as it goes")
         elif not seen.fields:
-            undo.not_undone.append(f"{name}: a field-only update: nothing the journal can reverse")
+            undo.cannot(name, "a field-only update: nothing the journal can reverse")
     entries = _entries(actions, restore, undo)
     if entries:
         plan: dict[str, Any] = {"plan": _undo_name(str(header.get("plan", "run")))}
@@ -201,8 +210,8 @@ def _entries(actions: dict[tuple, str], restore: dict[tuple, str | None], undo: 
         if (target, package) not in placed:
             where = f" in target {target}" if target else ""
             how = (f"--default-version-name {previous}" if previous is not None else "--unset-default-version")
-            undo.not_undone.append(f"{package}{where}: its default was changed and no entry of this plan can carry "
-                                   f"it back: aws iot update-package --package-name {package} {how}")
+            undo.cannot(f"{package}{where}", "its default was changed and no entry of this plan can carry it back: "
+                                             f"aws iot update-package --package-name {package} {how}")
     out: list[dict[str, Any]] = []
     for (package, version, action, extra), targets in grouped.items():
         entry: dict[str, Any] = {"package": package, "version": version, "action": action, **dict(extra)}

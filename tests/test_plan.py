@@ -284,7 +284,8 @@ def test_every_bundled_plan_is_in_the_list_below():
     assert sorted(p.name for p in PLANS.glob("*.yaml")) == sorted(BUNDLED_PLANS)
 
 
-BUNDLED_PLANS = ["demo.yaml", "deprecate-old.yaml", "migration.yaml", "org-release.yaml", "retire-old-firmware.yaml"]
+BUNDLED_PLANS = ["demo.yaml", "deprecate-old.yaml", "migration.yaml", "org-release.yaml", "retire-old-firmware.yaml",
+                 "cleanup.yaml"]
 
 
 @pytest.mark.parametrize("name", BUNDLED_PLANS)

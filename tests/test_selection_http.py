@@ -217,3 +217,29 @@ def test_the_bundled_retire_plan_against_a_seeded_catalog(emulator, tmp_path, io
     verify = fleetrel("verify", str(plan), "--endpoint-url", emulator.url, "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert json.loads(verify.stdout)["steps"] == 10
+
+
+def test_the_bundled_cleanup_walkthrough_plan_run_report_undo(emulator, tmp_path, iot):
+    """The README's clean-up by rule, on the catalog the demo leaves behind."""
+    published = [f"4.1.{i}" for i in range(30)] + [f"4.2.{i}" for i in range(30)]
+    emulator.seed([{"package": PKG, "version": v, "status": "PUBLISHED"} for v in published])
+    plan = tmp_path / "cleanup.yaml"
+    plan.write_text((REPO_PLAN.parent / "cleanup.yaml").read_text())
+    preview = fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert preview.returncode == 0, preview.stderr
+    (selector,) = json.loads(preview.stdout)["selectors"]
+    assert selector["packages"][0]["kept"] == ["4.1.28", "4.1.29"] and len(selector["packages"][0]["matched"]) == 28
+    ran = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert (json.loads(ran.stdout)["succeeded"], json.loads(ran.stdout)["skipped"]) == (29, 1)
+    assert iot.get_package(packageName=PKG)["defaultVersionName"] == "4.2.29"
+    assert emulator.state(PKG, "4.1.27")["status"] == "DEPRECATED"
+    assert emulator.state(PKG, "4.1.28")["status"] == "PUBLISHED"
+    report = fleetrel("report", str(tmp_path / "cleanup.journal.jsonl"), "--format", "json")
+    rows = [json.loads(line) for line in report.stdout.splitlines()]
+    assert [r["outcome"] for r in rows if r["type"] == "step"].count("succeeded") == 29
+    undo = fleetrel("undo", str(tmp_path / "cleanup.journal.jsonl"), "-o", str(tmp_path / "undo.yaml"))
+    assert undo.returncode == 0, undo.stderr
+    back = fleetrel("run", str(tmp_path / "undo.yaml"), "--endpoint-url", emulator.url, "--verify")
+    assert back.returncode == 0, back.stderr
+    assert {emulator.state(PKG, v)["status"] for v in published} == {"PUBLISHED"}

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import yaml
+from hypothesis import given, settings, strategies as st
 from click.testing import CliRunner
 
 from fleetrel import load_plan, run
@@ -143,3 +145,42 @@ def test_nothing_to_undo(emulator, tmp_path):
     made = cli("undo", str(tmp_path / "p.journal.jsonl"), "-o", str(out))
     assert made.exit_code == 0 and "Nothing to undo" in made.output and not out.exists()
     assert cli("undo", str(tmp_path / "missing.jsonl")).exit_code == 2
+
+
+STATUSES = ["DRAFT", "PUBLISHED", "DEPRECATED"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(STATUSES), st.sampled_from(["PUBLISH", "DEPRECATE"])),
+                min_size=1, max_size=5),
+       st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), st.integers(0, 4)))
+def test_undo_applied_twice_gives_back_the_runs_own_end_state(versions, default_before, new_default):
+    """Run a plan, run its undo, run the undo of the undo: the catalog is as the first run
+    left it (a failed or skipped step included: undo leaves those alone)."""
+    names = [f"1.{i}" for i in range(len(versions))]
+    iot = FakeIoT({f"fw/{name}": status for name, (status, _) in zip(names, versions)})
+    if default_before is not None and default_before < len(names) and versions[default_before][0] != "DRAFT":
+        iot.defaults["fw"] = names[default_before]
+    entries = [{"package": "fw", "version": name, "action": action} for name, (_, action) in zip(names, versions)]
+    if new_default is not None and new_default < len(names) and entries[new_default]["action"] == "PUBLISH":
+        entries[new_default]["default"] = True
+
+    def state() -> tuple[dict[str, str | None], dict[str, str]]:
+        return {name: iot.status(f"fw/{name}") for name in names}, dict(iot.defaults)
+
+    with tempfile.TemporaryDirectory() as folder:
+        plan_path = Path(folder) / "release.yaml"
+        plan_path.write_text(yaml.safe_dump({"plan": "release", "abort": {"max_failure_ratio": 1.0},
+                                             "versions": entries}))
+        run_virtual(lambda: run(load_plan(plan_path), client=iot, journal_path=Path(folder) / "release.journal.jsonl"))
+        after_run = state()
+        journal = Path(folder) / "release.journal.jsonl"
+        for generation in (1, 2):  # the undo, then the undo of the undo
+            undo = build_undo(journal)
+            if undo.plan is None:
+                break
+            undo_path = Path(folder) / f"undo-{generation}.yaml"
+            undo_path.write_text(undo.text())
+            journal = Path(folder) / f"undo-{generation}.journal.jsonl"
+            run_virtual(lambda: run(load_plan(undo_path), client=iot, journal_path=journal))
+        assert state() == after_run
