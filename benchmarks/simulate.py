@@ -148,6 +148,7 @@ def simulate(
                 while True:
                     attempt += 1
                     await control.acquire()
+                    first_burst = control.in_first_burst  # as the engine keeps it
                     await asyncio.sleep(rng.uniform(0, jitter))
                     admitted = service.admit()
                     await asyncio.sleep(latency + rng.uniform(-jitter, jitter) / 2)
@@ -155,7 +156,7 @@ def simulate(
                         control.on_success()
                         finished = max(finished, loop.time())
                         break
-                    control.on_throttle()
+                    control.on_throttle(first_burst=first_burst)
                     # the engine's delay, without its attempt limit: a step given up would hide a bad tuning
                     await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
 

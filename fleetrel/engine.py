@@ -284,6 +284,7 @@ class _Execution:
                 if not admitted:
                     # stopped while waiting for the bucket: leave the step open, a resume sends it
                     return self._unfinished(step, attempt - 1)
+            first_burst = lane.controller.in_first_burst  # read before anything else is admitted
             self.attempts += 1
             try:
                 async with self.slots:
@@ -299,7 +300,7 @@ class _Execution:
                     return self._unfinished(step, attempt)
                 if kind is errors.Kind.THROTTLED:
                     self.throttles += 1
-                    lane.controller.on_throttle()
+                    lane.controller.on_throttle(first_burst=first_burst)
                 elif isinstance(exc, ClientError):
                     lane.controller.on_success()  # an answer: it reached the service and used quota
                 if kind in (errors.Kind.CONFLICT, errors.Kind.PERMANENT) and await self._already_done(lane, step):

@@ -119,6 +119,7 @@ class QuotaEstimator:
         "_cooldown_until",
         "_first_answer",
         "_first_burst",
+        "_first_burst_throttles",
         "_first_call",
         "_guessed_at",
         "_guessing",
@@ -151,6 +152,7 @@ class QuotaEstimator:
         self._guessed_at = -math.inf
         self._first_call: float | None = None
         self._first_burst = 0  # calls sent before our bucket first made one wait
+        self._first_burst_throttles = 0  # throttles known to answer one of those calls
         self._first_answer: float | None = None
 
     def accepted(self, now: float) -> None:
@@ -161,16 +163,19 @@ class QuotaEstimator:
         if self._first_answer is None:
             self._first_answer = now
 
-    def throttled(self, now: float, *, waited: bool = True) -> float:
+    def throttled(self, now: float, *, waited: bool = True, first_burst: bool | None = None) -> float:
         """A ThrottlingException arrived at `now`: returns the rate to send at.
 
-        `waited`: our own bucket has made a caller wait at least once in the run."""
+        `waited`: our own bucket has made a caller wait at least once in the run.
+        `first_burst`: the throttled call was sent before it did (one of the run's first
+        burst), when the caller knows; None: unknown, judged from the counts."""
         t = self.tuning
         self._forget_before(now - t.window)
         self.throttles += 1
+        self._first_burst_throttles += bool(first_burst)
         if self._first_answer is None:
             self._first_answer = now
-        share = self._start_share(now)
+        share = self._start_share(now, first_burst)
         previous: float | None = None  # the last throttle of the previous episode
         if self._anchors and now - self._anchors[-1] > t.episode:
             # A quiet spell since the last throttle means we sent under the quota for a
@@ -271,7 +276,7 @@ class QuotaEstimator:
         self.rate = min(self.ceiling, max(self.floor, rate))
         return self.rate
 
-    def _start_share(self, now: float) -> float | None:
+    def _start_share(self, now: float, first_burst: bool | None) -> float | None:
         """The rate for runs that started together, or None if this is not that.
 
         Their first bursts meet one bucket and the service admits them first come first
@@ -289,12 +294,17 @@ class QuotaEstimator:
         # the quota itself): the bound measures those.
         if now - self._first_call > t.start * (self._first_answer - self._first_call):
             return None
-        # ... and only while the answers to that burst are still coming in. A lone run
-        # whose burst all got through, then lost a few paced calls (its burst reached
-        # a busy service late: the refill of that delay did not fit in the full bucket;
-        # 20 targets at once against one emulator, answers 0.4 s late) is not sharing:
-        # halving it cost every target a third of its time while the probe climbed back.
-        if self.throttles + len(self._accepted) > self._first_burst:
+        # ... and only throttles of the first burst's own calls. A lone run whose burst
+        # all got through, then lost a few paced calls (its burst reached a busy service
+        # late: the refill of that delay did not fit in the full bucket; 20 or 40 targets
+        # at once against one emulator, answers 0.4-0.8 s late) is not sharing: halving
+        # it cost every target a third to a half of its time while the probe climbed
+        # back. The caller knows which calls those were; without it, the counts say
+        # whether the answers to that burst are still coming in.
+        if first_burst is not None:
+            if not first_burst or self._first_burst_throttles < 2:
+                return None
+        elif self.throttles + len(self._accepted) > self._first_burst:
             return None
         return self.ceiling * t.start_share
 

@@ -178,10 +178,12 @@ class RateController:
     __slots__ = (
         "_clock",
         "_estimator",
+        "_first_burst_size",
         "_limiter",
         "_reported",
         "_waited_at",
         "adaptive",
+        "admitted",
         "decreases",
         "min_rate",
         "on_rate_change",
@@ -215,6 +217,8 @@ class RateController:
         self._limiter = bucket(rate, burst)
         self._reported = float(rate)
         self._waited_at = -math.inf
+        self._first_burst_size = burst
+        self.admitted = 0  # calls admitted so far
         self.throttles = 0
         self.decreases = 0
         self.successes = 0
@@ -246,6 +250,7 @@ class RateController:
         """Wait until the bucket admits one call."""
         if not self.try_acquire():
             await self._limiter.acquire()
+            self.admitted += 1
 
     def try_acquire(self) -> bool:
         """Admit one call now if the bucket has room for it: True if it did. False takes
@@ -262,7 +267,10 @@ class RateController:
             self._waited_at = now
         if self.adaptive:
             self._apply(self._estimator.probe(now, self._waited_at), "probe")
-        return room and self._limiter.take()
+        if room and self._limiter.take():
+            self.admitted += 1
+            return True
+        return False
 
     def on_success(self) -> None:
         """The service answered anything but a throttle (200, 409, 400, 5xx).
@@ -273,8 +281,22 @@ class RateController:
         self.successes += 1
         self._estimator.accepted(self._now())
 
-    def on_throttle(self) -> None:
-        """The service answered ThrottlingException (or another throttle code)."""
+    @property
+    def in_first_burst(self) -> bool:
+        """Whether the call admitted last (read it right after `acquire`) is one of the
+        run's first `burst` calls: the ones the bucket held from the start. Counted, not
+        timed: when the first answers come back late, the bucket has refilled meanwhile
+        and admits more without a wait, but those are paced calls the service's bucket
+        (full when the burst arrived, and capped) has not refilled for."""
+        return self.admitted <= self._first_burst_size
+
+    def on_throttle(self, *, first_burst: bool | None = None) -> None:
+        """The service answered ThrottlingException (or another throttle code).
+
+        `first_burst`: whether the throttled call was one of the first burst
+        (`in_first_burst` right after its admission), if the caller kept that:
+        throttles of the first burst, and only those, say that other callers started
+        with us."""
         self.throttles += 1
         if not self.adaptive:
             return
@@ -284,7 +306,7 @@ class RateController:
         # just delay that call by up to an interval, which cost 1.3 % of E at B=1.)
         if self._limiter.max_rate > 1:
             self._limiter.empty()
-        rate = self._estimator.throttled(self._now(), waited=self._waited_at > -math.inf)
+        rate = self._estimator.throttled(self._now(), waited=self._waited_at > -math.inf, first_burst=first_burst)
         bound = self._estimator.burst_bound
         if bound is not None and bound < self._limiter.max_rate:
             # never save more than the service's bucket can hold

@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fleetrel.events import Event
 from fleetrel.testing import FakeClock  # noqa: F401  (re-exported for the tests)
 
 
@@ -40,3 +44,16 @@ def journal_records(path: Path) -> list[dict]:
 def update_calls(emulator: Any) -> int:
     """UpdatePackageVersion requests the emulator received, whatever it answered."""
     return sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values())
+
+
+def kill_after_successes(args: list[str], journal: Path, successes: int, env: dict[str, str] | None = None) -> None:
+    """`python -m fleetrel ARGS`, killed (SIGKILL: no clean-up) once its journal holds
+    `successes` succeeded steps. The journal is read at each progress line the run prints,
+    so the kill lands mid-run with no sleep."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetrel", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    for _ in proc.stdout:
+        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= successes:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)

@@ -478,13 +478,14 @@ def test_two_controllers_sharing_one_bucket_converge_to_a_fair_share():
                     todo.pop()
                     while True:
                         await control.acquire()
+                        first_burst = control.in_first_burst  # as the engine keeps it
                         await asyncio.sleep(rng.uniform(0, 0.002))
                         admitted = service.take()
                         await asyncio.sleep(0.05)
                         if admitted:
                             control.on_success()
                             break
-                        control.on_throttle()
+                        control.on_throttle(first_burst=first_burst)
                         await asyncio.sleep(rng.uniform(0, 0.2))
 
             await asyncio.gather(*(worker() for _ in range(16)))
@@ -501,3 +502,32 @@ def test_two_controllers_sharing_one_bucket_converge_to_a_fair_share():
     assert sum(rates) == pytest.approx(quota, rel=0.15)
     # and the quota was used: 300 calls in not much more than (300 - 10) / 10 s
     assert max(finished) <= 1.1 * (300 - 10) / quota
+
+
+@pytest.mark.parametrize("late_calls_throttled, halved", [(True, False), (False, True)])
+def test_only_throttles_of_the_first_burst_itself_halve_the_start(late_calls_throttled, halved):
+    """A run's first burst answered late (40 targets at once: 0.6 s): meanwhile our bucket
+    refilled and admitted six more without a wait, which the service's bucket, full when
+    the burst arrived and capped there, had not refilled for. Their throttles are the
+    run's own timing, not other callers: only throttles of the first ten calls (two runs
+    whose bursts met one bucket) halve the rate."""
+    async def main(loop):
+        control = RateController(rate=10.0, burst=10)
+        firsts = []
+        for _ in range(10):
+            await control.acquire()
+            firsts.append(control.in_first_burst)
+        await asyncio.sleep(0.6)
+        for _ in range(6):
+            await control.acquire()  # the bucket refilled: admitted at once
+            firsts.append(control.in_first_burst)
+        for _ in range(8):
+            control.on_success()
+        throttled = firsts[-2:] if late_calls_throttled else firsts[:2]
+        for first in throttled:
+            control.on_throttle(first_burst=first)
+        return firsts, control.rate
+
+    firsts, rate = run_virtual(main)
+    assert firsts == [True] * 10 + [False] * 6
+    assert (rate <= 5.0) is halved

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from fleetrel.engine import Stop
 from fleetrel.events import TERMINAL, Event
 from fleetrel.plan import load
 from fleetrel.shards import assign, target_sizes
-from support import journal_records
+from support import journal_records, kill_after_successes
 from test_targets import ACCOUNTS, ENV, REGIONS, org_plan, seed, statuses, tokens_per_target_version
 
 ray = pytest.importorskip("ray")
@@ -134,14 +133,8 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
     plan = load(path)
     journal = tmp_path / "org.journal.jsonl"
     # --ray from the command line, on this module's cluster; the driver is killed mid-run
-    proc = subprocess.Popen([sys.executable, "-m", "fleetrel", "run", str(path), "--endpoint-url", emulator.url,
-                             "--ray", ray_address, "--actors", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
-    for _ in proc.stdout:
-        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= 6:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_after_successes(["run", str(path), "--endpoint-url", emulator.url, "--ray", ray_address, "--actors", "3"],
+                         journal, 6, cli_env())
     first = [r for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED]
     assert 6 <= len(first) < 72
     resumed = anyio.run(lambda: run(plan, endpoint_url=emulator.url))  # the same run, without Ray

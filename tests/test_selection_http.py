@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import boto3
 import yaml
 
 from fleetrel.events import Event, ExitCode
-from support import journal_records
+from support import journal_records, kill_after_successes
 
 PKG = "thermostat-fw"
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -97,13 +96,7 @@ def test_a_resume_sends_the_frozen_selection_and_says_what_changed(emulator, tmp
     plan = write(tmp_path / "p.yaml", [{"select": {"package": PKG, "status": "PUBLISHED"}, "action": "DEPRECATE"}],
                  limits={"rate": 10, "burst": 1, "concurrency": 1})
     journal = tmp_path / "p.journal.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "fleetrel", "run", str(plan), "--endpoint-url", emulator.url],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
-    for _ in proc.stdout:  # progress lines: wait for some steps to be journalled, then kill
-        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= 5:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_after_successes(["run", str(plan), "--endpoint-url", emulator.url], journal, 5, ENV)
     # The catalog changes under the run: a new matching version, and one matched version withdrawn by hand.
     emulator.seed([{"package": PKG, "version": "1.99", "status": "PUBLISHED"}])
     frozen = journal_records(journal)[0]["selection"][0]["packages"][0]["matched"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,8 @@ import boto3
 import pytest
 import yaml
 
-from fleetrel.events import TERMINAL, Event, ExitCode
-from support import journal_records
+from fleetrel.events import TERMINAL, ExitCode
+from support import journal_records, kill_after_successes
 
 ACCOUNTS = {"dev": "111111111111", "staging": "222222222222", "prod": "333333333333"}
 REGIONS = ["us-east-1", "eu-west-1"]
@@ -139,13 +138,7 @@ def test_kill_mid_run_then_resume_one_token_per_target_and_version(emulator, tmp
     seed(emulator.url, versions)
     plan = org_plan(tmp_path / "org.yaml", versions, rate=5, concurrency=2)  # 60 steps at 5/s per target
     journal = tmp_path / "org.journal.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "fleetrel", "run", str(plan), "--endpoint-url", emulator.url],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
-    for _ in proc.stdout:  # progress lines: wait for some steps to be journalled, then kill
-        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= 12:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_after_successes(["run", str(plan), "--endpoint-url", emulator.url], journal, 12, ENV)
     out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")
     assert out.returncode == 0, out.stderr
     tokens = tokens_per_target_version(journal)
