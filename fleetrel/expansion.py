@@ -8,8 +8,9 @@
 The reads are ListPackages (only for a glob), ListPackageVersions (paged, filtered by
 status on the service's side), GetPackage (only for `except_default`) and
 GetPackageVersion (only for an `attributes` filter: the listing has no attributes; its
-creation date is in the listing). They go through a read bucket of their own per target,
-at the plan's rate: reads have their own quota in AWS, and each target its own account.
+creation date is in the listing). Each operation goes through a read bucket of its own per
+target, at the plan's rate: reads have their own quotas in AWS, and each target its own
+account.
 
 A run expands at its start and writes the `Selection` into its journal's header; a resume
 takes it from there (`frozen_selection`) and sends exactly those steps, even if the
@@ -18,7 +19,7 @@ catalog changed since. `fleetrel plan` expands afresh every time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 import anyio
 import orjson
@@ -36,10 +37,7 @@ from fleetrel.plan.selectors import (
     match_package,
     packages_matching,
 )
-from fleetrel.ratecontrol import bucket
-from fleetrel.state import READ_POLICY, ReadError, _bounded, _read  # the read side's retrying read
-
-PAGE = 100  # the model's maxResults maximum for both list operations: fewest calls
+from fleetrel.reads import ReadBuckets, ReadError, bounded, pages, read
 
 
 class ExpansionError(Exception):
@@ -53,7 +51,7 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
     matches: dict[tuple[int, str | None], SelectorMatch] = {}
 
     async def expand_target(target: str | None, client: Any) -> None:
-        reader = _Reader(client, bucket(rate=rate, burst=burst), target, concurrency)
+        reader = _Reader(client, ReadBuckets(rate=rate, burst=burst), target, concurrency)
         for index, entry in plan.selectors():
             if target is not None and entry.targets is not None and target not in entry.targets:
                 continue
@@ -65,7 +63,7 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
                 if result is not None:
                     found.append(result)
 
-            await _bounded(packages, concurrency, one)
+            await bounded(packages, concurrency, one)
             matches[(index, target)] = SelectorMatch(index, target, sorted(found, key=lambda p: p.package))
 
     async with anyio.create_task_group() as tg:
@@ -77,35 +75,31 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
 
 
 class _Reader:
-    """One target's catalog reads, each through the target's read bucket, retried as the
+    """One target's catalog reads, each through the target's bucket for its operation, retried as the
     preview's reads are."""
 
-    def __init__(self, client: Any, limiter: Any, target: str | None, concurrency: int) -> None:
-        self.client, self.limiter, self.target, self.concurrency = client, limiter, target, concurrency
+    def __init__(self, client: Any, buckets: ReadBuckets, target: str | None, concurrency: int) -> None:
+        self.client, self.buckets, self.target, self.concurrency = client, buckets, target, concurrency
         self._package_names: list[str] | None = None
 
     async def _call(self, call: str, **request: Any) -> dict[str, Any] | None:
         """The answer, or None when what was asked for does not exist."""
-        answer = await _read(self.client, self.limiter, call, READ_POLICY, **request)
+        answer = await read(self.client, self.buckets[call], call, **request)
         if isinstance(answer, ReadError):
-            if answer.missing:
-                return None
-            where = f"target {self.target}: " if self.target else ""
-            raise ExpansionError(f"{where}cannot expand select: entries: {call} "
-                                 f"{request.get('packageName', '')} answered {answer.code}: {answer.message}")
+            return None if answer.missing else self._refused(call, answer, request)
         return answer
 
+    def _refused(self, call: str, answer: ReadError, request: dict[str, Any]) -> NoReturn:
+        where = f"target {self.target}: " if self.target else ""
+        raise ExpansionError(f"{where}cannot expand select: entries: {call} "
+                             f"{request.get('packageName', '')} answered {answer.code}: {answer.message}")
+
     async def _pages(self, call: str, items: str, **request: Any) -> list[dict[str, Any]] | None:
-        out: list[dict[str, Any]] = []
-        token = None
-        while True:
-            answer = await self._call(call, maxResults=PAGE, **request, **({"nextToken": token} if token else {}))
-            if answer is None:
-                return None
-            out += answer.get(items, [])
-            token = answer.get("nextToken")
-            if not token:
-                return out
+        """Every item of a listing; None when what was listed does not exist."""
+        answer = await pages(self.client, self.buckets[call], call, items, **request)
+        if isinstance(answer, ReadError):
+            return None if answer.missing else self._refused(call, answer, request)
+        return answer[0]
 
     async def packages(self, pattern: str) -> list[str]:
         """The package names `pattern` names: itself, or for a glob those ListPackages has."""
@@ -138,7 +132,7 @@ class _Reader:
                 got = await self._call("get_package_version", packageName=package, versionName=name)
                 details[name] = dict((got or {}).get("attributes") or {})
 
-            await _bounded(sorted(wanted), self.concurrency, detail)
+            await bounded(sorted(wanted), self.concurrency, detail)
             versions = [VersionFacts(v.name, v.status, v.created, details.get(v.name)) for v in versions]
         return match_package(select, package, versions, default)
 

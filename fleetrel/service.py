@@ -70,6 +70,10 @@ ALLOWED_TRANSITIONS = frozenset({("DRAFT", "PUBLISHED"), ("PUBLISHED", "DEPRECAT
 # artifact and recipe likewise per the lifecycle page. The description is editable in
 # any status.
 DRAFT_ONLY = ("attributes", "artifact", "recipe")
+# Every field UpdatePackageVersion sets besides the action (model: its request shape,
+# less names, clientToken and action). GetPackageVersion returns them;
+# ListPackageVersions only names and statuses.
+VERSION_FIELDS = ("description", *DRAFT_ONLY)
 
 # --- the operations -------------------------------------------------------------------
 # model: the ten operations on /packages, a package and its versions. (The model has

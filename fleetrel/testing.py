@@ -168,6 +168,22 @@ class FakeIoT:
             raise service_error("ResourceNotFoundException", 404, "no such version", "GetPackageVersion")
         return {"packageName": packageName, "versionName": versionName, **version}
 
+    async def list_package_versions(self, *, packageName: str, maxResults: int = 100, nextToken: str | None = None,
+                                    status: str | None = None) -> dict[str, Any]:
+        """A page of the package's versions, sorted by name; the token is the last name
+        returned (as the emulator pages). A package with no version lists nothing."""
+        self.reads += 1
+        names = sorted(key.split("/", 1)[1] for key in self.versions if key.split("/", 1)[0] == packageName)
+        names = [n for n in names if (nextToken is None or n > nextToken)
+                 and (status is None or self.versions[f"{packageName}/{n}"]["status"] == status)]
+        page = names[:maxResults]
+        out: dict[str, Any] = {"packageVersionSummaries": [
+            {"packageName": packageName, "versionName": n, "status": self.versions[f"{packageName}/{n}"]["status"]}
+            for n in page]}
+        if len(names) > maxResults:
+            out["nextToken"] = page[-1]
+        return out
+
     async def get_package(self, *, packageName: str) -> dict[str, Any]:
         self.reads += 1
         if not any(key.split("/", 1)[0] == packageName for key in self.versions):

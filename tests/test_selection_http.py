@@ -61,7 +61,10 @@ def test_preview_pages_through_versions_and_shows_each_selector(emulator, tmp_pa
     assert package["matched"][:3] == ["3.0", "3.1", "3.2"] and "3.100" in package["matched"]
     assert len(doc["steps"]) == 149 and doc["warnings"] == []
     operations = emulator.record()["operations"]
-    assert sum(operations["ListPackageVersions"].values()) == 2 + 1  # two pages of thermostat-fw, one of -app
+    # the selection: two pages of thermostat-fw, one of -app; the preview of its 149
+    # DEPRECATE steps: two pages more (status is all they need), no GetPackageVersion
+    assert sum(operations["ListPackageVersions"].values()) == 2 + 1 + 2
+    assert "GetPackageVersion" not in operations
     assert sum(operations["ListPackages"].values()) == 1
     assert "UpdatePackageVersion" not in operations
     text = fleetrel("plan", str(plan), "--endpoint-url", emulator.url)

@@ -218,3 +218,12 @@ def test_list_package_versions_filters_by_the_models_statuses():
     shape = MODEL.operation_model("ListPackageVersions").input_shape.members["status"]
     assert shape.serialization["location"] == "querystring"
     assert tuple(shape.enum) == emulator_rules.STATUSES == service.STATUSES
+
+
+def test_the_version_fields_are_what_update_package_version_sets_besides_the_action():
+    """The preview reads a step that sets none of them from ListPackageVersions: a field
+    missing here would be compared against a listing that does not carry it."""
+    sent = set(UPDATE) - {"packageName", "versionName", "clientToken", "action"}
+    assert set(service.VERSION_FIELDS) == sent
+    listed = MODEL.shape_for("PackageVersionSummary").members
+    assert not set(service.VERSION_FIELDS) & set(listed) and "status" in listed

@@ -77,7 +77,13 @@ async def test_preview_shows_each_change_and_each_blocked_step_and_the_run_agree
                                                      "already-in-status": 1}
     record = emulator.record()
     assert "UpdatePackageVersion" not in record["operations"]
-    assert sum(record["operations"]["GetPackageVersion"].values()) == len(CASES) + 1
+    # GetPackageVersion only where fields are compared; the steps that need only a status
+    # (2.0, 2.1, 2.3 and the ghost) come from one ListPackageVersions per package; GetPackage
+    # once per package with a DEPRECATE step or a version not found, never twice.
+    with_fields = [entry for _, entry, *_ in CASES if set(entry) - {"version", "action"}]
+    assert record["operations"]["GetPackageVersion"] == {"200": len(with_fields)}
+    assert record["operations"]["ListPackageVersions"] == {"200": 2}
+    assert record["operations"]["GetPackage"] == {"200": 1, "404": 1}
 
     # The run does what the preview said.
     result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
@@ -181,3 +187,101 @@ def test_tables_for_people_stop_at_max_rows_and_say_how_many_more():
     assert f"{keys[MAX_ROWS - 1]} " in text and f"{keys[MAX_ROWS]} " not in text
     assert "... and 50 more versions that differ" in text and "... and 50 more steps" in text
     assert f"{MAX_ROWS + 50} of {MAX_ROWS + 50} versions differ from the plan" in text
+
+
+# -- reading by listing ------------------------------------------------------------------
+
+def test_a_status_only_step_is_read_from_the_listing_a_step_with_fields_one_by_one():
+    from fleetrel.state import status_is_enough
+
+    assert status_is_enough(Step("fw", "1.0", action="DEPRECATE"))
+    assert status_is_enough(Step("fw", "1.0", action="PUBLISH"))
+    assert not status_is_enough(Step("fw", "1.0", action="PUBLISH", description="d"))
+    assert not status_is_enough(Step("fw", "1.0", action="DEPRECATE", attributes={}))
+    assert not status_is_enough(Step("fw", "1.0", description="d"))  # no action: fields only
+
+
+@pytest.mark.parametrize("wanted, pages, left", [
+    (range(1000), 10, 0),  # every version: the whole listing, nothing read one by one
+    (range(0, 1000, 10), 10, 0),  # one in ten: still cheaper listed (10 pages for 100 versions)
+    ([5, 500, 999], 2, 2),  # three of a thousand: stops at two pages, reads the two it has not seen
+])
+def test_a_listing_stops_when_reading_the_rest_one_by_one_costs_less(wanted, pages, left):
+    from fleetrel.state import list_statuses
+    from fleetrel.testing import FakeIoT
+    from fleetrel.reads import ReadBuckets
+
+    client = FakeIoT({f"fw/{i:04d}": "PUBLISHED" for i in range(1000)})
+    names = {f"{i:04d}" for i in wanted}
+    found, rest = anyio.run(lambda: list_statuses(client, ReadBuckets(rate=1e6, burst=1000)["l"], "fw", names))
+    assert client.reads == pages and len(rest) == left
+    assert set(found) | rest == names and not set(found) & rest
+    assert all(state.status == "PUBLISHED" for state in found.values())
+
+
+def test_a_version_a_complete_listing_lacks_is_missing_and_a_missing_package_lists_nothing():
+    from fleetrel.state import list_statuses
+    from fleetrel.testing import FakeIoT
+    from fleetrel.reads import ReadBuckets
+
+    client = FakeIoT({"fw/1.0": "DEPRECATED"})
+
+    async def both() -> tuple:
+        limiter = ReadBuckets(rate=1e6, burst=1000)["l"]
+        return (await list_statuses(client, limiter, "fw", {"1.0", "9.9"}),
+                await list_statuses(client, limiter, "ghost", {"1.0"}))
+
+    (found, rest), (ghost, ghost_rest) = anyio.run(both)
+    assert found["1.0"].status == "DEPRECATED" and found["9.9"].missing and rest == set()
+    assert ghost["1.0"].missing and ghost_rest == set()
+
+
+def test_a_listing_refused_leaves_the_versions_to_read_one_by_one():
+    """A role may allow GetPackageVersion and not ListPackageVersions: the preview still
+    reads every version, one by one, rather than calling them all unreadable."""
+    from fleetrel.state import read_versions
+    from fleetrel.testing import FakeIoT, service_error
+
+    class NoListing(FakeIoT):
+        async def list_package_versions(self, **request):
+            raise service_error("AccessDeniedException", 403, "not allowed", "ListPackageVersions")
+
+    client = NoListing({"fw/1.0": "PUBLISHED", "fw/1.1": "DEPRECATED"})
+    steps = [Step("fw", "1.0", action="DEPRECATE"), Step("fw", "1.1", action="PUBLISH"),
+             Step("fw", "2.0", action="PUBLISH")]
+    found, missing = anyio.run(lambda: read_versions(client, steps, rate=1e6, burst=1000, warn_default=False))
+    assert found["fw/1.0"].status == "PUBLISHED" and found["fw/1.1"].status == "DEPRECATED"
+    assert found["fw/2.0"].missing and missing == set()  # the package exists (GetPackage said so)
+
+
+def test_preview_and_verify_of_a_large_deprecation_list_versions_a_hundred_a_call(emulator, tmp_path):
+    """250 DEPRECATE steps over two packages: three ListPackageVersions (two pages and
+    one), one GetPackage per package for the preview's default warning, no
+    GetPackageVersion; the verify after the run lists again and reads no package."""
+    emulator.seed([{"package": "fw", "version": f"1.{i:03d}", "status": "PUBLISHED"} for i in range(200)]
+                  + [{"package": "app", "version": f"2.{i:02d}", "status": "PUBLISHED"} for i in range(50)])
+    doc = {"plan": "big-clean-up", "limits": {"rate": 100, "burst": 20, "concurrency": 4},
+           "versions": [{"package": "fw", "versions": [f"1.{i:03d}" for i in range(200)], "action": "DEPRECATE"},
+                        {"package": "app", "versions": [f"2.{i:02d}" for i in range(50)], "action": "DEPRECATE"},
+                        {"package": "app", "version": "2.99", "action": "DEPRECATE"}]}  # not in the catalog
+    plan_path = tmp_path / "big.yaml"
+    plan_path.write_text(yaml.safe_dump(doc))
+    plan = load_plan(plan_path)
+
+    preview = anyio.run(lambda: read_preview(plan, endpoint_url=emulator.url))
+    assert preview.totals()["apply"] == 250 and [s.key for s in preview.blocked] == ["app/2.99"]
+    assert preview.blocked[0].blocked == "version-missing"
+    operations = emulator.record()["operations"]
+    assert operations["ListPackageVersions"] == {"200": 3} and operations["GetPackage"] == {"200": 2}
+    assert "GetPackageVersion" not in operations
+
+    emulator.reset_record()
+    doc["versions"].pop()
+    plan_path.write_text(yaml.safe_dump(doc))
+    plan = load_plan(plan_path)
+    anyio.run(lambda: run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
+    emulator.reset_record()
+    report = anyio.run(lambda: read_drift(plan, endpoint_url=emulator.url))
+    assert report.matches and len(report.steps) == 250
+    operations = emulator.record()["operations"]
+    assert operations == {"ListPackageVersions": {"200": 3}}
