@@ -31,6 +31,10 @@ from fleetrel.quota import QuotaEstimator, Tuning
 #: ``hook(old_rate, new_rate, reason)``; reason is "throttle" or "probe".
 RateHook = Callable[[float, float, str], None]
 
+# The longest the first paced call waits for the service's first answer (see
+# RateController._first_answer_or_timeout): far above a control-plane round trip.
+FIRST_ANSWER_WAIT = 1.0
+
 
 class RetunableLimiter(AsyncLimiter):
     """An ``AsyncLimiter`` holding ``burst`` calls that refills at a rate you can change.
@@ -178,7 +182,9 @@ class RateController:
     __slots__ = (
         "_clock",
         "_estimator",
+        "_first_answer",
         "_first_burst_size",
+        "_heard",
         "_limiter",
         "_reported",
         "_waited_at",
@@ -218,6 +224,11 @@ class RateController:
         self._reported = float(rate)
         self._waited_at = -math.inf
         self._first_burst_size = burst
+        # A fixed rate keeps its schedule, and a bucket of one saves no refill worth
+        # holding back (it would only delay the second call by a round trip): neither
+        # waits for a first answer.
+        self._heard = not adaptive or burst == 1
+        self._first_answer: asyncio.Event | None = None
         self.admitted = 0  # calls admitted so far
         self.throttles = 0
         self.decreases = 0
@@ -248,9 +259,33 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until the bucket admits one call."""
+        if self._after_first_burst:
+            await self._first_answer_or_timeout()
         if not self.try_acquire():
             await self._limiter.acquire()
             self.admitted += 1
+
+    @property
+    def _after_first_burst(self) -> bool:
+        return not self._heard and self.admitted >= self._first_burst_size
+
+    async def _first_answer_or_timeout(self) -> None:
+        """Hold paced calls until the service has answered one of the first burst.
+
+        Our bucket refills from the moment it admitted the burst; the service's from the
+        moment the burst reached it, which is later by the time the calls take to leave
+        (20 targets starting at once on two cores: a few hundred ms), and it is capped.
+        The refill we saved meanwhile would be spent into a bucket that has not got it:
+        3 throttles a target with 20 targets. So the first paced call waits for the first
+        answer, and the refill counts from then (`_heard_back`). It costs one round trip
+        of refill once a run; a first answer that never comes (every call of the burst
+        lost) holds nothing longer than FIRST_ANSWER_WAIT."""
+        if self._first_answer is None:
+            self._first_answer = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._first_answer.wait(), FIRST_ANSWER_WAIT)
+        except TimeoutError:
+            self._heard = True  # go on paced by the bucket alone, as before any answer
 
     def try_acquire(self) -> bool:
         """Admit one call now if the bucket has room for it: True if it did. False takes
@@ -259,6 +294,8 @@ class RateController:
         The caller's fast path: a call admitted at once has nothing to wait for, so nothing
         to make cancellable (an anyio cancel scope per call costs more than the rest of
         the admission)."""
+        if self._after_first_burst:
+            return False  # `acquire` waits for the first answer
         now = self._now()
         room = self._limiter.has_capacity()
         if not room:
@@ -279,7 +316,19 @@ class RateController:
         towards the measured quota. A lost connection is not reported.
         """
         self.successes += 1
+        self._heard_back()
         self._estimator.accepted(self._now())
+
+    def _heard_back(self) -> None:
+        """The service's first answer: if the whole first burst was admitted before it,
+        our bucket refills from now (see `_first_answer_or_timeout`)."""
+        if self._heard:
+            return
+        self._heard = True
+        if self.admitted >= self._first_burst_size:
+            self._limiter.empty()
+        if self._first_answer is not None:
+            self._first_answer.set()
 
     @property
     def in_first_burst(self) -> bool:
@@ -300,6 +349,7 @@ class RateController:
         self.throttles += 1
         if not self.adaptive:
             return
+        self._heard_back()
         # The service's bucket is empty now: a burst saved in ours would be spent into
         # it and throttled, call after call. Whatever the rate, start from an empty one.
         # (A bucket of one saves no burst, only the next paced call: emptying it would

@@ -261,3 +261,22 @@ def test_log_lines_show_at_most_six_targets_and_sum_up_the_rest(tmp_path):
     last = lines[-7:]
     assert len(last) == 7 and last[-1].startswith("  ... and 2 more target(s)")
     assert all(line.startswith("  t") for line in last[:-1])
+
+
+def test_no_call_past_the_first_burst_leaves_before_the_first_answer(tmp_path):
+    """Calls take 0.5 s: the first burst (5) leaves at 0, and the sixth call not before
+    the first answer, then one interval after it (not at 0.1 s, on a refill the
+    service's bucket may not have had)."""
+    versions = [str(i) for i in range(8)]
+    iot = FakeIoT(drafts(*versions), latency=0.5)
+    sent: dict[str, float] = {}
+    for version in versions:
+        async def note(version=version) -> None:  # the fake awaits this after its latency
+            sent[version] = anyio.current_time() - 0.5
+        iot.script(f"{PKG}/{version}", note)
+    plan = load_plan(write_plan(tmp_path / "p.yaml", versions, package=PKG, rate=10, burst=5, concurrency=8))
+    result = go(plan, iot, tmp_path)
+    assert result.succeeded == 8
+    times = sorted(sent.values())
+    assert times[:5] == pytest.approx([0.0] * 5, abs=1e-3)
+    assert times[5] == pytest.approx(0.6, abs=1e-3) and times[6] == pytest.approx(0.7, abs=1e-3)

@@ -410,6 +410,7 @@ def test_acquire_waits_at_the_decreased_rate():
     async def main(loop):
         control = RateController(rate=10.0, burst=1, tuning=Tuning(margin=0.5))
         await control.acquire()
+        control.on_success()  # the first answer, at once: paced calls need not wait for it
         await control.acquire()
         before = loop.time()
         control.on_throttle()  # 10/s -> 5/s
@@ -421,6 +422,50 @@ def test_acquire_waits_at_the_decreased_rate():
     assert before == pytest.approx(0.1)
     # abs: the virtual loop charges 1 us per idle loop iteration
     assert after - before == pytest.approx(0.4, abs=1e-5)
+
+
+def test_paced_calls_wait_for_the_first_answer_and_the_refill_counts_from_it():
+    """The whole first burst out and no answer yet: the next call waits for the first
+    answer (our refill meanwhile is one the service's bucket may not have had), then one
+    interval; a first answer that never comes holds it FIRST_ANSWER_WAIT at most."""
+    from fleetrel.ratecontrol import FIRST_ANSWER_WAIT
+
+    async def main(loop):
+        control = RateController(rate=10.0, burst=3)
+        for _ in range(3):
+            await control.acquire()
+        assert loop.time() == 0.0
+        paced = loop.create_task(control.acquire())
+        await asyncio.sleep(0.5)  # virtual: five intervals' refill, all held
+        assert not paced.done()
+        control.on_success()  # the first answer, at 0.5 s
+        await paced
+        answered_then = loop.time()
+        silent = RateController(rate=10.0, burst=2)
+        await silent.acquire()
+        await silent.acquire()
+        start = loop.time()
+        await silent.acquire()  # nobody answers
+        return answered_then, loop.time() - start
+
+    answered_then, silent_wait = run_virtual(main)
+    assert answered_then == pytest.approx(0.6, abs=1e-5)  # the answer, then one interval
+    assert silent_wait == pytest.approx(FIRST_ANSWER_WAIT, abs=1e-5)
+
+
+def test_a_fixed_rate_and_a_burst_not_yet_spent_never_wait_for_an_answer():
+    async def main(loop):
+        fixed = RateController(rate=10.0, burst=2, adaptive=False)
+        for _ in range(4):
+            await fixed.acquire()
+        big = RateController(rate=10.0, burst=50)  # a first answer before the burst is spent
+        await big.acquire()
+        big.on_success()
+        for _ in range(49):
+            await big.acquire()
+        return loop.time()
+
+    assert run_virtual(main) == pytest.approx(0.2, abs=1e-5)  # the fixed one's two paced calls
 
 
 def test_bucket_factory_holds_burst_calls_then_refills_at_rate():
