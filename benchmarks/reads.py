@@ -82,8 +82,10 @@ async def one_by_one(url: str, steps: int) -> float:
         return time.perf_counter() - started
 
 
-def calls(record: dict) -> dict[str, int]:
-    return {op: sum(codes.values()) for op, codes in record["operations"].items()}
+def calls(record: dict) -> dict[str, dict[str, int]]:
+    """Calls per operation as the emulator counted them, and how many it throttled."""
+    return {op: {"calls": sum(codes.values()), "throttled": record["throttled"].get(op, 0)}
+            for op, codes in record["operations"].items()}
 
 
 def main() -> int:

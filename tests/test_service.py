@@ -209,9 +209,9 @@ def test_the_emulators_paging_is_the_models(operation):
     members = MODEL.operation_model(operation).input_shape.members
     assert (model(members["maxResults"], "min"), model(members["maxResults"], "max")) == (1, emulator_rules.MAX_PAGE)
     assert members["nextToken"].serialization["location"] == "querystring"
-    from fleetrel.expansion import PAGE
+    from fleetrel.reads import PAGE
 
-    assert PAGE == model(members["maxResults"], "max")  # the expansion asks for the fewest pages
+    assert PAGE == model(members["maxResults"], "max")  # the expansion and the preview ask for the fewest pages
 
 
 def test_list_package_versions_filters_by_the_models_statuses():
