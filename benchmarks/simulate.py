@@ -85,7 +85,8 @@ class Outcome:
     """One simulated scenario: per run wall time and controller counters, and the whole."""
 
     scenario: str
-    walls: tuple[float, ...]
+    walls: tuple[float, ...]  # each run's, from its own start
+    span: float  # from the first run's start to the last run's end
     ideal: float
     attempts: int  # every caller's, the foreign one's included
     throttled: int
@@ -94,7 +95,7 @@ class Outcome:
 
     @property
     def efficiency(self) -> float:
-        return max(self.walls) / self.ideal
+        return self.span / self.ideal
 
     @property
     def throttled_fraction(self) -> float:
@@ -123,11 +124,13 @@ def simulate(
     jitter: float = 0.002,
     concurrency: int = CONCURRENCY,
     calls: tuple[int, ...] | None = None,
+    stagger: float = 0.0,
     **controller: Any,
 ) -> Outcome:
     """Run `scenario` against the simulated service; `controller` goes to every
     `RateController` (a `tuning=` to try, say). `calls`: each run's N, when the runs
-    differ (default: the scenario's N for each)."""
+    differ (default: the scenario's N for each). `stagger`: run k starts k × stagger
+    seconds after the first (two operators never press Enter at the same instant)."""
     rng = random.Random(seed)
     policy = RetryPolicy()
     quota = scenario.quota
@@ -135,7 +138,10 @@ def simulate(
     rate = scenario.fleetrel_ceiling or quota.rate
     burst = scenario.fleetrel_burst or quota.burst
 
-    async def one_run(loop: asyncio.AbstractEventLoop, service: Service, n: int) -> tuple[float, RateController]:
+    async def one_run(loop: asyncio.AbstractEventLoop, service: Service, n: int,
+                      delay: float) -> tuple[float, float, RateController]:
+        await asyncio.sleep(delay)
+        started = loop.time()
         control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
         todo = list(range(n))
         finished = 0.0
@@ -161,7 +167,7 @@ def simulate(
                     await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
-        return finished, control
+        return finished - started, finished, control
 
     async def foreign(service: Service) -> None:
         # steady and deaf: one call every 1/rate seconds whatever the answer
@@ -172,17 +178,19 @@ def simulate(
     async def main(loop: asyncio.AbstractEventLoop) -> Outcome:
         service = Service(scenario, loop.time)
         background = asyncio.ensure_future(foreign(service)) if scenario.foreign_rate else None
-        runs = await asyncio.gather(*(one_run(loop, service, n) for n in calls or (scenario.calls,) * scenario.runs))
+        sizes = calls or (scenario.calls,) * scenario.runs
+        runs = await asyncio.gather(*(one_run(loop, service, n, k * stagger) for k, n in enumerate(sizes)))
         if background is not None:
             background.cancel()
         return Outcome(
             scenario=scenario.key,
-            walls=tuple(wall for wall, _ in runs),
+            walls=tuple(wall for wall, _, _ in runs),
+            span=max(end for _, end, _ in runs),
             ideal=scenario.ideal_s() if calls is None else replace(scenario, calls=sum(calls), runs=1).ideal_s(),
             attempts=service.attempts,
             throttled=service.throttled,
-            rates=tuple(c.rate for _, c in runs),
-            stats=tuple(c.stats() for _, c in runs),
+            rates=tuple(c.rate for _, _, c in runs),
+            stats=tuple(c.stats() for _, _, c in runs),
         )
 
     return run_virtual(main)
@@ -194,13 +202,15 @@ def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | No
     return [replace(s, calls=calls) for s in chosen] if calls else chosen
 
 
-def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | None = None, **controller: Any) -> bool:
+def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | None = None, stagger: float = 0.0,
+           **controller: Any) -> bool:
     """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets.
     `calls`: each run's N in the scenarios of several runs (see `simulate`)."""
     all_met = True
     for scenario in scenarios:
         uneven = calls if calls and scenario.runs == len(calls) else None
-        runs = [simulate(scenario, seed=s, calls=uneven, **controller) for s in seeds]
+        runs = [simulate(scenario, seed=s, calls=uneven, stagger=stagger if scenario.runs > 1 else 0.0, **controller)
+                for s in seeds]
         es = [r.efficiency for r in runs]
         thetas = [r.throttled_fraction for r in runs]
         met = sum(r.meets(scenario) for r in runs)
@@ -227,11 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-calls", default="", metavar="N1,N2",
                         help="each run's N in (f), when they differ: 250,100 shows how the longer run climbs "
                              "back to the whole quota once the other has finished")
+    parser.add_argument("--stagger", type=float, default=0.0, metavar="SECONDS",
+                        help="in (f), the second run starts this much after the first (the benchmark's two "
+                             "processes start within a few hundred ms of each other, not at once)")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefgh"
     scenarios = simulated_scenarios("default", keys, args.calls)
     run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
-    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls) else 1
+    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls, stagger=args.stagger) else 1
 
 
 if __name__ == "__main__":

@@ -119,6 +119,15 @@ def plain_http_loopback(endpoint_url: str | None) -> bool:
     return is_loopback(endpoint_url) and urlsplit(endpoint_url or "").scheme == "http"
 
 
+def no_tls(endpoint_url: str | None) -> dict[str, Any]:
+    """`verify=False` for a plain-http endpoint on this machine (the emulator), for every
+    client fleetrel builds (IoT, STS). There is no TLS on the connection, so no certificate
+    to verify; but with verification on, aiobotocore still loads the whole CA bundle into
+    an SSL context when it builds each client's connector (15-35 ms of CPU: 1.4 s of a
+    20-target set-up's 3.9, three clients a target)."""
+    return {"verify": False} if plain_http_loopback(endpoint_url) else {}
+
+
 def client_config(concurrency: int, *, connect_timeout: float = 5.0, read_timeout: float = 20.0) -> Any:
     """botocore 1.40.61 defaults to the legacy retry mode with 5 attempts, blind to our
     limiter and with a fresh clientToken per retry: switch it off, the engine retries.
@@ -161,11 +170,7 @@ async def iot_client(
             raise AwsSetupError("no AWS credentials found: set AWS_PROFILE or --profile, "
                                 "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`")
         extra = dict(EMULATOR_CREDENTIALS)
-    if plain_http_loopback(endpoint_url):
-        # No TLS on this connection, so no certificate to verify; but with verification
-        # on, aiobotocore still loads the whole CA bundle into an SSL context when it
-        # builds the connector (~15-30 ms of CPU, inside every benchmarked run).
-        extra["verify"] = False
+    extra.update(no_tls(endpoint_url))
     async with session.client(
         "iot", region_name=region, endpoint_url=endpoint_url, config=client_config(concurrency), **extra
     ) as client:

@@ -17,7 +17,7 @@ import functools
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator
 
-from fleetrel.aws import EMULATOR_CREDENTIALS, AwsSetupError, client_config, is_loopback, plain_http_loopback
+from fleetrel.aws import EMULATOR_CREDENTIALS, AwsSetupError, client_config, is_loopback, no_tls
 
 # Refresh an assumed role this long before it expires (botocore's default is 15 minutes,
 # longer than the short sessions a rehearsal against the emulator hands out).
@@ -52,7 +52,7 @@ async def target_session(*, region: str, profile: str | None = None, role_arn: s
         extra["ExternalId"] = external_id
     fetcher = AioAssumeRoleCredentialFetcher(
         client_creator=functools.partial(base.create_client, region_name=region, endpoint_url=endpoint_url,
-                                         config=client_config(1)),
+                                         config=client_config(1), **no_tls(endpoint_url)),
         source_credentials=source, role_arn=role_arn, extra_args=extra, cache={},
         expiry_window_seconds=EXPIRY_WINDOW_SECONDS)
     assumed = _sharing(AioSession(), loader)
@@ -72,7 +72,7 @@ def _sharing(session: Any, loader: Any) -> Any:
 async def caller_account(session: Any, *, region: str, endpoint_url: str | None = None) -> str:
     """The account the session's credentials act in (STS GetCallerIdentity)."""
     async with session.create_client("sts", region_name=region, endpoint_url=endpoint_url,
-                                     config=client_config(1)) as sts:
+                                     config=client_config(1), **no_tls(endpoint_url)) as sts:
         return str((await sts.get_caller_identity())["Account"])
 
 
@@ -112,9 +112,8 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
             if spec.account and account != spec.account:
                 problems[spec.name] = (f"pins account {spec.account}, but its credentials act in account {account}")
                 return
-            extra = {"verify": False} if plain_http_loopback(endpoint) else {}
             context = session.create_client("iot", region_name=spec.region, endpoint_url=endpoint,
-                                            config=client_config(concurrency), **extra)
+                                            config=client_config(concurrency), **no_tls(endpoint))
             client = await context.__aenter__()
             stack.push_async_exit(context)
             clients[spec.name] = client
