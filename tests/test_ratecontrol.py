@@ -494,6 +494,21 @@ def test_simulation_is_deterministic_for_a_seed():
     assert simulate(c, seed=7) == simulate(c, seed=7)
 
 
+def test_a_staggered_second_run_is_timed_from_its_own_start():
+    """simulate.py --stagger: each run's wall from its own start, E over the whole span."""
+    from dataclasses import replace
+
+    from benchmarks.scenarios import scenarios_for
+    from benchmarks.simulate import simulate
+
+    (f,) = scenarios_for("default", ["f"])
+    f = replace(f, calls=60)
+    together, apart = simulate(f, seed=3), simulate(f, seed=3, stagger=2.0)
+    assert together.span == pytest.approx(max(together.walls))
+    assert apart.span == pytest.approx(max(apart.walls[0], 2.0 + apart.walls[1]))
+    assert apart.span > 2.0 + min(apart.walls)
+
+
 def test_a_fixed_rate_above_the_quota_is_what_adaptation_saves_us_from():
     """The simulation can fail: non-adaptive at 10x the quota throttles heavily."""
     from dataclasses import replace
