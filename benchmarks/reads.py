@@ -38,8 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetre
 from fleetrel.aws import iot_client  # noqa: E402
 from fleetrel.emulator import start_emulator  # noqa: E402
 from fleetrel.plan import Step  # noqa: E402
-from fleetrel.reads import ReadBuckets, bounded  # noqa: E402
-from fleetrel.state import read_version  # noqa: E402
+from fleetrel.reads import ReadBuckets, bounded, read_version  # noqa: E402
 
 PER_PACKAGE = 100
 RATE, BURST, LATENCY_MS, CONCURRENCY = 10.0, 10, 50.0, 16

@@ -34,9 +34,10 @@ from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
 from fleetrel.ratecontrol import RateController, bucket
+from fleetrel.reads import ReadError, read_default, read_version
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
-from fleetrel.state import ReadError, drift_of, read_default, read_version
+from fleetrel.state import drift_of
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]

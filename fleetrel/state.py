@@ -6,31 +6,27 @@
     report = await read_drift(plan)
     assert report.matches
 
-Both read every planned version, concurrently, through read buckets of their own at the
-plan's rate, one per read operation (`fleetrel.reads`): reads have their own quotas in
-AWS, and a preview that throttles the account would be a poor way to start a release.
-A step that needs only its version's status (every DEPRECATE, a PUBLISH that sets no
-field) is read from ListPackageVersions, up to 100 versions a call; the others with
-GetPackageVersion. At 10 calls/s a 10,000-version clean-up previews in seconds, not in
-the 17 minutes one GetPackageVersion a version would take. `diff_step` and
+Both read every planned version with `fleetrel.reads.read_versions`, concurrently,
+through read buckets of their own at the plan's rate, one per read operation: reads have
+their own quotas in AWS, and a preview that throttles the account would be a poor way to
+start a release; a version whose status is all a step needs is listed, 100 a call. `diff_step` and
 `drift_of` are pure, so the rules are tested without a network. Plain dataclasses out;
 the CLI and `fleetrel.report` turn them into tables.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import anyio
 
-from fleetrel import errors
 from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
-from fleetrel.reads import READ_POLICY, ReadBuckets, ReadError, bounded, pages, read
+from fleetrel.reads import PackageState, ReadError, VersionState, read_versions
 # The lifecycle (what each action leaves a version in, the transitions allowed, the
 # DRAFT-only fields) is the service's: defined once, with its sources, in fleetrel.service.
 from fleetrel.service import ALLOWED_TRANSITIONS
-from fleetrel.service import DRAFT_ONLY, TARGET_STATUS, VERSION_FIELDS
+from fleetrel.service import DRAFT_ONLY, TARGET_STATUS
 
 # Preview outcomes. `apply`: the call will change something; `unchanged`: the version is
 # already as planned (the engine records the step as skipped, or its call is a no-op);
@@ -45,31 +41,6 @@ REFUSED_TRANSITION = "refused-transition"
 DRAFT_ONLY_FIELDS = "fields-need-draft"
 ALREADY_WITH_CHANGES = "already-in-status"
 UNREADABLE = "unreadable"
-
-
-@dataclass
-class VersionState:
-    """What GetPackageVersion says about one version (None fields: absent)."""
-
-    status: str
-    description: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-    artifact: dict[str, Any] | None = None
-    recipe: str | None = None
-    package_default: str | None = None  # GetPackage's, read for a DEPRECATE step (the preview's warning)
-
-    @classmethod
-    def from_response(cls, response: dict[str, Any]) -> "VersionState":
-        return cls(status=response["status"], description=response.get("description"),
-                   attributes=dict(response.get("attributes") or {}), artifact=response.get("artifact"),
-                   recipe=response.get("recipe"))
-
-
-@dataclass
-class PackageState:
-    """What GetPackage says about a package, as far as a default step cares."""
-
-    default_version: str | None = None
 
 
 @dataclass
@@ -289,142 +260,6 @@ def drift_of(step: Step, current: VersionState | ReadError | PackageState) -> li
     if step.recipe is not None and current.recipe != step.recipe:
         out.append("recipe")
     return out
-
-
-# -- reading (I/O) ---------------------------------------------------------------------
-
-def status_is_enough(step: Step) -> bool:
-    """Whether the version's status is all a step's preview and check compare: an action
-    and no field (every DEPRECATE as plans write them; a PUBLISH that sets nothing). Such
-    steps are read from ListPackageVersions, up to 100 versions a call."""
-    return (step.action is not None and not step.is_default
-            and all(getattr(step, name) is None for name in VERSION_FIELDS))
-
-
-async def read_version(client: Any, limiter: Any, step: Step, *,
-                       policy: errors.RetryPolicy = READ_POLICY) -> VersionState | ReadError:
-    """GetPackageVersion for one step, retried on throttles and server errors as
-    `policy` says; every attempt waits for the bucket."""
-    answer = await read(client, limiter, "get_package_version", policy, packageName=step.package,
-                        versionName=step.version)
-    return answer if isinstance(answer, ReadError) else VersionState.from_response(answer)
-
-
-async def read_default(client: Any, limiter: Any, step: Step, *,
-                       policy: errors.RetryPolicy = READ_POLICY) -> str | None | ReadError:
-    """GetPackage's `defaultVersionName` for a default step's package (None: no default)."""
-    answer = await read(client, limiter, "get_package", policy, packageName=step.package)
-    return answer if isinstance(answer, ReadError) else answer.get("defaultVersionName")
-
-
-async def list_statuses(client: Any, limiter: Any, package: str, names: set[str], *,
-                        policy: errors.RetryPolicy = READ_POLICY
-                        ) -> tuple[dict[str, VersionState | ReadError], set[str]]:
-    """The status of each version of `package` named in `names`, from ListPackageVersions,
-    and the names left to read one by one.
-
-    The listing stops when it has seen every name, or when it has cost as many calls as
-    reading the names still unseen one by one would (a plan that touches three versions
-    of a package of ten thousand): those come back as left to read, so a listing never
-    costs more than twice the GetPackageVersion calls it replaces. A name a complete
-    listing lacks is missing; a listing refused leaves every name to read one by one.
-    """
-    unseen = set(names)
-
-    def enough(page: list[dict[str, Any]], count: int) -> bool:
-        unseen.difference_update(item["versionName"] for item in page)
-        return not unseen or count >= len(unseen)
-
-    listed = await pages(client, limiter, "list_package_versions", "packageVersionSummaries", policy=policy,
-                         enough=enough, packageName=package)
-    if isinstance(listed, ReadError):
-        if listed.missing:  # no such package: every name is missing
-            return {name: listed for name in names}, set()
-        # refused (a role allowed GetPackageVersion but not ListPackageVersions, say) or
-        # throttled past its retries: the versions are read one by one instead
-        return {}, set(names)
-    items, complete = listed
-    status = {item["versionName"]: item["status"] for item in items if item["versionName"] in names}
-    found: dict[str, VersionState | ReadError] = {name: VersionState(status[name]) for name in status}
-    rest = names - status.keys()
-    if not complete:
-        return found, rest
-    found.update({name: ReadError("ResourceNotFoundException", f"{package} has no version {name}")
-                  for name in rest})
-    return found, set()
-
-
-async def read_versions(
-    client: Any,
-    steps: Iterable[Step],
-    *,
-    rate: float = 10.0,
-    burst: int = 10,
-    concurrency: int = 16,
-    policy: errors.RetryPolicy = READ_POLICY,
-    warn_default: bool = True,
-) -> tuple[dict[str, VersionState | ReadError], set[str]]:
-    """The state of every step's version, each read operation at most `rate` calls/s with
-    bursts of `burst` through a bucket of its own.
-
-    Steps that need only a status are listed per package (`list_statuses`); the others
-    are read with GetPackageVersion. GetPackage once per package with a default step (its
-    default now) and, when `warn_default`, with a DEPRECATE step (whether it deprecates
-    the default). Returns the state per step key, and the packages found missing (a
-    GetPackage for each package that had a version not found, so the preview can say
-    which is missing).
-    """
-    steps = list(steps)
-    buckets = ReadBuckets(rate=rate, burst=burst)
-    found: dict[str, Any] = {}
-    listed: dict[str, dict[str, Step]] = {}  # package -> version -> step, for the status-only steps
-    one_by_one: list[Step] = []
-    for step in steps:
-        if status_is_enough(step):
-            listed.setdefault(step.package, {})[step.version] = step
-        elif not step.is_default:
-            one_by_one.append(step)
-    packages: dict[str, PackageState | ReadError] = {}
-
-    async def get(step: Step) -> None:
-        found[step.key] = await read_version(client, buckets["get_package_version"], step, policy=policy)
-
-    async def list_package(name: str) -> None:
-        versions = listed[name]
-        got, rest = await list_statuses(client, buckets["list_package_versions"], name, set(versions), policy=policy)
-        found.update({versions[version].key: state for version, state in got.items()})
-        one_by_one.extend(versions[version] for version in sorted(rest))
-
-    async def read_package(name: str) -> None:
-        answer = await read(client, buckets["get_package"], "get_package", policy, packageName=name)
-        packages[name] = answer if isinstance(answer, ReadError) else PackageState(answer.get("defaultVersionName"))
-
-    described = {s.package for s in steps if s.is_default or (warn_default and s.action == "DEPRECATE")}
-    # each operation paced by its own bucket, so the three kinds of read go at once
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bounded, sorted(listed), concurrency, list_package)
-        tg.start_soon(bounded, list(one_by_one), concurrency, get)
-        tg.start_soon(bounded, sorted(described), concurrency, read_package)
-    left = [step for step in one_by_one if step.key not in found]  # those a listing stopped short of
-    await bounded(left, concurrency, get)
-    for step in steps:
-        package = packages.get(step.package)
-        if step.is_default:
-            found[step.key] = package
-        elif isinstance(package, PackageState) and isinstance(found[step.key], VersionState):
-            found[step.key].package_default = package.default_version
-    missing_packages: set[str] = set()
-    suspects = sorted({s.package for s in steps if not s.is_default
-                       and isinstance(found[s.key], ReadError) and found[s.key].missing})
-
-    async def check_package(name: str) -> None:
-        answer = packages.get(name) or await read(client, buckets["get_package"], "get_package", policy,
-                                                  packageName=name)  # read once: for a default, or now
-        if isinstance(answer, ReadError) and answer.missing:
-            missing_packages.add(name)
-
-    await bounded(suspects, concurrency, check_package)
-    return found, missing_packages
 
 
 def _limits(plan: Any) -> dict[str, Any]:

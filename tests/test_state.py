@@ -192,7 +192,7 @@ def test_tables_for_people_stop_at_max_rows_and_say_how_many_more():
 # -- reading by listing ------------------------------------------------------------------
 
 def test_a_status_only_step_is_read_from_the_listing_a_step_with_fields_one_by_one():
-    from fleetrel.state import status_is_enough
+    from fleetrel.reads import status_is_enough
 
     assert status_is_enough(Step("fw", "1.0", action="DEPRECATE"))
     assert status_is_enough(Step("fw", "1.0", action="PUBLISH"))
@@ -207,7 +207,7 @@ def test_a_status_only_step_is_read_from_the_listing_a_step_with_fields_one_by_o
     ([5, 500, 999], 2, 2),  # three of a thousand: stops at two pages, reads the two it has not seen
 ])
 def test_a_listing_stops_when_reading_the_rest_one_by_one_costs_less(wanted, pages, left):
-    from fleetrel.state import list_statuses
+    from fleetrel.reads import list_statuses
     from fleetrel.testing import FakeIoT
     from fleetrel.reads import ReadBuckets
 
@@ -220,7 +220,7 @@ def test_a_listing_stops_when_reading_the_rest_one_by_one_costs_less(wanted, pag
 
 
 def test_a_version_a_complete_listing_lacks_is_missing_and_a_missing_package_lists_nothing():
-    from fleetrel.state import list_statuses
+    from fleetrel.reads import list_statuses
     from fleetrel.testing import FakeIoT
     from fleetrel.reads import ReadBuckets
 
@@ -239,7 +239,7 @@ def test_a_version_a_complete_listing_lacks_is_missing_and_a_missing_package_lis
 def test_a_listing_refused_leaves_the_versions_to_read_one_by_one():
     """A role may allow GetPackageVersion and not ListPackageVersions: the preview still
     reads every version, one by one, rather than calling them all unreadable."""
-    from fleetrel.state import read_versions
+    from fleetrel.reads import read_versions
     from fleetrel.testing import FakeIoT, service_error
 
     class NoListing(FakeIoT):
