@@ -123,7 +123,8 @@ async def bounded(items: Iterable[Any], concurrency: int, work: Callable[[Any], 
 
 @dataclass
 class VersionState:
-    """What GetPackageVersion says about one version (None fields: absent)."""
+    """What GetPackageVersion says about one version (None fields: absent); from
+    ListPackageVersions, the status alone (the step compares nothing else)."""
 
     status: str
     description: str | None = None
