@@ -316,7 +316,8 @@ class RateController:
         towards the measured quota. A lost connection is not reported.
         """
         self.successes += 1
-        self._heard_back()
+        if not self._heard:  # the per-call path pays one attribute read, not a call
+            self._heard_back()
         self._estimator.accepted(self._now())
 
     def _heard_back(self) -> None:

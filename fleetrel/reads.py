@@ -235,6 +235,7 @@ async def read_versions(
     found: dict[str, Any] = {}
     listed: dict[str, dict[str, Step]] = {}  # package -> version -> step, for the status-only steps
     one_by_one: list[Step] = []
+    unlisted: list[Step] = []  # status-only steps a listing stopped short of, or was refused
     for step in steps:
         if status_is_enough(step):
             listed.setdefault(step.package, {})[step.version] = step
@@ -249,7 +250,7 @@ async def read_versions(
         versions = listed[name]
         got, rest = await list_statuses(client, buckets["list_package_versions"], name, set(versions), policy=policy)
         found.update({versions[version].key: state for version, state in got.items()})
-        one_by_one.extend(versions[version] for version in sorted(rest))
+        unlisted.extend(versions[version] for version in sorted(rest))
 
     async def read_package(name: str) -> None:
         answer = await read(client, buckets["get_package"], "get_package", policy, packageName=name)
@@ -259,10 +260,9 @@ async def read_versions(
     # each operation paced by its own bucket, so the three kinds of read go at once
     async with anyio.create_task_group() as tg:
         tg.start_soon(bounded, sorted(listed), concurrency, list_package)
-        tg.start_soon(bounded, list(one_by_one), concurrency, get)
+        tg.start_soon(bounded, one_by_one, concurrency, get)
         tg.start_soon(bounded, sorted(described), concurrency, read_package)
-    left = [step for step in one_by_one if step.key not in found]  # those a listing stopped short of
-    await bounded(left, concurrency, get)
+    await bounded(unlisted, concurrency, get)
     for step in steps:
         package = packages.get(step.package)
         if step.is_default:

@@ -9,8 +9,8 @@
 Both read every planned version with `fleetrel.reads.read_versions`, concurrently,
 through read buckets of their own at the plan's rate, one per read operation: reads have
 their own quotas in AWS, and a preview that throttles the account would be a poor way to
-start a release; a version whose status is all a step needs is listed, 100 a call. `diff_step` and
-`drift_of` are pure, so the rules are tested without a network. Plain dataclasses out;
+start a release; a version whose status is all a step needs is listed, 100 a call.
+`diff_step` and `drift_of` are pure, so the rules are tested without a network. Plain dataclasses out;
 the CLI and `fleetrel.report` turn them into tables.
 """
 from __future__ import annotations
