@@ -186,10 +186,21 @@ class QuotaEstimator:
             self._anchors.clear()
         bound = self._measured_bound(now)
         self._anchors.append(now)
+        lifted = None if share is None else min(share, t.start_share * self._first_burst)
         if share is not None and share < self.rate * (1 - t.margin) and (bound is None or share < bound):
-            # Runs started together: the share, not the bound (see `_start_share`).
-            # Like the bound it is data, so it applies inside the cool-down.
+            # Runs started together: the share, not the bound (see `_start_share`), nor
+            # a guess from our first burst (which measured our luck in the race for its
+            # tokens: 8 of 10). Like the bound it is data, so it applies inside the
+            # cool-down.
+            self._guessing = False
             estimate = share
+        elif lifted is not None and self._guessing and self.estimate is not None and lifted > self.estimate:
+            # ... nor a guess that lost the race (2 of 10): up to the share, but never
+            # above the share of what our first burst sent, which is all that two runs
+            # that collided can tell. (A lone run whose burst was overstated looks the
+            # same, 10 of its first 16 admitted; its guess goes on rising to 10 with the
+            # answers still coming in, above 16 × 1/2.)
+            estimate = lifted
         elif bound is not None and bound < self.rate * (1 - t.margin):
             # Overload: since an earlier throttle of this episode the service admitted
             # clearly less than we send (the start, a quota that dropped). The bound is

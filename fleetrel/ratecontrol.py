@@ -31,8 +31,8 @@ from fleetrel.quota import QuotaEstimator, Tuning
 #: ``hook(old_rate, new_rate, reason)``; reason is "throttle" or "probe".
 RateHook = Callable[[float, float, str], None]
 
-# The longest the first paced call waits for the service's first answer (see
-# RateController._first_answer_or_timeout): far above a control-plane round trip.
+# The longest a call waits for the answers to the run's first wave (see
+# RateController._first_wave_or_timeout): far above a control-plane round trip.
 FIRST_ANSWER_WAIT = 1.0
 
 
@@ -180,14 +180,16 @@ class RateController:
     """
 
     __slots__ = (
+        "_answers",
         "_clock",
         "_estimator",
-        "_first_answer",
         "_first_burst_size",
-        "_heard",
         "_limiter",
+        "_open",
         "_reported",
         "_waited_at",
+        "_wave",
+        "_wave_answered",
         "adaptive",
         "admitted",
         "decreases",
@@ -224,11 +226,13 @@ class RateController:
         self._reported = float(rate)
         self._waited_at = -math.inf
         self._first_burst_size = burst
-        # A fixed rate keeps its schedule, and a bucket of one saves no refill worth
-        # holding back (it would only delay the second call by a round trip): neither
-        # waits for a first answer.
-        self._heard = not adaptive or burst == 1
-        self._first_answer: asyncio.Event | None = None
+        # The first wave (`_first_wave_or_timeout`). A fixed rate keeps its schedule, and
+        # a bucket of one saves no refill worth holding back (it would only delay the
+        # second call by a round trip): neither waits for answers.
+        self._open = not adaptive or burst == 1
+        self._wave: int | None = None  # calls admitted when the first answer came
+        self._answers = 0  # answers while the gate was shut
+        self._wave_answered: asyncio.Event | None = None
         self.admitted = 0  # calls admitted so far
         self.throttles = 0
         self.decreases = 0
@@ -259,33 +263,42 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until the bucket admits one call."""
-        if self._after_first_burst:
-            await self._first_answer_or_timeout()
+        if self._shut:
+            await self._first_wave_or_timeout()
         if not self.try_acquire():
             await self._limiter.acquire()
             self.admitted += 1
 
     @property
-    def _after_first_burst(self) -> bool:
-        return not self._heard and self.admitted >= self._first_burst_size
+    def _shut(self) -> bool:
+        """Whether the next call must wait for the first wave's answers: once the whole
+        first burst is out, or once the first answer has come, until the wave is answered."""
+        return not self._open and (self._wave is not None or self.admitted >= self._first_burst_size)
 
-    async def _first_answer_or_timeout(self) -> None:
-        """Hold paced calls until the service has answered one of the first burst.
+    async def _first_wave_or_timeout(self) -> None:
+        """Hold further calls until the service has answered the run's first wave: the
+        calls admitted before its first answer.
 
-        Our bucket refills from the moment it admitted the burst; the service's from the
-        moment the burst reached it, which is later by the time the calls take to leave
-        (20 targets starting at once on two cores: a few hundred ms), and it is capped.
-        The refill we saved meanwhile would be spent into a bucket that has not got it:
-        3 throttles a target with 20 targets. So the first paced call waits for the first
-        answer, and the refill counts from then (`_heard_back`). It costs one round trip
-        of refill once a run; a first answer that never comes (every call of the burst
-        lost) holds nothing longer than FIRST_ANSWER_WAIT."""
-        if self._first_answer is None:
-            self._first_answer = asyncio.Event()
+        Two reasons, both once a run. Paced calls: our bucket refills from the moment it
+        admitted the burst; the service's from the moment the burst reached it, which is
+        later by the time the calls take to leave (20 targets starting at once on two
+        cores: a few hundred ms), and it is capped. The refill we saved meanwhile would
+        be spent into a bucket that has not got it: 3 throttles a target with 20 targets.
+        So no paced call leaves before the first answer, and the refill counts from then
+        (`_answered`). Burst calls: until the whole wave has answered we do not know
+        whether the service's burst is as large as ours. With `burst: 100` against a
+        bucket of 10, answers arrive in any order within a millisecond or two; a worker
+        whose call succeeded first would send its next call from our saved burst before
+        the throttles of its neighbours arrived, into a bucket they had just found empty
+        (4 of the 10 first-burst throttles in `simulate.py` scenario h). The cost is the
+        spread of the wave's answers, once; an answer that never comes (a lost call)
+        holds nothing longer than FIRST_ANSWER_WAIT."""
+        if self._wave_answered is None:
+            self._wave_answered = asyncio.Event()
         try:
-            await asyncio.wait_for(self._first_answer.wait(), FIRST_ANSWER_WAIT)
+            await asyncio.wait_for(self._wave_answered.wait(), FIRST_ANSWER_WAIT)
         except TimeoutError:
-            self._heard = True  # go on paced by the bucket alone, as before any answer
+            self._open_gate()  # go on paced by the bucket alone, as before any answer
 
     def try_acquire(self) -> bool:
         """Admit one call now if the bucket has room for it: True if it did. False takes
@@ -294,8 +307,8 @@ class RateController:
         The caller's fast path: a call admitted at once has nothing to wait for, so nothing
         to make cancellable (an anyio cancel scope per call costs more than the rest of
         the admission)."""
-        if self._after_first_burst:
-            return False  # `acquire` waits for the first answer
+        if self._shut:
+            return False  # `acquire` waits for the first wave's answers
         now = self._now()
         room = self._limiter.has_capacity()
         if not room:
@@ -316,20 +329,26 @@ class RateController:
         towards the measured quota. A lost connection is not reported.
         """
         self.successes += 1
-        if not self._heard:  # the per-call path pays one attribute read, not a call
-            self._heard_back()
+        if not self._open:  # the per-call path pays one attribute read, not a call
+            self._answered()
         self._estimator.accepted(self._now())
 
-    def _heard_back(self) -> None:
-        """The service's first answer: if the whole first burst was admitted before it,
-        our bucket refills from now (see `_first_answer_or_timeout`)."""
-        if self._heard:
-            return
-        self._heard = True
-        if self.admitted >= self._first_burst_size:
-            self._limiter.empty()
-        if self._first_answer is not None:
-            self._first_answer.set()
+    def _answered(self) -> None:
+        """An answer to a call of the first wave (see `_first_wave_or_timeout`). The
+        first one fixes the wave; if the whole first burst was admitted before it, our
+        bucket refills from now. The last one lets calls go again."""
+        self._answers += 1
+        if self._wave is None:
+            self._wave = self.admitted
+            if self.admitted >= self._first_burst_size:
+                self._limiter.empty()
+        if self._answers >= self._wave:
+            self._open_gate()
+
+    def _open_gate(self) -> None:
+        self._open = True
+        if self._wave_answered is not None:
+            self._wave_answered.set()
 
     @property
     def in_first_burst(self) -> bool:
@@ -350,7 +369,8 @@ class RateController:
         self.throttles += 1
         if not self.adaptive:
             return
-        self._heard_back()
+        if not self._open:
+            self._answered()
         # The service's bucket is empty now: a burst saved in ours would be spent into
         # it and throttled, call after call. Whatever the rate, start from an empty one.
         # (A bucket of one saves no burst, only the next paced call: emptying it would

@@ -263,6 +263,40 @@ def test_a_cluster_of_throttles_at_the_start_halves_the_rate_whatever_the_race_f
     assert start(admitted=7) == start(admitted=3) == pytest.approx(10.0 * 0.5 * 0.95)
 
 
+def test_runs_started_together_share_whatever_their_first_burst_guessed():
+    """Each run's burst met an empty bucket before its own bucket held anything back, so
+    its first throttle guesses the quota from what it was admitted: its luck in the race,
+    2 of 10 or 8. The cluster then puts both on the share, up as well as down."""
+
+    def start(admitted: int) -> float:
+        estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+        for _ in range(10):
+            estimator.probe(0.0, waited_at=-math.inf)
+        for _ in range(admitted):
+            estimator.accepted(0.05)
+        estimator.throttled(0.051, waited=False, first_burst=True)
+        return estimator.throttled(0.052, waited=False, first_burst=True)
+
+    assert start(admitted=2) == start(admitted=8) == pytest.approx(10.0 * 0.5 * 0.95)
+
+
+def test_a_lone_overstated_burst_keeps_its_guess_above_the_share_of_what_it_sent():
+    """Told 100/s and a burst of 100, 16 calls out: the service (10 a second, burst 10)
+    admits 10. That is a cluster of first-burst throttles too, but the share may lift a
+    guess only to half of what the burst sent (8), and the guess goes on to 10 with the
+    answers of that burst still coming in."""
+    estimator = QuotaEstimator(ceiling=100.0, floor=0.5)
+    for _ in range(16):
+        estimator.probe(0.0, waited_at=-math.inf)
+    for _ in range(4):
+        estimator.accepted(0.05)
+    assert estimator.throttled(0.051, waited=False, first_burst=True) == pytest.approx(4 * 0.95)
+    assert estimator.throttled(0.0515, waited=False, first_burst=True) == pytest.approx(8 * 0.95)
+    for _ in range(6):
+        estimator.accepted(0.052)
+    assert estimator.probe(0.06, waited_at=0.06) == pytest.approx(10 * 0.95)
+
+
 def test_throttles_after_a_burst_that_all_got_through_are_a_late_start_not_another_run():
     """20 targets at once: each lane's burst of ten reached a busy service late (first
     answer at 0.36 s) and all got through; the refill of that delay did not fit in the
@@ -424,10 +458,11 @@ def test_acquire_waits_at_the_decreased_rate():
     assert after - before == pytest.approx(0.4, abs=1e-5)
 
 
-def test_paced_calls_wait_for_the_first_answer_and_the_refill_counts_from_it():
-    """The whole first burst out and no answer yet: the next call waits for the first
-    answer (our refill meanwhile is one the service's bucket may not have had), then one
-    interval; a first answer that never comes holds it FIRST_ANSWER_WAIT at most."""
+def test_paced_calls_wait_for_the_first_wave_and_the_refill_counts_from_its_first_answer():
+    """The whole first burst out and no answer yet: the next call waits until the burst
+    has answered (our refill meanwhile is one the service's bucket may not have had), and
+    our refill counts from the first answer; an answer that never comes holds it
+    FIRST_ANSWER_WAIT at most."""
     from fleetrel.ratecontrol import FIRST_ANSWER_WAIT
 
     async def main(loop):
@@ -438,7 +473,11 @@ def test_paced_calls_wait_for_the_first_answer_and_the_refill_counts_from_it():
         paced = loop.create_task(control.acquire())
         await asyncio.sleep(0.5)  # virtual: five intervals' refill, all held
         assert not paced.done()
-        control.on_success()  # the first answer, at 0.5 s
+        control.on_success()  # the first answer, at 0.5 s: the refill counts from here
+        control.on_success()
+        await asyncio.sleep(0.05)
+        assert not paced.done()  # one of the burst has not answered
+        control.on_success()  # the last, at 0.55 s
         await paced
         answered_then = loop.time()
         silent = RateController(rate=10.0, burst=2)
@@ -449,8 +488,32 @@ def test_paced_calls_wait_for_the_first_answer_and_the_refill_counts_from_it():
         return answered_then, loop.time() - start
 
     answered_then, silent_wait = run_virtual(main)
-    assert answered_then == pytest.approx(0.6, abs=1e-5)  # the answer, then one interval
+    assert answered_then == pytest.approx(0.6, abs=1e-5)  # one interval after the first answer
     assert silent_wait == pytest.approx(FIRST_ANSWER_WAIT, abs=1e-5)
+
+
+def test_no_call_leaves_between_the_first_answer_and_the_last_of_the_first_wave():
+    """A burst of 50 and four calls out: once one has answered, the next waits for the
+    other three (a throttle among them would say the service's burst is smaller than
+    ours), then leaves at once from the burst still saved."""
+
+    async def main(loop):
+        control = RateController(rate=10.0, burst=50)
+        for _ in range(4):
+            await control.acquire()
+        await asyncio.sleep(0.05)
+        control.on_success()  # 0.05 s: the first answer, three to come
+        nxt = loop.create_task(control.acquire())
+        await asyncio.sleep(0.1)
+        held = not nxt.done()
+        for _ in range(3):
+            control.on_success()  # 0.15 s
+        await nxt
+        return held, loop.time()
+
+    held, left_at = run_virtual(main)
+    assert held
+    assert left_at == pytest.approx(0.15, abs=1e-4)
 
 
 def test_a_fixed_rate_and_a_burst_not_yet_spent_never_wait_for_an_answer():
