@@ -203,13 +203,14 @@ def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | No
 
 
 def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | None = None, stagger: float = 0.0,
-           **controller: Any) -> bool:
+           jitter: float = 0.002, **controller: Any) -> bool:
     """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets.
     `calls`: each run's N in the scenarios of several runs (see `simulate`)."""
     all_met = True
     for scenario in scenarios:
         uneven = calls if calls and scenario.runs == len(calls) else None
-        runs = [simulate(scenario, seed=s, calls=uneven, stagger=stagger if scenario.runs > 1 else 0.0, **controller)
+        runs = [simulate(scenario, seed=s, calls=uneven, stagger=stagger if scenario.runs > 1 else 0.0,
+                         jitter=jitter, **controller)
                 for s in seeds]
         es = [r.efficiency for r in runs]
         thetas = [r.throttled_fraction for r in runs]
@@ -240,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stagger", type=float, default=0.0, metavar="SECONDS",
                         help="in (f), the second run starts this much after the first (the benchmark's two "
                              "processes start within a few hundred ms of each other, not at once)")
+    parser.add_argument("--jitter", type=float, default=2.0, metavar="MS",
+                        help="each call reaches the service up to this many ms after its admission (default 2; "
+                             "5 reproduces what the emulator runs of (e) measure on a slow 2-core machine)")
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefgh"
     scenarios = simulated_scenarios("default", keys, args.calls)
     run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
-    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls, stagger=args.stagger) else 1
+    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls, stagger=args.stagger,
+                       jitter=args.jitter / 1000) else 1
 
 
 if __name__ == "__main__":

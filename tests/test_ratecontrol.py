@@ -572,6 +572,21 @@ def test_a_staggered_second_run_is_timed_from_its_own_start():
     assert apart.span > 2.0 + min(apart.walls)
 
 
+def test_at_a_bucket_of_one_arrival_jitter_is_what_costs_time():
+    """simulate.py --jitter: a service bucket of one throttles calls that arrive closer
+    than 1/R, so the same controller is slower when calls reach it less evenly."""
+    from dataclasses import replace
+
+    from benchmarks.scenarios import scenarios_for
+    from benchmarks.simulate import simulate
+
+    (e,) = scenarios_for("default", ["e"])
+    e = replace(e, calls=200)
+    even, uneven = simulate(e, seed=1, jitter=0.0), simulate(e, seed=1, jitter=0.01)
+    assert even.throttled < uneven.throttled
+    assert even.efficiency < uneven.efficiency
+
+
 def test_a_fixed_rate_above_the_quota_is_what_adaptation_saves_us_from():
     """The simulation can fail: non-adaptive at 10x the quota throttles heavily."""
     from dataclasses import replace
