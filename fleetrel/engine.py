@@ -182,9 +182,14 @@ class _Execution:
         with anyio.CancelScope() as scope:
             self._waits.add(scope)
             try:
-                return True, await waiting
+                value = await waiting
             finally:
                 self._waits.discard(scope)
+            # A wait released in the same instant as the stop (the answer that ends a
+            # lane's first wave both opens its gate and trips the failure threshold): anyio
+            # does not cancel a task whose awaited future is already done, so look again.
+            if not (self.stopping or (lane is not None and lane.aborted)):
+                return True, value
         return False, None
 
     # -- the loop ---------------------------------------------------------------------

@@ -21,11 +21,15 @@ Other callers on the same quota (a second run, other automation) take their shar
 those refills unseen, so the bound measures the quota *available to this run*, not the
 quota: what to send at now. Three things keep a shared quota shared well:
 
-- runs started together (their first bursts collide in one bucket) halve their rate at
-  the first cluster of throttles, as TCP does on loss: equal runs stay equal, where
-  each run's own bound would measure its luck in the race for the first ten tokens and
-  freeze that split (AIMD's fairness argument, Chiu and Jain 1989: equal multiplicative
-  cuts keep equal rates equal, and the probe below adds the same to each);
+- runs started together (their first bursts collide in one bucket) go to half their
+  ceiling at the first cluster of throttles, as TCP halves on loss, down from their
+  ceiling or up from a guess that lost the race: equal runs stay equal, where each
+  run's own bound (or guess) would measure its luck in the race for the first ten
+  tokens and freeze that split (AIMD's fairness argument, Chiu and Jain 1989: equal
+  multiplicative cuts keep equal rates equal, and the probe below, in proportion to
+  each run's estimate, adds the same to equal runs). Runs started apart are not
+  helped by this: the later one halves, the earlier one measures its bound, and the
+  probe keeps their ratio (`benchmarks/README.md`, simulate.py --stagger);
 - the probe never stops: above the last estimate it grows, so what another caller
   frees is taken back;
 - a throttle empties our saved burst (`ratecontrol`), so our burst never lands on a
@@ -96,9 +100,9 @@ class Tuning:
     start: float = 2.0
     #: ... then send at this fraction of the ceiling, every such run alike. One half
     #: is exact for two runs (the case of two operators, or a CI job beside a run);
-    #: with more the overload bound takes each further down from there, and a lone
-    #: run whose first burst met a bucket someone else had emptied climbs back with
-    #: the probe.
+    #: with more the overload bound takes each further down from there. A lone run
+    #: whose first burst met a bucket someone else had emptied is put here too (it
+    #: cannot tell), and its bound takes it down if the other caller stays.
     start_share: float = 0.5
 
 
@@ -194,12 +198,21 @@ class QuotaEstimator:
             # cool-down.
             self._guessing = False
             estimate = share
-        elif lifted is not None and self._guessing and self.estimate is not None and lifted > self.estimate:
+        elif (
+            lifted is not None
+            and self._guessing
+            and self.estimate is not None
+            and lifted > self.estimate
+            and (bound is None or lifted < bound)
+        ):
             # ... nor a guess that lost the race (2 of 10): up to the share, but never
             # above the share of what our first burst sent, which is all that two runs
-            # that collided can tell. (A lone run whose burst was overstated looks the
-            # same, 10 of its first 16 admitted; its guess goes on rising to 10 with the
-            # answers still coming in, above 16 × 1/2.)
+            # that collided can tell. A lone run whose burst was overstated looks the
+            # same (10 of its first 16 admitted: its guess goes on rising to 10 with the
+            # answers still coming in, above 16 × 1/2), and one that sent more than twice
+            # the service's burst at once (32 into 10) is lifted above the quota until
+            # its bound measures it: a few throttles, where a run that lost the race
+            # and stayed on its guess kept a fifth of the quota for the whole run.
             estimate = lifted
         elif bound is not None and bound < self.rate * (1 - t.margin):
             # Overload: since an earlier throttle of this episode the service admitted
@@ -241,6 +254,19 @@ class QuotaEstimator:
         self.estimate = estimate
         self._last_probe = now
         return self._set(estimate * (1 - t.margin))
+
+    def first_wave_answered(self, now: float) -> float:
+        """Every call of the run's first wave (those sent before its first answer) has
+        answered: a guess from the first throttle counts all of their acceptances, even
+        those later than `round_trip` (the wave's answers may be spread out; no call has
+        left since, so nothing else is counted). Returns the rate to send at."""
+        if self._guessing:
+            self._guessing = False
+            guess = self._guess(now)
+            if guess > (self.estimate or 0.0):
+                self.estimate = guess
+                self._set(guess * (1 - self.tuning.margin))
+        return self.rate
 
     def probe(self, now: float, waited_at: float) -> float:
         """Before a call at `now`; `waited_at` is when the bucket last made a caller wait.

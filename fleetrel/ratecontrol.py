@@ -329,9 +329,9 @@ class RateController:
         towards the measured quota. A lost connection is not reported.
         """
         self.successes += 1
-        if not self._open:  # the per-call path pays one attribute read, not a call
-            self._answered()
         self._estimator.accepted(self._now())
+        if not self._open:  # the per-call path pays one attribute read, not a call
+            self._answered()  # after the estimator has this answer: it may end the first wave
 
     def _answered(self) -> None:
         """An answer to a call of the first wave (see `_first_wave_or_timeout`). The
@@ -347,6 +347,8 @@ class RateController:
 
     def _open_gate(self) -> None:
         self._open = True
+        if self._wave is not None:
+            self._apply(self._estimator.first_wave_answered(self._now()), "probe")
         if self._wave_answered is not None:
             self._wave_answered.set()
 
@@ -354,9 +356,10 @@ class RateController:
     def in_first_burst(self) -> bool:
         """Whether the call admitted last (read it right after `acquire`) is one of the
         run's first `burst` calls: the ones the bucket held from the start. Counted, not
-        timed: when the first answers come back late, the bucket has refilled meanwhile
-        and admits more without a wait, but those are paced calls the service's bucket
-        (full when the burst arrived, and capped) has not refilled for."""
+        timed: when the first answers come back later than FIRST_ANSWER_WAIT, the bucket
+        has refilled meanwhile and admits more without a wait, but those are paced calls
+        the service's bucket (full when the burst arrived, and capped) has not refilled
+        for."""
         return self.admitted <= self._first_burst_size
 
     def on_throttle(self, *, first_burst: bool | None = None) -> None:
@@ -369,8 +372,6 @@ class RateController:
         self.throttles += 1
         if not self.adaptive:
             return
-        if not self._open:
-            self._answered()
         # The service's bucket is empty now: a burst saved in ours would be spent into
         # it and throttled, call after call. Whatever the rate, start from an empty one.
         # (A bucket of one saves no burst, only the next paced call: emptying it would
@@ -383,6 +384,8 @@ class RateController:
             # never save more than the service's bucket can hold
             self._limiter.resize(bound)
         self._apply(rate, "throttle")
+        if not self._open:
+            self._answered()  # after the estimator has this throttle: it may end the first wave
 
     def stats(self) -> dict[str, float | int | None]:
         """Counters for summaries and benchmarks."""

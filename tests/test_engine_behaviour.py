@@ -127,6 +127,19 @@ class StopAfter:
                 self.stop.request("interrupted")
 
 
+def test_calls_released_by_the_answer_that_stops_the_run_are_not_sent(tmp_path):
+    """A burst of 50 and four calls out: the fourth answer ends the first wave, which
+    releases the three workers waiting for it, and is the success the stop waits for.
+    Those three must see the stop, not send."""
+    names = [str(i) for i in range(8)]
+    plan = load_plan(write_plan(tmp_path / "p.yaml", names, package=PKG, rate=10, burst=50, concurrency=4))
+    iot = FakeIoT(drafts(*names), latency=0.05)
+    stop = Stop()
+    result = go(plan, iot, tmp_path, stop=stop, listeners=[StopAfter(stop, 4)])
+    assert result.status == Status.INTERRUPTED and result.succeeded == 4
+    assert sum(iot.calls.values()) == 4 and result.unfinished == 4
+
+
 def test_an_interrupted_run_resumes_with_the_same_tokens_and_sends_only_the_rest(tmp_path):
     names = [str(i) for i in range(12)]
     plan = plan_of(tmp_path, names)

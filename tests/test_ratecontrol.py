@@ -516,6 +516,44 @@ def test_no_call_leaves_between_the_first_answer_and_the_last_of_the_first_wave(
     assert left_at == pytest.approx(0.15, abs=1e-4)
 
 
+def test_a_guess_from_the_first_wave_counts_every_answer_of_it_however_late():
+    """Told 100/s with a burst of 100, 16 calls out: 4 admitted and 6 throttled answer at
+    once, 6 more admitted 0.3 s later (past `round_trip`). The gate holds every call
+    meanwhile, so the guess counts all ten: 9.5, not the 7.6 of the first ones."""
+
+    async def main(loop):
+        control = RateController(rate=100.0, burst=100)
+        for _ in range(16):
+            await control.acquire()
+        await asyncio.sleep(0.05)
+        for _ in range(4):
+            control.on_success()
+        for _ in range(6):
+            control.on_throttle(first_burst=True)
+        early = control.rate
+        await asyncio.sleep(0.3)
+        for _ in range(6):
+            control.on_success()
+        return early, control.rate
+
+    early, late = run_virtual(main)
+    assert early == pytest.approx(8 * 0.95)  # lifted to half of the 16 sent
+    assert late == pytest.approx(10 * 0.95)
+
+
+def test_the_share_never_lifts_a_guess_above_a_measured_bound():
+    """Runs that collided, but the throttles so far already bound what the service
+    admits to this run below the share: the bound wins, as it does over the share."""
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    for _ in range(10):
+        estimator.probe(0.0, waited_at=-math.inf)
+    estimator.accepted(0.05)
+    estimator.accepted(0.05)
+    estimator.throttled(0.051, waited=False, first_burst=True)  # guess 2
+    # 0.5 s later, nothing admitted since: at most (0 + 1) / 0.5 = 2/s
+    assert estimator.throttled(0.551, waited=False, first_burst=True) == pytest.approx(2 * 0.95)
+
+
 def test_a_fixed_rate_and_a_burst_not_yet_spent_never_wait_for_an_answer():
     async def main(loop):
         fixed = RateController(rate=10.0, burst=2, adaptive=False)
