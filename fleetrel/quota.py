@@ -262,10 +262,7 @@ class QuotaEstimator:
         left since, so nothing else is counted). Returns the rate to send at."""
         if self._guessing:
             self._guessing = False
-            guess = self._guess(now)
-            if guess > (self.estimate or 0.0):
-                self.estimate = guess
-                self._set(guess * (1 - self.tuning.margin))
+            self._raise_guess(now)
         return self.rate
 
     def probe(self, now: float, waited_at: float) -> float:
@@ -276,10 +273,7 @@ class QuotaEstimator:
             if now < self._guessed_at + t.round_trip:
                 # The answers to the calls sent with the throttled one keep arriving for
                 # a round trip after it: count them in.
-                guess = self._guess(now)
-                if guess > (self.estimate or 0.0):
-                    self.estimate = guess
-                    self._set(guess * (1 - t.margin))
+                self._raise_guess(now)
             else:
                 self._guessing = False
         last, self._last_probe = self._last_probe, now
@@ -344,6 +338,13 @@ class QuotaEstimator:
         elif self.throttles + len(self._accepted) > self._first_burst:
             return None
         return self.ceiling * t.start_share
+
+    def _raise_guess(self, now: float) -> None:
+        """Up to the guess from what was admitted in the last second, if that is higher."""
+        guess = self._guess(now)
+        if guess > (self.estimate or 0.0):
+            self.estimate = guess
+            self._set(guess * (1 - self.tuning.margin))
 
     def _guess(self, now: float) -> float:
         """The service's rate if its bucket holds a second's worth: what it admitted

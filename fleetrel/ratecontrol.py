@@ -263,17 +263,17 @@ class RateController:
 
     async def acquire(self) -> None:
         """Wait until the bucket admits one call."""
-        if self._shut:
+        if not self._open and self._shut():
             await self._first_wave_or_timeout()
         if not self.try_acquire():
             await self._limiter.acquire()
             self.admitted += 1
 
-    @property
     def _shut(self) -> bool:
-        """Whether the next call must wait for the first wave's answers: once the whole
-        first burst is out, or once the first answer has come, until the wave is answered."""
-        return not self._open and (self._wave is not None or self.admitted >= self._first_burst_size)
+        """While the gate is not open (callers read `_open` first: the per-call path pays
+        one attribute read): whether the next call must wait for the first wave's answers,
+        once the whole first burst is out or once the first answer has come."""
+        return self._wave is not None or self.admitted >= self._first_burst_size
 
     async def _first_wave_or_timeout(self) -> None:
         """Hold further calls until the service has answered the run's first wave: the
@@ -307,7 +307,7 @@ class RateController:
         The caller's fast path: a call admitted at once has nothing to wait for, so nothing
         to make cancellable (an anyio cancel scope per call costs more than the rest of
         the admission)."""
-        if self._shut:
+        if not self._open and self._shut():
             return False  # `acquire` waits for the first wave's answers
         now = self._now()
         room = self._limiter.has_capacity()
