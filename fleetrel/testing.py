@@ -60,14 +60,19 @@ class FakeIoT:
     :param versions: `{"package/version": "DRAFT" | "PUBLISHED" | "DEPRECATED"}`; others do not exist.
     :param latency: seconds each call takes (virtual seconds under `run_virtual`).
     :param defaults: `{"package": "version"}`: the packages' default versions.
+    :param account: the AWS account the fake stands for (`self.account`), so that a test
+        with several fakes can tell one (account, region) from another.
 
     UpdatePackage calls are counted and scripted under the key `package#default`.
+    `log` holds every update call in the order received: `{"key", "token", "request",
+    "applied"}`, `applied` true once the call changed the catalog.
     """
 
     def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0,
                  endpoint_url: str = "https://iot.fake.invalid", region: str = "us-east-1",
-                 defaults: dict[str, str] | None = None) -> None:
+                 defaults: dict[str, str] | None = None, account: str | None = None) -> None:
         self.latency = latency
+        self.account = account
         # what aiobotocore clients expose, and fleetrel records as a run's target
         self.meta = SimpleNamespace(endpoint_url=endpoint_url, region_name=region)
         self.versions: dict[str, dict[str, Any]] = {}
@@ -76,6 +81,7 @@ class FakeIoT:
         self.calls: Counter[str] = Counter()  # UpdatePackageVersion calls received per step key
         self.applied: Counter[str] = Counter()  # ... of which changed the version
         self.tokens: defaultdict[str, set[str]] = defaultdict(set)  # clientTokens seen per step key
+        self.log: list[dict[str, Any]] = []  # every update call: key, token, request, applied
         self.reads = 0
         self.defaults: dict[str, str] = dict(defaults or {})  # package -> default version
         self._script: defaultdict[str, list[str | Callable[[], Awaitable[None]]]] = defaultdict(list)
@@ -103,6 +109,8 @@ class FakeIoT:
     async def _call(self, key: str, clientToken: str | None, fields: dict[str, Any],
                     apply: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
         self.calls[key] += 1
+        entry = {"key": key, "token": clientToken, "request": dict(fields), "applied": False}
+        self.log.append(entry)
         if clientToken:
             self.tokens[key].add(clientToken)
         if self.latency:
@@ -119,6 +127,7 @@ class FakeIoT:
                 raise service_error("ConflictException", 409, "clientToken reused with a different request")
             return {}  # the same call again: the first answer
         apply(key, fields)
+        entry["applied"] = True
         if clientToken:
             self._answers[clientToken] = (key, fields)
         if answer == DROP:
