@@ -10,6 +10,7 @@ from fleetrel.expansion import duplicate_problems, empty_warnings, selection_lin
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.loading import load
 from fleetrel.plan.selectors import (
+    MIXED,
     NATURAL_SORT,
     RELEASE_NUMBERS,
     PackageMatch,
@@ -42,8 +43,11 @@ def test_natural_sort_when_a_version_is_not_a_release_number():
     assert found.matched == ["build-9b", "build-10"]
 
 
-def test_a_bound_that_is_no_release_number_makes_the_package_natural_sort():
-    assert match_package(select(below="x"), "fw", facts("1.0", "2.0")).compared == NATURAL_SORT
+def test_a_bound_that_is_no_release_number_comes_before_every_release_number():
+    # per version, not per package: the bound no longer turns 1.0 and 2.0 into natural sort
+    found = match_package(select(below="x"), "fw", facts("1.0", "2.0"))
+    assert found.compared == MIXED and found.matched == []
+    assert match_package(select(above="x"), "fw", facts("1.0", "2.0")).matched == ["1.0", "2.0"]
 
 
 def test_from_and_to_are_inclusive_below_and_above_strict():

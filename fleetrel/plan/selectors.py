@@ -14,14 +14,34 @@ resume sends exactly what the run started with. Everything here is pure.
 
 Choices made for the user:
 
-- Versions are compared as release numbers (`packaging.version`: 4.10 > 4.9, 1.0.0-rc1 <
-  1.0.0) when every listed version of the package and every bound parses as one;
-  otherwise by natural sort (digit runs as numbers: fw-10 > fw-9), per package. The
-  preview says which.
+- One order of version names, per version (`version_key`; the preview says which kinds
+  of name a package had). A *release number* is `[v]N(.N)*`, optionally followed by a
+  suffix (`-rc1`, `rc1`, `.smoke`, `_beta.2`): its numbers compare as numbers and
+  trailing zeros do not count (4.10 > 4.9; 4.0, 4.0.0 and v4.0 are one release). A
+  suffix makes it a *pre-release* of that release, below it, as SemVer 2.0.0 says of
+  anything after `-`: 4.3.0-smoke < 4.3.0, and 1.0.0-hotfix1 < 1.0.0 too (a team that
+  means "after 1.0.0" numbers it 1.0.1 or 1.0.0.1, which needs no list of words).
+  Pre-releases of one release compare as SemVer's dot-separated identifiers (numeric
+  ones as numbers and below words, fewer before more: rc < rc.1 < rc.2), except that
+  digit runs inside a word compare as numbers too (rc9 < rc10; SemVer's ASCII order
+  would put rc10 first).
+- Any other name (build-10, nightly) compares by natural sort (digit runs as numbers:
+  build-9 < build-10), and comes before every release number in the same package: a
+  name that states no release is never the newest, so `keep_newest` keeps numbered
+  releases; `below`/`to` a release number include such names, `above`/`from` exclude them.
+- A bound compares by the same key: names the key holds equal (4.0 and 4.0.0, v2.0.0
+  and 2.0.0) are the same version to `below`/`above` (strict) and `from`/`to`
+  (inclusive). Only sorting breaks such a tie, by the name's text, so it is repeatable.
 - `keep_newest` is applied last, per package: of what the other filters matched, the
   newest N by that order are left alone.
 - `below`/`above` are strict, `from`/`to` inclusive. `created_before` is strict,
   `created_after` inclusive; a date without a time is midnight UTC.
+
+Why our own ~30 lines and not a library: `packaging` (PEP 440) refuses 4.3.0-smoke and
+1.0.0-hotfix1 outright and reads 1.0.0-1 and 1.0.0-post1 as post-releases, above 1.0.0,
+the opposite of SemVer; `semver` (python-semver 3.0) refuses v2.0.0 and the four-number
+4.3.0.1234 that firmware uses, and orders rc10 before rc9. Both would still need a
+rule for the names they refuse; one rule for every name is easier to state and check.
 """
 from __future__ import annotations
 
@@ -31,7 +51,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Any
 
-from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
 
 from fleetrel.plan.rules import (
@@ -48,7 +67,9 @@ from fleetrel.plan.rules import (
 )
 from fleetrel.service import MAX_PACKAGE_NAME, STATUSES
 
+# How a package's versions (and a selector's bounds) were compared, for the preview.
 RELEASE_NUMBERS, NATURAL_SORT = "release numbers", "natural sort"
+MIXED = "release numbers, other names before them by natural sort"
 # pydantic names the branch of `versions:` an error is in; diagnostics drop these.
 LIST_ENTRY_TAG, SELECT_ENTRY_TAG = "versions:list", "versions:select"
 ENTRY_TAGS = frozenset({LIST_ENTRY_TAG, SELECT_ENTRY_TAG})
@@ -172,24 +193,70 @@ class VersionFacts:
     attributes: dict[str, str] | None = None
 
 
-def _release(name: str) -> Version | None:
-    try:
-        return Version(name)
-    except InvalidVersion:
-        return None
+# A release number's numbers, with an optional leading v; what follows is its suffix.
+_RELEASE_NUMBER = re.compile(r"[vV]?([0-9]+(?:\.[0-9]+)*)")
+_DIGIT_RUNS = re.compile(r"[0-9]+|[^0-9]+")
 
 
 def natural_key(name: str) -> tuple:
     """Digit runs compare as numbers, the rest as text: fw-9 < fw-10."""
-    return tuple((0, int(run), "") if run.isdigit() else (1, 0, run) for run in re.findall(r"\d+|\D+", name)), name
+    return tuple((0, int(run), "") if "0" <= run[0] <= "9" else (1, 0, run) for run in _DIGIT_RUNS.findall(name))
 
 
-def ordering(names: list[str]) -> tuple[Any, str]:
-    """The sort key for these version names and how it compares: release numbers when
-    every one parses as one, natural sort otherwise."""
-    if names and all(_release(name) is not None for name in names):
-        return (lambda name: (Version(name), name)), RELEASE_NUMBERS
-    return natural_key, NATURAL_SORT
+def _identifier_key(identifier: str) -> tuple:
+    # SemVer 11.4: numeric identifiers as numbers, below alphanumeric ones; those by
+    # natural sort rather than SemVer's ASCII, so that rc10 follows rc9.
+    return (0, int(identifier), ()) if identifier.isascii() and identifier.isdigit() else (1, 0, natural_key(identifier))
+
+
+def _release_key(name: str) -> tuple | None:
+    """(numbers without trailing zeros, (1,) for a release or (0, identifiers) for a
+    pre-release of it), or None when `name` is no release number."""
+    found = _RELEASE_NUMBER.match(name)
+    if found is None:
+        return None
+    numbers = [int(part) for part in found.group(1).split(".")]
+    while numbers and numbers[-1] == 0:
+        numbers.pop()  # 4.0 == 4.0.0 == 4
+    suffix = name[found.end():]
+    if not suffix:
+        return tuple(numbers), (1,)
+    if suffix[0] in "-_.":
+        suffix = suffix[1:]  # the separator: 1.0.0-rc1, 1.0.0.rc1, 1.0.0_rc1 and 1.0.0rc1 are one
+    identifiers = suffix.split(".")
+    if not all(identifiers):
+        return None  # 1.0., 1.0.0-, 1.0.0-rc..1: not SemVer's shape, so natural sort
+    return tuple(numbers), (0, tuple(_identifier_key(identifier) for identifier in identifiers))
+
+
+def version_key(name: str) -> tuple:
+    """Where `name` stands in the one order of version names (the module's docstring has
+    the rule): names that are no release number first, by natural sort, then release
+    numbers. Equal keys are one version written two ways (4.0, 4.0.0, v4.0); bounds
+    compare keys alone, sorting breaks the tie by the name (`sort_key`).
+
+        sorted(["2.0.0", "build-7", "2.0.0-rc1", "1.10", "1.9"], key=sort_key)
+        # ['build-7', '1.9', '1.10', '2.0.0-rc1', '2.0.0']
+    """
+    release = _release_key(name)
+    return (0, natural_key(name)) if release is None else (1, *release)
+
+
+def sort_key(name: str) -> tuple:
+    """`version_key`, then the name's text: a total order of distinct names."""
+    return version_key(name), name
+
+
+def is_release_number(name: str) -> bool:
+    return _release_key(name) is not None
+
+
+def comparison(names: list[str]) -> str:
+    """How these names compare with each other, in the preview's words."""
+    releases = [is_release_number(name) for name in names]
+    if all(releases):
+        return RELEASE_NUMBERS
+    return MIXED if any(releases) else NATURAL_SORT
 
 
 @dataclass
@@ -221,15 +288,15 @@ def match_package(select: Select, package: str, versions: list[VersionFacts],
                   default_version: str | None = None) -> PackageMatch:
     """The versions of `package` that `select` chooses, oldest first. `versions` are all
     the package's listed versions (of `select.status`, when the listing filtered by it)."""
-    key, compared = ordering([v.name for v in versions] + select.bounds())
-    ordered = sorted(versions, key=lambda v: key(v.name))
-    bound = {name: key(value) for name, value in (("below", select.below), ("above", select.above),
+    compared = comparison([v.name for v in versions] + select.bounds())
+    ordered = sorted(versions, key=lambda v: sort_key(v.name))
+    bound = {name: version_key(value) for name, value in (("below", select.below), ("above", select.above),
                                                   ("from", select.from_), ("to", select.to)) if value is not None}
 
     def chosen(version: VersionFacts) -> bool:
         if select.status is not None and version.status != select.status:
             return False
-        at = key(version.name)
+        at = version_key(version.name)  # no tie-break on the text: 4.0.0 is not above 4.0
         if "below" in bound and not at < bound["below"]:
             return False
         if "above" in bound and not at > bound["above"]:
