@@ -10,10 +10,18 @@ assumed role is not fetched once: aiobotocore's own assume-role fetcher and defe
 refreshable credentials (what a profile with `role_arn` uses) fetch it on first use and
 again before it expires, for every call the client signs. Their cache is a dict in
 memory: fleetrel writes no credential anywhere, and no message here quotes one.
+
+When a refresh fails, aiobotocore logs a warning with the whole traceback (through the
+`logging` module's last-resort handler, on stderr, before fleetrel's own message) and then
+either raises (the credentials are expired or about to: "mandatory") or carries on with
+the current ones ("advisory"). `QuietRefreshFailures` keeps AWS's answers (a refused role,
+an unreachable endpoint) to what fleetrel says of them, and lets anything else through
+with its traceback: that is a bug.
 """
 from __future__ import annotations
 
 import functools
+import logging
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -22,6 +30,44 @@ from fleetrel.aws import EMULATOR_CREDENTIALS, AwsSetupError, client_config, is_
 # Refresh an assumed role this long before it expires (botocore's default is 15 minutes,
 # longer than the short sessions a rehearsal against the emulator hands out).
 EXPIRY_WINDOW_SECONDS = 60
+
+# The logger and the message of aiobotocore's failed refresh (aiobotocore.credentials,
+# AioRefreshableCredentials._protected_refresh; botocore's is the same words).
+REFRESH_LOGGER = "aiobotocore.credentials"
+REFRESH_FAILED = "Refreshing temporary credentials failed during %s refresh period."
+
+
+class QuietRefreshFailures(logging.Filter):
+    """Drops aiobotocore's traceback of a refresh that AWS refused or could not be reached for.
+
+    A mandatory refresh raises the error to the call that needed the credentials, which
+    fleetrel reports (a target that cannot be set up, a failed step): the record is dropped.
+    An advisory one is not raised: the record stays, one line that says why, no traceback.
+    Any other exception (not botocore's) is a bug and passes through untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from fleetrel import errors
+
+        if record.msg != REFRESH_FAILED or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if not isinstance(exc, (ClientError, BotoCoreError)):
+            return True
+        if record.args == ("mandatory",):
+            return False
+        record.msg = REFRESH_FAILED.removesuffix(".") + " (%s: %s); the current credentials stay in use."
+        record.args = (*record.args, errors.error_code(exc), errors.error_message(exc))
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_refresh_failures() -> None:
+    """Install `QuietRefreshFailures` on aiobotocore's credentials logger (once per process)."""
+    logger = logging.getLogger(REFRESH_LOGGER)
+    if not any(isinstance(f, QuietRefreshFailures) for f in logger.filters):
+        logger.addFilter(QuietRefreshFailures())
 
 
 async def target_session(*, region: str, profile: str | None = None, role_arn: str | None = None,
@@ -47,6 +93,7 @@ async def target_session(*, region: str, profile: str | None = None, role_arn: s
         source = await base.get_credentials()
     if role_arn is None:
         return base
+    quiet_refresh_failures()
     extra = {"RoleSessionName": session_name[:64]}
     if external_id:
         extra["ExternalId"] = external_id

@@ -195,7 +195,7 @@ class _Pool:
             except self.ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, AwsSetupError):
                     raise
-                problems.append(str(exc.cause).removesuffix(" Nothing was sent to any target."))
+                problems.append(str(exc.cause).removesuffix(". Nothing was sent to any target."))
         if problems:
             raise AwsSetupError("; ".join(problems) + ". Nothing was sent to any target.")
         return identities

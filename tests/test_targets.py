@@ -180,3 +180,54 @@ def test_credentials_that_expire_during_the_run_cause_no_failed_step(emulator, t
     doc = json.loads(out.stdout)
     assert doc["succeeded"] == 120 and doc["failed"] == 0 and doc["elapsed"] > 2
     assert not emulator.record()["refused"].get("ExpiredTokenException")
+
+
+# -- issue 21 finding 6: a refused role is one clean message, no traceback ----------------
+
+@pytest.mark.parametrize("command", [["plan"], ["run"], ["run", "--ray"]], ids=" ".join)
+def test_a_refused_role_is_said_in_one_message_without_a_traceback(emulator, tmp_path, command):
+    """aiobotocore logs a failed credential refresh with its traceback before raising it;
+    fleetrel reports the refusal itself, so stderr holds that report alone, one period at
+    its end (the Ray driver rejoins its actors' reports)."""
+    if "--ray" in command:
+        pytest.importorskip("ray")
+    emulator.configure(accounts=["123456789012", "111111111111", "222222222222"])  # prod's role is refused
+    plan = org_plan(tmp_path / "org.yaml", ["4.0.0"])
+    out = fleetrel(command[0], str(plan), "--endpoint-url", emulator.url, *command[1:])
+    assert out.returncode == ExitCode.INVALID, out.stderr
+    assert "Traceback" not in out.stderr and "Refreshing temporary credentials" not in out.stderr
+    message = [line for line in out.stderr.splitlines() if line.startswith("fleetrel: ")]
+    assert len(message) == 1, out.stderr
+    assert "target prod-eu-west-1: cannot resolve its account (AccessDenied" in message[0]
+    assert "target prod-us-east-1: cannot resolve its account (AccessDenied" in message[0]
+    assert message[0].endswith(")). Nothing was sent to any target.") and ".." not in message[0]
+    # no credential: neither the caller's keys nor any key the emulator's STS handed out
+    assert ENV["AWS_SECRET_ACCESS_KEY"] not in out.stderr and "ASIA" not in out.stderr
+    assert sum(emulator.record()["operations"].get("UpdatePackageVersion", {}).values()) == 0
+
+
+def test_an_advisory_refresh_that_aws_refuses_is_one_line_and_a_bug_keeps_its_traceback():
+    """The filter on aiobotocore's refresh warning, on the records aiobotocore makes."""
+    import logging
+
+    from botocore.exceptions import ClientError
+
+    from fleetrel.credentials import REFRESH_FAILED, REFRESH_LOGGER, QuietRefreshFailures
+
+    def record(period: str, exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.getLogger(REFRESH_LOGGER).makeRecord(
+                REFRESH_LOGGER, logging.WARNING, __file__, 1, REFRESH_FAILED, (period,), sys.exc_info())
+
+    refused = ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole")
+    quiet = QuietRefreshFailures()
+    assert quiet.filter(record("mandatory", refused)) is False  # raised to the caller, which says it
+    advisory = record("advisory", refused)
+    assert quiet.filter(advisory) is True and advisory.exc_info is None
+    assert advisory.getMessage() == ("Refreshing temporary credentials failed during advisory refresh period "
+                                     "(AccessDenied: not authorized); the current credentials stay in use.")
+    for period in ("mandatory", "advisory"):
+        bug = record(period, TypeError("a bug"))
+        assert quiet.filter(bug) is True and bug.exc_info is not None and bug.getMessage() == REFRESH_FAILED % period
