@@ -2,7 +2,13 @@
 version, release numbers with SemVer pre-releases, natural sort for other names."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +22,7 @@ from fleetrel.plan.selectors import (
     sort_key,
     version_key,
 )
+from support import journal_records
 
 
 def select(**fields) -> Select:
@@ -156,3 +163,33 @@ def test_a_pre_release_is_below_its_release_and_above_every_lower_one(numbers, s
     assert version_key("v" + numbers) == release == version_key(numbers + ".0")
     if version_key(lower) < release:
         assert version_key(lower) < version_key(numbers + suffix)
+
+
+# --- over HTTP: the emulator's catalog, `fleetrel plan` and `fleetrel run` ----------------
+
+ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def fleetrel(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetrel", *args], capture_output=True, text=True, timeout=300,
+                          env=ENV, stdin=subprocess.DEVNULL)
+
+
+def test_keep_newest_over_http_deprecates_the_hotfix_and_the_candidate_not_the_release(emulator, tmp_path):
+    published = ["1.0.0-hotfix1", "2.0.0-rc1", "2.0.0"]
+    emulator.seed([{"package": "thermostat-fw", "version": v, "status": "PUBLISHED"} for v in published])
+    plan = tmp_path / "p.yaml"
+    plan.write_text(yaml.safe_dump({"plan": "keep-newest", "limits": {"rate": 200, "burst": 20}, "versions": [
+        {"select": {"package": "thermostat-*", "status": "PUBLISHED", "keep_newest": 1}, "action": "DEPRECATE"}]}))
+    preview = fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert preview.returncode == 0, preview.stderr
+    [selector] = json.loads(preview.stdout)["selectors"]
+    assert selector["packages"] == [{"package": "thermostat-fw", "compared": RELEASE_NUMBERS,
+                                     "matched": ["1.0.0-hotfix1", "2.0.0-rc1"], "kept": ["2.0.0"]}]
+    run = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["succeeded"] == 2
+    assert {v: emulator.state("thermostat-fw", v)["status"] for v in published} == {
+        "1.0.0-hotfix1": "DEPRECATED", "2.0.0-rc1": "DEPRECATED", "2.0.0": "PUBLISHED"}
+    assert sum(emulator.record()["operations"]["UpdatePackageVersion"].values()) == 2  # nothing else was sent
+    assert journal_records(tmp_path / "p.journal.jsonl")[0]["selection"][0]["packages"][0]["kept"] == ["2.0.0"]
