@@ -112,10 +112,16 @@ def validate_command(plan_paths: tuple[str, ...]) -> None:
 
 
 @main.command("schema")
-def schema_command() -> None:
+@click.option("--events", "events", is_flag=True, help="The schema of a `run --events` line instead.")
+def schema_command(events: bool = False) -> None:
     """Print the JSON Schema of a release plan (for editors and CI linters)."""
     import json
 
+    if events:
+        from fleetrel.eventstream import schema
+
+        click.echo(json.dumps(schema(), indent=2))
+        return
     from fleetrel.plan import ReleasePlan
 
     click.echo(json.dumps(ReleasePlan.model_json_schema(), indent=2, ensure_ascii=False))
@@ -152,11 +158,20 @@ def schema_command() -> None:
                    "writes the run's one journal, so the same command resumes it, with or without --ray.")
 @click.option("--actors", type=click.IntRange(min=1), metavar="N",
               help="With --ray: how many shards, one actor each (default: one per target, at most the cluster's CPUs).")
+@click.option("--wave-gate", metavar="CMD",
+              help="Before each wave after the first (and on resume), run CMD with the shell, the run's facts in "
+                   "FLEETREL_* variables: exit 0 starts the wave, anything else stops the run (130). See docs/observe.md.")
+@click.option("--wave-gate-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              metavar="SECONDS", help="A --wave-gate command still running after this long is killed and counts as a no.")
+@click.option("--events", "events_path", metavar="FILE",
+              help="Write the run's events as JSON lines to FILE as they happen (`-`: stdout; people's output then "
+                   "goes to stderr). A slow or departed reader never slows the run. `fleetrel schema --events`.")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
                 yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
-                shard_text: str | None, ray_address: str | None, actors: int | None) -> None:
+                shard_text: str | None, ray_address: str | None, actors: int | None,
+                wave_gate: str | None = None, wave_gate_timeout: float = 600.0, events_path: str | None = None) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -203,8 +218,10 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         fail(str(exc))
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
+    if events_path == "-" and json_output:
+        fail("--events - and --json both want stdout: give --events a file")
     # Everything for people goes to stderr under --json, so stdout parses.
-    console = plain_console(stderr=json_output)
+    console = plain_console(stderr=json_output or events_path == "-")
     interactive = console.is_terminal and sys.stdin.isatty()
     # (a plan with select: entries has an unknown number of steps until its run expands it)
     if interactive and not yes and (plan.needs_expansion or plan.step_count() > 20):
@@ -234,9 +251,16 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
 
     options = RunOptions(rate=rate, burst=burst, concurrency=concurrency, new_run=new_run,
                          retry_failed=retry_failed, journal_sensitive=journal_sensitive)
-    display = _progress_display(console, plan.plan, to_stderr=json_output)
+    display = _progress_display(console, plan.plan, to_stderr=json_output or events_path == "-")
+    from fleetrel.observe import Observers, journal_of
+
+    observers = Observers(journal=journal_of(plan, journal_path, shard), wave_gate=wave_gate,
+                          wave_gate_timeout=wave_gate_timeout, events=events_path)
+    # the hold file, --wave-gate, then the pause or the prompt (journalled as who decided)
+    before_wave = observers.gate(before_wave if wave_pause is not None or (interactive and not yes) else None,
+                                 by="pause" if wave_pause is not None else "operator")
     try:
-        with display:
+        with display, observers:
             if ray_address is not None:
                 from fleetrel.raydriver import run_on_ray
 
@@ -244,12 +268,12 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                     raise ShardError("a plan run with --ray has `targets:`: give region and profile per target in the plan")
                 result = anyio.run(lambda: with_signals(lambda stop: run_on_ray(
                     plan, address=None if ray_address == "local" else ray_address, actors=actors,
-                    journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display],
+                    journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display, *observers.listeners],
                     before_wave=before_wave, stop=stop, shard=shard)))
             else:
                 result = anyio.run(lambda: with_signals(lambda stop: run(
                     plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
-                    options=options, listeners=[display], before_wave=before_wave, stop=stop,
+                    options=options, listeners=[display, *observers.listeners], before_wave=before_wave, stop=stop,
                     targets=None if shard else targets, shard=shard, notice=console.print)))
     except PlanError as exc:  # a selector matched a version another entry names
         fail(str(exc))
@@ -561,3 +585,30 @@ def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path |
     entries = len(undo.plan["versions"])
     click.echo(f"{output_path}: undo plan written ({entries} {'entry' if entries == 1 else 'entries'}, "
                f"{len(undo.not_undone)} not undone, listed at its top)", err=True)
+
+
+@main.command("hold")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", help="Why: journalled with the hold.")
+def hold_command(journal_path: Path, reason: str | None) -> None:
+    """Hold a run before its next wave, from any process that can write beside its journal.
+
+    Writes <JOURNAL>.gate. The run reads it at each wave boundary: held, it journals who
+    held it and waits (Ctrl-C stops it as interrupted) until `fleetrel promote JOURNAL`.
+    A run between waves already is held at its next boundary. Exit code 0.
+    """
+    from fleetrel.gates import HOLD, set_gate
+
+    content = set_gate(journal_path, HOLD, reason=reason)
+    click.echo(f"{journal_path}: held by {content['who']} before its next wave (fleetrel promote to let it go)", err=True)
+
+
+@main.command("promote")
+@click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", help="Why: journalled with the decision.")
+def promote_command(journal_path: Path, reason: str | None) -> None:
+    """Let a held run go on to its next wave (see `fleetrel hold`). Exit code 0."""
+    from fleetrel.gates import PROMOTE, set_gate
+
+    content = set_gate(journal_path, PROMOTE, reason=reason)
+    click.echo(f"{journal_path}: promoted by {content['who']}", err=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 import anyio
 from botocore.exceptions import ClientError
@@ -41,6 +41,19 @@ from fleetrel.state import drift_of
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]
+
+
+@runtime_checkable
+class WaveGate(Protocol):
+    """A `before_wave` whose decisions are journalled (`fleetrel.gates.WaveGates`).
+
+    The engine asks it before every wave after the first, a resumed session's first wave
+    included, and `record(**fields)` writes a `wave_gate` record (wave and waves added)
+    each time it decides something. `first_in_session`: no wave ran yet in this session.
+    """
+
+    async def decide(self, wave: int, waves: int, *, first_in_session: bool,
+                     record: Callable[..., None]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -210,7 +223,15 @@ class _Execution:
                 self.request_stop("wave_failed")
                 self.emit(Event.WAVE_STOPPED, wave=number, waves=len(ends), failed=failed_earlier)
                 return
-            if ran and before_wave is not None:
+            if isinstance(before_wave, WaveGate) and number > 1:  # asked on a resume too
+                self.session.journal.sync()  # a pause may last: what was written is made durable first
+                record = lambda **fields: self.emit(Event.WAVE_GATE, wave=number, waves=len(ends), **fields)  # noqa: E731
+                went_on, go = await self._until_stopped(before_wave.decide(number, len(ends), first_in_session=not ran,
+                                                                           record=record))
+                if not (went_on and go):
+                    self.request_stop("interrupted")
+                    return
+            elif ran and before_wave is not None:
                 self.session.journal.sync()  # a pause may last: what was written is made durable first
                 went_on, go = await self._until_stopped(before_wave(number, len(ends)))
                 if not (went_on and go):

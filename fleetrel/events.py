@@ -40,6 +40,7 @@ class Event(enum.StrEnum):
     RUN_INTERRUPTED = "run_interrupted"  # a signal, or the operator declined the next wave
     RUN_FINISHED = "run_finished"
     SHARD_RESTARTED = "shard_restarted"  # `run --ray`: a shard's actor died, came back and resends its steps left
+    WAVE_GATE = "wave_gate"  # a decision at a wave boundary: who or what held, stopped or let the next wave go
 
 
 #: A default step's records (`step_started`, `step_succeeded`, `step_skipped`): the

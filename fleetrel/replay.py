@@ -52,6 +52,7 @@ class RunState:
     running: bool = False  # a fleetrel run holds the journal's lock right now
     target: dict[str, str] = field(default_factory=dict)  # the last session's --endpoint-url/--region/--profile
     identity: dict[str, Any] | None = None  # where the calls went: {endpoint, region, ...}, or per target
+    gate_decisions: list[dict[str, Any]] = field(default_factory=list)  # `wave_gate` records (fleetrel.gates)
 
     @property
     def run_id(self) -> str:
@@ -197,6 +198,7 @@ _OUTCOME_OF = {str(e): Outcome(str(e).removeprefix("step_")) for e in TERMINAL}
 _SESSION_STARTS = frozenset(str(e) for e in SESSION_STARTS)
 _RATE_CHANGED = str(Event.RATE_CHANGED)
 _ATTEMPT_FAILED = str(Event.ATTEMPT_FAILED)
+_WAVE_GATE = str(Event.WAVE_GATE)
 
 
 def _merged_identity(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -222,6 +224,9 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
         return
     if event == _RATE_CHANGED:
         state.rate_changes.append(record)
+        return
+    if event == _WAVE_GATE:
+        state.gate_decisions.append(record)
         return
     key = record.get("step")
     if key is None:

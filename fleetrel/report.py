@@ -243,6 +243,8 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "rate_changes": changes,
         "torn_tail": state.torn_tail,
     }
+    if state.gate_decisions:  # fleetrel.gates: who or what held, stopped or let a wave go, and when
+        out["gates"] = [{k: v for k, v in rec.items() if k != "event"} for rec in state.gate_decisions]
     if state.shard:
         out["shard"] = dict(state.shard)
     if status not in (Status.COMPLETE, Status.RUNNING):
@@ -294,6 +296,12 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             at = f"{change['at']:7.1f}s" if change["at"] is not None else "      ?"
             where = f"{change['target']}: " if change.get("target") else ""
             console.print(f"  {at}  {where}{change['old']} -> {change['new']} /s ({change['reason']})")
+    for gate in status.get("gates", ()):
+        console.print(f"wave {gate.get('wave')}/{gate.get('waves')}: {gate.get('decision')} by {gate.get('by')}"
+                      + (f" ({gate['who']})" if gate.get("who") else "") + f" at {gate.get('ts')}"
+                      + (f", exit {gate['exit_code']}" if gate.get("by") == "command" else "")
+                      + (", timed out" if gate.get("timed_out") else "")
+                      + (f": {gate['reason']}" if gate.get("reason") else ""))
     if "resume" in status:
         console.print(f"resume with: {status['resume']}")
 
