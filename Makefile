@@ -12,7 +12,7 @@ $(PY):
 # Re-install when pyproject.toml changes; the stamp keeps `make test` fast otherwise.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,emulator,bench,ray]'
+	$(PY) -m pip install --quiet -e '.[test,emulator,bench,ray,observe]'
 	touch $(STAMP)
 
 test: $(STAMP)
