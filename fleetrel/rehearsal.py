@@ -1,28 +1,43 @@
 """`fleetrel demo` and `fleetrel bench`: rehearsals that start their own emulator.
 
-    fleetrel demo                       # plans/demo.yaml against a throttling emulator
+    fleetrel demo                       # the bundled demo plan against a throttling emulator
     fleetrel bench --rate 10 --steps 500
 
-Registered by fleetrel/cli.py; they import the emulator (and moto) only when they run.
+Registered by fleetrel/cli.py; they import the emulator (and moto) only when they run, and
+refuse, naming the extra, when it is not installed. The demo's plan is package data
+(fleetrel/demo.yaml, `DEMO_PLAN`), so `fleetrel demo` runs from any folder.
 """
 from __future__ import annotations
 
 import sys
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import click
 
+from fleetrel.where import Where
 from fleetrel.events import ExitCode
+
+# 200 versions of four packages, published in waves: what `fleetrel demo` rehearses.
+DEMO_PLAN = files("fleetrel") / "demo.yaml"
+
+
+def _refuse_without_the_emulator(command: str) -> None:
+    from fleetrel.cli import fail
+    from fleetrel.extras import missing_extra
+
+    if problem := missing_extra("emulator", f"`fleetrel {command}`"):
+        fail(problem)
 
 
 @click.command("demo")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("plans/demo.yaml"),
-              show_default=True, help="The plan to rehearse.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The plan to rehearse (default: the bundled demo plan, 200 versions).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="The emulator's quota in calls per second (AWS allows about 10-15).")
 @click.option("--latency-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
               help="Latency the emulator adds to each call.")
-def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
+def demo_command(plan_path: Path | None, rate: float, latency_ms: float) -> None:
     """Rehearse a plan against a local emulator: no AWS account needed.
 
     Starts `fleetrel emulator` in its own process (throttling at --rate, like AWS),
@@ -39,7 +54,9 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
     from fleetrel.cli import _load_or_fail, _progress_display
     from fleetrel.report import plain_console, print_summary
 
-    plan = _load_or_fail(plan_path)
+    _refuse_without_the_emulator("demo")
+    with as_file(DEMO_PLAN) as bundled:
+        plan = _load_or_fail(plan_path or bundled)
     steps = plan.steps()
     with start_emulator(rate=rate, burst=plan.limits.burst, latency_ms=latency_ms) as emulator, \
             tempfile.TemporaryDirectory(prefix="fleetrel-demo-") as tmp:
@@ -49,7 +66,7 @@ def demo_command(plan_path: Path, rate: float, latency_ms: float) -> None:
         console = plain_console()
         with _progress_display(console, plan.plan, to_stderr=False) as display:
             result = anyio.run(lambda: with_signals(lambda stop: run(
-                plan, journal_path=Path(tmp) / "demo.journal.jsonl", endpoint_url=emulator.url,
+                plan, Where(journal_path=Path(tmp) / "demo.journal.jsonl", endpoint_url=emulator.url),
                 listeners=[display], stop=stop)))
         print_summary(result, console)
         record = emulator.record()
@@ -83,6 +100,7 @@ def bench_command(rate: float, burst: int, steps: int, latency_ms: float, ceilin
     from fleetrel.bench import measure
     from fleetrel.cli import fail
 
+    _refuse_without_the_emulator("bench")
     if steps <= burst:
         fail(f"--steps ({steps}) must be larger than --burst ({burst}): the ideal time would be zero")
     figures = measure(rate=rate, burst=burst, steps=steps, latency_ms=latency_ms, ceiling=ceiling,

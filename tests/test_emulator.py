@@ -25,6 +25,7 @@ from fleetrel.emulator import Emulator, start_emulator_in_thread
 from fleetrel.emulator.bucket import TokenBucket
 from fleetrel.emulator.catalog import CatalogError, CatalogRules, PackageCatalog
 from fleetrel.emulator.settings import EmulatorSettings, SettingsError
+from fleetrel.rehearsal import DEMO_PLAN
 from conftest import CREDENTIALS, NO_RETRIES, REGION
 from support import FakeClock
 
@@ -441,7 +442,7 @@ def test_cli_refuses_bad_flags_without_a_traceback() -> None:
 def test_cli_seeds_a_plan_as_drafts() -> None:
     from fleetrel.plan import load
 
-    plan = ROOT / "plans" / "demo.yaml"
+    plan = DEMO_PLAN
     steps = load(plan).steps()
     process = subprocess.Popen([sys.executable, "-m", "fleetrel", "emulator", "--seed",
                                 str(plan)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 from fleetrel.emulator import Emulator, EmulatorError, start_emulator
 from fleetrel.emulator.access import Access
 from fleetrel.emulator.settings import EmulatorSettings, SettingsError
+from fleetrel.rehearsal import DEMO_PLAN
 from conftest import CREDENTIALS, NO_RETRIES, REGION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,7 +189,7 @@ def test_start_emulator_takes_the_lists_and_seeds_every_place() -> None:
 def test_cli_seeds_a_plan_in_every_place_and_refuses_malformed_lists() -> None:
     from fleetrel.plan import load
 
-    plan = ROOT / "plans" / "demo.yaml"
+    plan = DEMO_PLAN
     step = load(plan).steps()[0]
     process = subprocess.Popen(
         [sys.executable, "-m", "fleetrel", "emulator", "--accounts", ",".join(ACCOUNTS),

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from fleetrel.cli import main
 from fleetrel.events import ExitCode
+from fleetrel.rehearsal import DEMO_PLAN
 
 EXIT_INVALID, EXIT_OK = ExitCode.INVALID, ExitCode.OK
 from fleetrel.plan.models import canonical_json, requests_json
@@ -40,7 +41,7 @@ from fleetrel.plan import (
 from support import update_calls, write_plan
 
 REPO = Path(__file__).resolve().parent.parent
-PLANS = REPO / "plans"
+PLANS = REPO / "plans"  # the example plans; the demo's own (DEMO_PLAN) ships in the package
 
 
 def valid_plan() -> dict[str, Any]:
@@ -284,20 +285,20 @@ def test_every_bundled_plan_is_in_the_list_below():
     assert sorted(p.name for p in PLANS.glob("*.yaml")) == sorted(BUNDLED_PLANS)
 
 
-BUNDLED_PLANS = ["demo.yaml", "deprecate-old.yaml", "migration.yaml", "org-release.yaml", "retire-old-firmware.yaml",
+BUNDLED_PLANS = ["deprecate-old.yaml", "migration.yaml", "org-release.yaml", "retire-old-firmware.yaml",
                  "cleanup.yaml"]
 
 
-@pytest.mark.parametrize("name", BUNDLED_PLANS)
-def test_bundled_plans_validate(name):
-    plan = load(PLANS / name)
+@pytest.mark.parametrize("path", [DEMO_PLAN, *(PLANS / name for name in BUNDLED_PLANS)], ids=lambda path: path.name)
+def test_bundled_plans_validate(path):
+    plan = load(path)
     assert plan.target.endpoint_url is None  # the CLI passes it
     for step in plan.steps() if not plan.needs_expansion else []:  # select: entries: tests/test_selection_http.py
         assert_step_passes_the_rules(step)
 
 
 def test_demo_plan_shape():
-    plan = load(PLANS / "demo.yaml")
+    plan = load(DEMO_PLAN)
     steps = plan.steps()
     assert plan.plan == "demo-spring-release"
     assert len(steps) == 200 and {s.action for s in steps} == {"PUBLISH"}
@@ -617,10 +618,10 @@ def test_permission_denied(write):
 
 
 def test_cli_validate_ok_prints_one_line_per_plan():
-    result = CliRunner().invoke(main, ["validate", str(PLANS / "demo.yaml"), str(PLANS / "migration.yaml")])
+    result = CliRunner().invoke(main, ["validate", str(DEMO_PLAN), str(PLANS / "migration.yaml")])
     assert result.exit_code == EXIT_OK, result.output
     lines = result.stdout.splitlines()
-    assert lines == [f"{PLANS / 'demo.yaml'}: ok — 200 steps, 4 packages, PUBLISH 200",
+    assert lines == [f"{DEMO_PLAN}: ok — 200 steps, 4 packages, PUBLISH 200",
                      f"{PLANS / 'migration.yaml'}: ok — 9 steps, 4 packages, PUBLISH 9"]
 
 
@@ -628,7 +629,7 @@ def test_cli_validate_invalid_lists_problems_on_stderr_and_exits_2(write):
     data = valid_plan()
     data["versions"][0]["attributes"] = {"min_hw": 3}
     bad = write(data)
-    result = CliRunner().invoke(main, ["validate", str(PLANS / "demo.yaml"), str(bad)])
+    result = CliRunner().invoke(main, ["validate", str(DEMO_PLAN), str(bad)])
     assert result.exit_code == EXIT_INVALID
     assert "demo.yaml: ok" in result.stdout  # the valid plan is still reported
     assert f"{bad}:" in result.stderr and "versions[0] (thermostat-fw/4.2.0): attributes.min_hw" in result.stderr

@@ -1,7 +1,8 @@
 """`fleetrel emulator`: serve a local Software Package Catalog endpoint.
 
 Defined here (not in fleetrel/cli.py) so `python -m fleetrel.emulator` runs the very same
-command; cli.py registers it. moto is imported only when the command runs.
+command; cli.py registers it. moto is imported only when the command runs, and only
+once the `emulator` extra is known to be installed (`fleetrel.extras`).
 """
 from __future__ import annotations
 
@@ -77,6 +78,11 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
     wrong target in a rehearsal fails instead of landing somewhere nobody looks.
     Without them, any account and region works.
     """
+    from fleetrel.extras import missing_extra
+
+    if problem := missing_extra("emulator", "`fleetrel emulator`"):
+        click.echo(f"fleetrel: {problem}", err=True)
+        sys.exit(ExitCode.INVALID)
     from fleetrel.emulator.server import serve
     from fleetrel.emulator.settings import EmulatorSettings, SettingsError, place_limits
 
