@@ -1,0 +1,214 @@
+"""The docs' walkthroughs, run as written, and the plan reference against the schema.
+
+A walkthrough is a ```console block: `$ command` lines (a line ending in `\\`, or with
+a quote left open, goes on on the next), each followed by what it prints. Every page under docs/ (and README.md) with
+such blocks is one test: its blocks run in order, in one temporary folder holding a copy
+of plans/, each command through `bash -c`, with the venv's bin folder first on PATH,
+COLUMNS=100, no AWS credentials and no AWS config (a newcomer's shell). A command passes when
+
+- it exits with the code its comment names (`# exit 130: ...` at the start of a comment; 0 when none does), and
+- the lines shown under it appear in its output (stdout and stderr), in that order,
+  once both are normalised (`normalise`); a `…` line stands for lines left out.
+
+`$ fleetrel emulator ... --port 5077` starts in the background (the page tells the reader
+to use a second terminal) with `--port 0`; the URL it prints gives the port, which then
+replaces 5077 in every later command, and 5077 replaces it in every output. It stops
+when the page ends or starts another emulator.
+
+Normalising (the placeholders, so a page can show real output that varies run to run):
+run ids and clientTokens (UUIDs) -> <uuid>; timestamps -> <time>; the progress line's
+`[   3s]` -> `[<s>]`, `ETA 12s` -> `ETA <s>`, `rate 9.5/10 per s` -> `rate <rate>`,
+`throttles 1 retries 1` -> `throttles <n> retries <n>`; the summary rows whose values
+depend on timing (elapsed, calls sent, mean calls/s, throttled, retries, final rate) ->
+`<v>`; in JSON, `"throttled": N` -> `<n>`; rate changes in `fleetrel status` ->
+`<rate change>`; table rules and padding collapsed (a column's width follows its widest
+cell). Anything else must match as printed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+BIN = Path(sys.executable).parent
+PAGE_PORT = "5077"  # the port the pages use (5000 is AirPlay's on macOS)
+CONSOLE = re.compile(r"^```console\n(.*?)^```", re.S | re.M)
+
+
+@dataclass
+class Command:
+    line: str                                  # as written, continuations joined
+    shown: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        match = re.search(r"#\s*exit (\d+)", self.line)
+        return int(match.group(1)) if match else 0
+
+    @property
+    def starts_emulator(self) -> bool:
+        return self.line.startswith("fleetrel emulator")
+
+
+def walkthrough(text: str) -> list[Command]:
+    """The commands of every console block of a page, in order, with what each shows."""
+    commands: list[Command] = []
+    for block in CONSOLE.findall(text):
+        lines = block.split("\n")
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            if line.startswith("$ "):
+                command = line[2:]
+                while (command.endswith("\\") or not complete(command)) and i + 1 < len(lines):
+                    i += 1
+                    command = command + "\n" + lines[i]
+                commands.append(Command(command))
+            elif commands and line.strip():
+                commands[-1].shown.append(line)
+            i += 1
+    return commands
+
+
+def complete(command: str) -> bool:
+    """False while a quote is open: the command goes on on the next line."""
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:
+        return False
+    return True
+
+
+_RULES = re.compile(r"[─━═]+")
+_BOX = re.compile(r"[│┃]")
+_NORMAL = [
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?"), "<time>"),
+    (re.compile(r"^\[\s*\d+s\]"), "[<s>]"),
+    (re.compile(r"ETA \d+s"), "ETA <s>"),
+    (re.compile(r"rate [\d.]+/[\d.]+ (per s|calls/s)"), r"rate <rate> \1"),
+    (re.compile(r"throttles \d+"), "throttles <n>"),
+    (re.compile(r"retries \d+"), "retries <n>"),
+    (re.compile(r'"throttled": ?\d+'), '"throttled": <n>'),
+    (re.compile(r"^(\| (elapsed|calls sent|mean calls/s|throttled|retries|final rate) \|) .* \|$"),
+     r"\1 <v> |"),
+    (re.compile(r"^[\d.]+s [\d.]+ -> [\d.]+ /s \(\w+\)$"), "<rate change>"),
+    (re.compile(r"^[\w.-]+: [\d.]+s [\d.]+ -> [\d.]+ /s \(\w+\)$"), "<rate change>"),
+]
+
+
+def normalise(line: str) -> str:
+    """One line as compared: see the module's docstring."""
+    line = _BOX.sub("|", _RULES.sub("-", line))
+    line = re.sub(r"\s+", " ", line).strip()
+    for pattern, placeholder in _NORMAL:
+        line = pattern.sub(placeholder, line)
+    return line
+
+
+def check_shown(command: Command, output: str) -> None:
+    """The shown lines, normalised, appear in the output in order."""
+    got = [normalise(line) for line in output.splitlines()]
+    at = 0
+    for shown in command.shown:
+        want = normalise(shown)
+        if want.startswith("…") or not want:
+            continue
+        for j in range(at, len(got)):
+            if got[j] == want:
+                at = j + 1
+                break
+        else:
+            pytest.fail(f"$ {command.line}\nshows {shown!r}\n(normalised {want!r}), not in its output "
+                        f"after line {at}:\n" + "\n".join(got))
+
+
+class Emulator:
+    """A page's `fleetrel emulator` command, in the background on a free port."""
+
+    def __init__(self, command: Command, cwd: Path, env: dict[str, str]) -> None:
+        line = re.sub(rf"--port {PAGE_PORT}\b", "--port 0", command.line.split("#")[0])
+        assert "--port 0" in line, f"an emulator on a page says --port {PAGE_PORT}: {command.line}"
+        self.proc = subprocess.Popen(["bash", "-c", "exec " + line], cwd=cwd, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        url = self.proc.stdout.readline().strip()  # its first line, once it is serving
+        assert url.startswith("http://127.0.0.1:"), f"{command.line}: printed {url!r}"
+        self.port = url.rsplit(":", 1)[1]
+        check_shown(command, url.replace(self.port, PAGE_PORT))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def pages() -> list[Path]:
+    return [p for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))] if walkthrough(p.read_text())]
+
+
+def shell_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="100",
+               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    if "AWS_CA_BUNDLE" in os.environ:
+        env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+    env.pop("NO_COLOR", None)
+    return env
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_the_walkthroughs_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "plans", tmp_path / "plans",
+                    ignore=shutil.ignore_patterns("*.journal.jsonl*", "*-report.*", "*-undo.yaml"))
+    env = shell_env()
+    emulator: Emulator | None = None
+    try:
+        for command in walkthrough(page.read_text()):
+            if command.starts_emulator:
+                if emulator is not None:
+                    emulator.stop()
+                emulator = Emulator(command, tmp_path, env)
+                continue
+            line = command.line
+            if emulator is not None:
+                line = line.replace(f"127.0.0.1:{PAGE_PORT}", f"127.0.0.1:{emulator.port}")
+            done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=600)
+            output = done.stdout
+            if emulator is not None:
+                output = output.replace(f"127.0.0.1:{emulator.port}", f"127.0.0.1:{PAGE_PORT}")
+            assert done.returncode == command.exit_code, \
+                f"$ {command.line}\nexit {done.returncode}, the page says {command.exit_code}:\n{output}"
+            check_shown(command, output)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+def test_the_runner_reads_continuations_comments_and_elisions() -> None:
+    page = ("```console\n$ fleetrel run a.yaml \\\n    --yes   # exit 130: stopped\nwave 1/3\n…\n"
+            "[   12s] 20/200 | rate 9.5/10 per s | throttles 2 retries 3 | ETA 4s\n```\n"
+            "```sh\n$ not a walkthrough\n```\n")
+    (command,) = walkthrough(page)
+    assert command.line == "fleetrel run a.yaml \\\n    --yes   # exit 130: stopped" and command.exit_code == 130
+    check_shown(command, "wave 1/3\nwave 2/3\n[    3s] 20/200 | rate 10.0/10 per s | throttles 0 retries 0 | ETA 11s\n")
+    with pytest.raises(pytest.fail.Exception):
+        check_shown(command, "[    3s] 20/200 | rate 10.0/10 per s | throttles 0 retries 0 | ETA 11s\nwave 1/3\n")
+    assert normalise("│ elapsed      │   19.2 s │") == normalise("│ elapsed │ 4.2 s │")
+    assert normalise("│ steps   │   200 │") != normalise("│ steps │ 201 │")
