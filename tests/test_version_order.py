@@ -88,7 +88,8 @@ def test_the_order_of_two_names(older, newer):
     assert matched((newer, older), keep_newest=1) == [older]
 
 
-@pytest.mark.parametrize("same", [("4.0", "4.0.0", "4", "v4.0", "V4.0.0"), ("1.0.0-rc1", "1.0.0rc1", "1.0.0.rc1", "1.0.0_rc1")])
+@pytest.mark.parametrize("same", [("4.0", "4.0.0", "4", "v4.0", "V4.0.0"),
+                                  ("1.0.0-rc1", "1.0.0rc1", "1.0.0.rc1", "1.0.0_rc1")])
 def test_one_version_written_several_ways_has_one_key(same):
     assert len({version_key(name) for name in same}) == 1
 
@@ -103,7 +104,8 @@ def test_the_preview_says_per_package_which_kinds_of_name_it_compared():
 # --- properties: a total order, and the bounds agree with it -----------------------------
 
 _numbers = st.lists(st.integers(0, 12), min_size=1, max_size=4).map(lambda ns: ".".join(map(str, ns)))
-_identifier = st.sampled_from(["rc", "rc1", "rc9", "rc10", "smoke", "hotfix1", "alpha", "beta", "1", "2", "10", "01", "RC1"])
+_identifier = st.sampled_from(["rc", "rc1", "rc9", "rc10", "smoke", "hotfix1", "alpha", "beta",
+                               "1", "2", "10", "01", "RC1"])
 
 
 def _pre_release(separator: str, identifiers: list[str]) -> str:

@@ -39,7 +39,7 @@ Choices made for the user:
 
 Why our own ~30 lines and not a library: `packaging` (PEP 440) refuses 4.3.0-smoke and
 1.0.0-hotfix1 outright and reads 1.0.0-1 and 1.0.0-post1 as post-releases, above 1.0.0,
-the opposite of SemVer; `semver` (python-semver 3.0) refuses v2.0.0 and the four-number
+the opposite of SemVer; `semver` (python-semver 3) refuses v2.0.0 and the four-number
 4.3.0.1234 that firmware uses, and orders rc10 before rc9. Both would still need a
 rule for the names they refuse; one rule for every name is easier to state and check.
 """
@@ -206,7 +206,9 @@ def natural_key(name: str) -> tuple:
 def _identifier_key(identifier: str) -> tuple:
     # SemVer 11.4: numeric identifiers as numbers, below alphanumeric ones; those by
     # natural sort rather than SemVer's ASCII, so that rc10 follows rc9.
-    return (0, int(identifier), ()) if identifier.isascii() and identifier.isdigit() else (1, 0, natural_key(identifier))
+    if identifier.isascii() and identifier.isdigit():
+        return 0, int(identifier), ()
+    return 1, 0, natural_key(identifier)
 
 
 def _release_key(name: str) -> tuple | None:
