@@ -26,6 +26,12 @@ Choices (each also in benchmarks/README.md):
   a 10/s quota (from the run's start to its end); E is against the 7/s left
   (ideal (N - B) / 7), θ counts every caller's attempts, the foreign one's included.
 - (h) burst overstated: the plan says rate 100 and burst 100 against 10/s, B=10.
+- (i) a freed quota: a foreign caller at 8/s on a 10/s quota, from 1 s before the run
+  until 20 s into it, then none (N=300). E is against every call the quota admitted
+  while the run lasted, the foreign caller's included: ideal (N + F - B) / R, F the
+  foreign calls admitted between the run's start and its end; a run that squeezes the
+  foreign caller shrinks F and is timed against that. The second figure is how long
+  after the caller stops the run sends at 90 % of the quota again (target 5 s).
 - overhead: fleetrel against an unthrottled emulator (told a rate no run reaches) beside
   the raw aiobotocore loop, each twice in alternation; the best CPU-per-call of each is
   compared. It uses 5×N calls (3×N in `--quick`, to stay within 3 minutes), as 200
@@ -43,6 +49,7 @@ ADAPTIVE = ("fleetrel", "boto3-adaptive")
 OVERHEAD = ("raw-aiobotocore", "fleetrel")
 CALLS = {"quick": 200, "default": 500, "full": 2000}
 SHARED_CALLS = {"quick": 150, "default": 250, "full": 1000}  # per run, two runs
+FREED_CALLS = {"quick": 300, "default": 300, "full": 1000}  # (i): 50 calls fit the first 20 s
 UNREACHABLE_RATE = 100_000.0  # what fleetrel is told in the unthrottled overhead run
 
 
@@ -58,19 +65,27 @@ class Scenario:
     repeats: int = 1
     runs: int = 1  # processes of each contender started together on the one quota
     foreign_rate: float = 0.0  # calls/s of a steady, non-adaptive caller beside the run
+    foreign_until: float | None = None  # it stops this many seconds into the run (None: at the run's end)
     target: tuple[float, float] | None = None  # fleetrel's (E at most, θ at most)
     min_fairness: float | None = None  # earlier finisher's wall / later one's, at least
+    recovery_s: float | None = None  # back at 90 % of the quota this soon after the foreign caller stops
 
     @property
     def measures_overhead(self) -> bool:
         return self.quota.rate is None
 
-    def ideal_s(self) -> float:
+    def ideal_s(self, foreign_admitted: int | None = None) -> float:
         """The least wall time for every run's calls, on the quota left by the foreign
-        caller: what E is measured against."""
+        caller: what E is measured against. A foreign caller that stops part-way left
+        the run what it did not take: `foreign_admitted` of its calls admitted while the
+        run lasted (default: all it sent, at its rate, until it stopped)."""
         quota = self.quota
         if quota.rate is None:
             return 0.0
+        if self.foreign_until is not None:
+            if foreign_admitted is None:
+                foreign_admitted = round(self.foreign_rate * self.foreign_until)
+            return ideal_seconds(self.calls * self.runs + foreign_admitted, rate=quota.rate, burst=quota.burst)
         return ideal_seconds(self.calls * self.runs, rate=quota.rate - self.foreign_rate, burst=quota.burst,
                              changes=quota.changes)
 
@@ -99,6 +114,9 @@ def scenarios_for(mode: str = "default", keys: Iterable[str] | None = None) -> l
                  foreign_rate=3.0, target=(1.10, 0.03)),
         Scenario("h", "R=10, B=10, burst overstated (fleetrel told 100/s, B=100)", Quota(10, 10), n,
                  contenders=ADAPTIVE, fleetrel_ceiling=100.0, fleetrel_burst=100, target=(1.05, 0.03)),
+        Scenario("i", "R=10, B=10, a foreign caller at 8/s stops 20 s in (the freed quota)", Quota(10, 10),
+                 FREED_CALLS[mode], contenders=ADAPTIVE, foreign_rate=8.0, foreign_until=20.0, target=(1.05, 0.03),
+                 recovery_s=5.0),
         Scenario(
             "o",
             "unthrottled: CPU overhead per call",

@@ -80,6 +80,21 @@ class Service:
         return False
 
 
+def recovery(accepted: list[float], stopped: float, rate: float, share: float = 0.9) -> float:
+    """Seconds from `stopped` (the foreign caller's last call) until one run's answers
+    came at `share` of `rate` again: the end of the first second after `stopped` holding
+    at least share × rate of its accepted calls (inf if none does)."""
+    need = share * rate
+    times = sorted(t for t in accepted if t > stopped)
+    start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - 1.0:
+            start += 1
+        if end - start + 1 >= need - 1e-9 and t - 1.0 >= stopped - 1e-9:
+            return t - stopped
+    return float("inf")
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One simulated scenario: per run wall time and controller counters, and the whole."""
@@ -92,6 +107,7 @@ class Outcome:
     throttled: int
     rates: tuple[float, ...]  # each controller's rate at the end
     stats: tuple[dict[str, Any], ...]
+    recovered_s: float | None = None  # (i): back at 90 % of the quota this long after the caller stopped
 
     @property
     def efficiency(self) -> float:
@@ -113,6 +129,8 @@ class Outcome:
             ok = self.efficiency <= e_max and self.throttled_fraction <= theta_max
         if scenario.min_fairness is not None:
             ok = ok and self.fairness >= scenario.min_fairness
+        if scenario.recovery_s is not None:
+            ok = ok and self.recovered_s is not None and self.recovered_s <= scenario.recovery_s
         return ok
 
 
@@ -145,6 +163,8 @@ def simulate(
         control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
         todo = list(range(n))
         finished = 0.0
+        accepted: list[float] = []
+        accepted_by_run.append(accepted)
 
         async def worker() -> None:
             nonlocal finished
@@ -160,6 +180,7 @@ def simulate(
                     await asyncio.sleep(latency + rng.uniform(-jitter, jitter) / 2)
                     if admitted:
                         control.on_success()
+                        accepted.append(loop.time())
                         finished = max(finished, loop.time())
                         break
                     control.on_throttle(first_burst=first_burst)
@@ -169,28 +190,43 @@ def simulate(
         await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
         return finished - started, finished, control
 
-    async def foreign(service: Service) -> None:
-        # steady and deaf: one call every 1/rate seconds whatever the answer
-        while True:
-            service.admit()
+    accepted_by_run: list[list[float]] = []
+    foreign_admitted: list[float] = []
+
+    async def foreign(service: Service, loop: asyncio.AbstractEventLoop) -> None:
+        # steady and deaf: one call every 1/rate seconds whatever the answer, until it stops
+        until = scenario.foreign_until if scenario.foreign_until is not None else float("inf")
+        while loop.time() < until:
+            if service.admit():
+                foreign_admitted.append(loop.time())
             await asyncio.sleep(1 / scenario.foreign_rate)
 
     async def main(loop: asyncio.AbstractEventLoop) -> Outcome:
         service = Service(scenario, loop.time)
-        background = asyncio.ensure_future(foreign(service)) if scenario.foreign_rate else None
+        background = asyncio.ensure_future(foreign(service, loop)) if scenario.foreign_rate else None
         sizes = calls or (scenario.calls,) * scenario.runs
         runs = await asyncio.gather(*(one_run(loop, service, n, k * stagger) for k, n in enumerate(sizes)))
         if background is not None:
             background.cancel()
+        span = max(end for _, end, _ in runs)
+        sized = scenario if calls is None else replace(scenario, calls=sum(calls), runs=1)
+        recovered = None
+        if scenario.foreign_until is not None:
+            # the foreign caller's last call went at the last multiple of its interval before it stopped
+            stopped = max(foreign_admitted, default=0.0) if foreign_admitted else scenario.foreign_until
+            stopped = max(stopped, scenario.foreign_until - 1 / scenario.foreign_rate)
+            recovered = max(recovery(a, stopped, quota.rate) for a in accepted_by_run)
         return Outcome(
             scenario=scenario.key,
             walls=tuple(wall for wall, _, _ in runs),
-            span=max(end for _, end, _ in runs),
-            ideal=scenario.ideal_s() if calls is None else replace(scenario, calls=sum(calls), runs=1).ideal_s(),
+            span=span,
+            ideal=sized.ideal_s(sum(1 for t in foreign_admitted if t <= span)) if scenario.foreign_until is not None
+            else sized.ideal_s(),
             attempts=service.attempts,
             throttled=service.throttled,
             rates=tuple(c.rate for _, _, c in runs),
             stats=tuple(c.stats() for _, _, c in runs),
+            recovered_s=recovered,
         )
 
     return run_virtual(main)
@@ -220,6 +256,9 @@ def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | Non
         fair = ""
         if scenario.runs > 1:
             fair = f"  fairness min {min(r.fairness for r in runs):.2f}"
+        if scenario.recovery_s is not None:
+            fair += f"  back at 90 % after max {max(r.recovered_s or float('inf') for r in runs):.1f} s" \
+                    f" (≤ {scenario.recovery_s:g})"
         n = "+".join(map(str, uneven)) if uneven else f"{scenario.calls:<5d}"
         print(
             f"({scenario.key}) N={n} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
@@ -245,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="each call reaches the service up to this many ms after its admission (default 2; "
                              "5 reproduces what the emulator runs of (e) measure on a slow 2-core machine)")
     args = parser.parse_args(argv)
-    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefgh"
+    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefghi"
     scenarios = simulated_scenarios("default", keys, args.calls)
     run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
     return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls, stagger=args.stagger,

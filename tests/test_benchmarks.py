@@ -74,8 +74,8 @@ def test_efficiency_is_wall_over_ideal():
 
 def test_scenario_sets():
     assert [s.key for s in scenarios_for("quick")] == ["a", "b", "d", "f", "g", "h", "o"]
-    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "f", "g", "h", "o"]
-    assert {s.calls for s in scenarios_for("full") if s.key not in "fo"} == {2000}
+    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "o"]
+    assert {s.calls for s in scenarios_for("full") if s.key not in "foi"} == {2000}
     (c,) = scenarios_for("default", ["c"])
     assert c.quota == Quota(10, 10) and c.fleetrel_ceiling == 100.0
     with pytest.raises(KeyError):
@@ -94,3 +94,21 @@ def test_throttles_are_read_from_the_emulator_record():
     }
     assert operation_counts(record) == (501, 20)
     assert operation_counts({"operations": {}, "throttled": {}}) == (0, 0)
+
+
+def test_a_freed_quota_is_timed_against_every_admitted_call():
+    (i,) = scenarios_for("default", ["i"])
+    assert i.foreign_rate == 8.0 and i.foreign_until == 20.0 and i.calls == 300
+    # (N + F - B) / R: the foreign caller's admitted calls used the quota too
+    assert i.ideal_s(foreign_admitted=125) == pytest.approx((300 + 125 - 10) / 10)
+    assert i.ideal_s() == pytest.approx((300 + 160 - 10) / 10)  # all it sent, 8/s for 20 s
+
+
+def test_recovery_is_the_first_second_at_ninety_percent_after_the_stop():
+    from benchmarks.simulate import recovery
+
+    slow = [20.0 + k * 0.5 for k in range(1, 7)]  # 2/s until 23 s
+    fast = [23.0 + k * 0.1 for k in range(1, 21)]  # then 10/s
+    # (22.8, 23.8] holds the last slow call and eight fast ones: nine, 90 % of 10/s
+    assert recovery(slow + fast, stopped=20.0, rate=10) == pytest.approx(3.8)
+    assert recovery(slow, stopped=20.0, rate=10) == float("inf")
