@@ -3,6 +3,8 @@
     with open("report.csv", "w", newline="") as out:
         totals = write_report(Path("spring.journal.jsonl"), out, "csv")
     totals["counts"]      # {'succeeded': 498, 'skipped': 0, 'failed': 2, 'unfinished': 0}
+    with open("report.totals.json", "wb") as out:
+        write_totals(totals, out)
 
 `fleetrel report JOURNAL` is this; `fleetrel status` stays the short human view.
 
@@ -15,8 +17,14 @@ which is also the order steps first appear; a step that never started is a row t
 attributes or recipe (not even their digests), so a report can be shared.
 
 Formats, each streamed as written:
-- `csv`: a header row and one row per step; then an empty line and a `total,value`
-  table (a reader takes the step table up to the first empty row).
+- `csv`: one table, a header row and one row per step, every row as long as the header
+  (what pandas, spreadsheets and `csv.DictReader` read), lines ended CRLF (RFC 4180). The totals are not in it: they
+  are in the other formats, and `write_totals` writes them as JSON beside a CSV
+  (`fleetrel report --totals FILE`). A spreadsheet evaluates a cell that begins with
+  `=`, `+`, `-` or `@` (or a tab or carriage return) as a formula, and a package named
+  `-fw` or a service message is text the run did not choose: such a cell is written with
+  a single quote before it (`'-fw/-2-3`), the OWASP rule against CSV injection, which a
+  spreadsheet shows as the text itself. `--format json` has every value as it is.
 - `json`: JSON lines, one object per step (`"type": "step"`), then one `"type": "totals"`
   object. Lines rather than one document: a reader (jq, pandas `lines=True`) streams
   them too, and a report cut short still parses up to where it was cut.
@@ -169,15 +177,31 @@ def flat_totals(totals: dict[str, Any]) -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
+def write_totals(totals: dict[str, Any], out: IO[bytes]) -> None:
+    """The totals as one JSON document (what `--format json` ends with), for beside a CSV."""
+    out.write(orjson.dumps(totals, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as written to CSV: None empty, and text a spreadsheet would evaluate behind a quote."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _write_csv(out: IO[str], cells: Iterator[dict[str, Any]], totals: dict[str, Any]) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's line end, the csv module's default: the writer quotes a cell holding any
+    # character of it, so a carriage return inside a message cannot split its row
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for row in cells:
-        writer.writerow(["" if row[name] is None else row[name] for name in COLUMNS])
-    out.write("\n")
-    writer.writerow(("total", "value"))
-    for name, value in flat_totals(totals):
-        writer.writerow((name, "" if value is None else value))
+        writer.writerow([csv_cell(row[name]) for name in COLUMNS])
 
 
 def _write_json_lines(out: IO[str], cells: Iterator[dict[str, Any]], totals: dict[str, Any]) -> None:

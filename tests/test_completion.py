@@ -36,18 +36,28 @@ def report(journal: Path, *args: str) -> tuple[int, str]:
     return out.exit_code, out.output
 
 
-def csv_tables(text: str) -> tuple[list[dict], dict[str, str]]:
-    steps_part, totals_part = text.split("\n\n", 1)
-    steps = list(csv.DictReader(io.StringIO(steps_part)))
-    totals = {row["total"]: row["value"] for row in csv.DictReader(io.StringIO(totals_part))}
-    return steps, totals
+def csv_table(text: str) -> list[dict]:
+    """The CSV report as one table: every row (header included) as long as the header."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows and rows[0] == list(COLUMNS) and all(len(row) == len(COLUMNS) for row in rows), rows
+    try:
+        import pandas  # not a dependency: read as pandas reads it when it is there
+    except ImportError:
+        pass
+    else:
+        frame = pandas.read_csv(io.StringIO(text, newline=""), dtype=str, keep_default_na=False)
+        assert list(frame.columns) == list(COLUMNS) and len(frame) == len(rows) - 1
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def test_csv_report_of_a_real_run(emulator, tmp_path):
     journal = run_plan(emulator, tmp_path)
-    code, text = report(journal)
+    code, text = report(journal, "--totals", str(tmp_path / "totals.json"))
     assert code == 0, text
-    rows, totals = csv_tables(text)
+    rows = csv_table(text)
+    totals = json.loads((tmp_path / "totals.json").read_text())
+    last_line = json.loads(report(journal, "--format", "json")[1].splitlines()[-1])
+    assert {"type": "totals", **totals} == last_line  # the totals --format json ends with
     assert list(rows[0]) == list(COLUMNS)
     assert [r["version"] for r in rows] == [f"6.0.{i}" for i in range(8)]  # the plan's order
     assert {r["outcome"] for r in rows[:6]} == {"succeeded"}
@@ -63,9 +73,9 @@ def test_csv_report_of_a_real_run(emulator, tmp_path):
         assert int(row["throttles"]) == sum(1 for r in mine if r.get("throttled"))
         assert row["first_ts"] == mine[0]["ts"] and row["last_ts"] == mine[-1]["ts"]
     throttled = emulator.record()["throttled"].get("UpdatePackageVersion", 0)
-    assert int(totals["throttles"]) == throttled == sum(int(r["throttles"]) for r in rows)
-    assert (totals["succeeded"], totals["failed"], totals["unfinished"]) == ("6", "2", "0")
-    assert totals["status"] == "failed" and totals["plan"] == "report-test" and totals["torn_tail"] == "False"
+    assert totals["throttles"] == throttled == sum(int(r["throttles"]) for r in rows)
+    assert totals["counts"] == {"succeeded": 6, "skipped": 0, "failed": 2, "unfinished": 0}
+    assert totals["status"] == "failed" and totals["plan"] == "report-test" and totals["torn_tail"] is False
     assert SECRET not in text and "hmac:" not in text  # no request text, not even its digest
 
 
@@ -141,3 +151,88 @@ def test_default_steps_have_their_own_rows(tmp_path):
     assert [(r["step"], r["action"], r["outcome"]) for r in rows] == [
         (f"{PKG}/2.0", "PUBLISH", "succeeded"), (f"{PKG}/2.0#default", "SET_DEFAULT", "succeeded")]
     assert rows[1]["version"] == "2.0" and rows[1]["client_token"] != rows[0]["client_token"]
+
+
+# -- issue 21 finding 10: CSV injection; issue 22: one table, a reader that leaves --------
+
+def header_only_journal(path: Path, keys: list[str]) -> Path:
+    """The journal of a run killed right after its header: every step a row, `unfinished`."""
+    from fleetrel.events import Event
+    from fleetrel.journal import FORMAT_VERSION
+
+    header = {"format": FORMAT_VERSION, "run_id": "r", "plan": "p", "event": str(Event.RUN_STARTED),
+              "ts": "2026-12-01T10:00:00.000000Z", "step_digests": {key: "0" * 16 for key in keys}}
+    path.write_text(json.dumps(header) + "\n")
+    return path
+
+
+def test_csv_cells_a_spreadsheet_would_evaluate_are_written_behind_a_quote(emulator, tmp_path):
+    """A package "-fw" and a version "-2-3" pass validation; a service message is the
+    service's text. In CSV, a cell that begins with = + - @ tab or CR gets a ' first."""
+    from fleetrel.events import Event
+
+    emulator.seed([("-fw", "-2-3")])
+    plan = write_plan(tmp_path / "p.yaml", ["-2-3"], package="-fw")
+    journal = tmp_path / "p.journal.jsonl"
+    ran = CliRunner().invoke(main, ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url])
+    assert ran.exit_code == 0, ran.output
+    code, text = report(journal)
+    assert code == 0, text
+    [row] = csv_table(text)
+    assert (row["step"], row["package"], row["version"]) == ("'-fw/-2-3", "'-fw", "'-2-3")
+    assert row["outcome"] == "succeeded" and row["attempts"] == "1" and row["client_token"][0] not in "'=+-@"
+    assert json.loads(report(journal, "--format", "json")[1].splitlines()[0])["package"] == "-fw"  # as it is
+
+    # the service's messages, as a run journals a refused step
+    messages = {"1.0": '=HYPERLINK("http://x","y")', "1.1": "+1+2", "1.2": "@SUM(A1:A2)",
+                "1.3": "\t=1", "1.4": "\r=1", "1.5": "-1", "1.6": "fine\rfine = fine"}
+    failed = header_only_journal(tmp_path / "failed.jsonl", [f"fw/{v}" for v in messages])
+    with open(failed, "a") as out:
+        for version, message in messages.items():
+            for event in (Event.STEP_STARTED, Event.STEP_FAILED):
+                out.write(json.dumps({"event": str(event), "step": f"fw/{version}", "attempt": 1,
+                                      "client_token": "t" * 36, "ts": "2026-12-01T10:00:01.000000Z",
+                                      "code": "ValidationException", "message": message}) + "\n")
+    code, text = report(failed)
+    assert code == 0, text
+    rows = {row["step"]: row for row in csv_table(text)}
+    for version, message in messages.items():
+        row = rows[f"fw/{version}"]
+        assert row["outcome"] == "failed"
+        assert row["message"] == (message if version == "1.6" else "'" + message)
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row.values()), row
+    assert json.loads(report(failed, "--format", "json")[1].splitlines()[0])["message"] == messages["1.0"]
+
+
+def test_totals_file_beside_a_csv_file_and_no_partial_left(emulator, tmp_path):
+    journal = run_plan(emulator, tmp_path, seeded=2, missing=0)
+    out, totals = tmp_path / "out" / "report.csv", tmp_path / "out" / "report.totals.json"
+    out.parent.mkdir()
+    code, text = report(journal, "-o", str(out), "--totals", str(totals))
+    assert code == 0 and text == ""
+    assert [row["outcome"] for row in csv_table(out.read_text())] == ["succeeded", "succeeded"]
+    assert json.loads(totals.read_text())["counts"]["succeeded"] == 2
+    assert sorted(out.parent.iterdir()) == sorted([out, totals])
+    # a totals file that cannot be written: neither file is replaced, no partial left
+    out.unlink()
+    code, text = report(journal, "-o", str(out), "--totals", str(tmp_path / "no-such-dir" / "t.json"))
+    assert code == 2 and "no-such-dir" in text and "cannot write the totals" in text
+    assert list(out.parent.iterdir()) == [totals]
+
+
+def test_a_reader_that_leaves_after_one_line_ends_the_report_quietly(tmp_path):
+    """`fleetrel report J --format json | grep -m1 failed`: 141, as `run` does, and nothing
+    on stderr. The report (a header-only journal of 20,000 steps: 20,000 unfinished rows,
+    over 3 MB) is far larger than a pipe holds, so the reader leaves before it is written."""
+    import subprocess
+    import sys
+
+    journal = header_only_journal(tmp_path / "j.jsonl", [f"fw/1.0.{i}" for i in range(20_000)])
+    for fmt in ("json", "csv"):
+        process = subprocess.Popen([sys.executable, "-m", "fleetrel", "report", str(journal), "--format", fmt],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        first = process.stdout.readline()
+        process.stdout.close()  # the reader leaves
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 141, stderr
+        assert first.startswith(b'{"type":"step"' if fmt == "json" else b"step,") and stderr == ""
