@@ -166,12 +166,20 @@ def schema_command(events: bool = False) -> None:
 @click.option("--events", "events_path", metavar="FILE",
               help="Write the run's events as JSON lines to FILE as they happen (`-`: stdout; people's output then "
                    "goes to stderr). A slow or departed reader never slows the run. `fleetrel schema --events`.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), metavar="PORT",
+              help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the run lasts "
+                   "(pip install 'fleetrel[observe]').")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address the metrics server binds (0.0.0.0: every interface, e.g. in a Kubernetes pod).")
+@click.option("--metrics-linger", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="After the run, keep serving until one scrape has read the final numbers, at most this long.")
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
                 yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
                 shard_text: str | None, ray_address: str | None, actors: int | None,
-                wave_gate: str | None = None, wave_gate_timeout: float = 600.0, events_path: str | None = None) -> None:
+                wave_gate: str | None = None, wave_gate_timeout: float = 600.0, events_path: str | None = None,
+                metrics_port: int | None = None, metrics_host: str = "127.0.0.1", metrics_linger: float = 0.0) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -255,7 +263,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.observe import Observers, journal_of
 
     observers = Observers(journal=journal_of(plan, journal_path, shard), wave_gate=wave_gate,
-                          wave_gate_timeout=wave_gate_timeout, events=events_path)
+                          wave_gate_timeout=wave_gate_timeout, events=events_path, metrics_port=metrics_port,
+                          metrics_host=metrics_host, metrics_linger=metrics_linger, plan=plan.plan)
     # the hold file, --wave-gate, then the pause or the prompt (journalled as who decided)
     before_wave = observers.gate(before_wave if wave_pause is not None or (interactive and not yes) else None,
                                  by="pause" if wave_pause is not None else "operator")
@@ -497,66 +506,41 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
 @main.command("report")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
-              help="csv: the step table alone, one header and one row per step (use --totals for the totals); "
-                   "json: JSON lines, one per step, then the totals; markdown: a step table and a totals table.")
+              help="csv: a step table, an empty line, a totals table; json: JSON lines, one per step, then "
+                   "the totals; markdown: two tables.")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to this file (default: stdout).")
-@click.option("--totals", "totals_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the totals to this file as one JSON object (what the last line of "
-                   "--format json holds): beside a CSV report, which leaves them out.")
-def report_command(journal_path: Path, fmt: str, output_path: Path | None, totals_path: Path | None) -> None:
+def report_command(journal_path: Path, fmt: str, output_path: Path | None) -> None:
     """A completion report of a run, from its journal alone: one row per step (target,
     package, version, action, outcome, error code and message, attempts, throttles,
-    clientToken, first and last timestamps) in the plan's order, and the run's totals.
-
-    CSV is one table, the steps, which pandas and spreadsheets read as it is; the totals
-    (status, counts, attempts, throttles, ...) go to --totals FILE. A CSV cell that begins
-    with =, +, -, @, a tab or a carriage return (a package named "-fw", a service message)
-    is written after a single quote ('-fw), so that a spreadsheet shows it rather than
-    evaluates it as a formula (CSV injection); --format json keeps every value as it is.
+    clientToken, first and last timestamps) in the plan's order, then the totals.
 
     Shows no description, attributes or recipe. Reads the journal in one pass, so a
     100,000-step journal is reported in about the time `fleetrel status` takes. A torn
-    last line (a crash mid-write) is ignored and said in the totals (torn_tail). A reader
-    that leaves early (`| head`) ends the command quietly, with 141 as `run` does.
+    last line (a crash mid-write) is ignored and said in the totals (torn_tail).
 
     \b
     Exit codes:
       0  the report was written (whatever the run's outcome: see its totals)
-      2  the journal cannot be read, or an output file cannot be written
+      2  the journal cannot be read, or the output file cannot be written
     """
-    from fleetrel.completion import write_report, write_totals
+    from fleetrel.completion import write_report
     from fleetrel.journal import JournalError
 
-    # each file is written beside its target and renamed over it once all are whole:
-    # a failed report leaves no half file, and no report without its totals
-    partials: dict[Path, Path] = {}
-    writing, what = "standard output", "the report"
     try:
         if output_path is None:
-            totals = write_report(journal_path, sys.stdout, fmt)
+            write_report(journal_path, sys.stdout, fmt)
             sys.stdout.flush()
-        else:
-            writing = output_path
-            partials[output_path] = output_path.with_name(output_path.name + ".partial")
-            with open(partials[output_path], "w", encoding="utf-8", newline="") as out:
-                totals = write_report(journal_path, out, fmt)
-        if totals_path is not None:
-            writing, what = totals_path, "the totals"
-            partials[totals_path] = totals_path.with_name(totals_path.name + ".partial")
-            with open(partials[totals_path], "wb") as binary:
-                write_totals(totals, binary)
-        for final, partial in partials.items():
-            partial.replace(final)
-    except BrokenPipeError:
-        raise  # stdout's reader left: `_Commands.invoke` ends the command quietly (141)
+            return
+        # written beside the target and renamed over it: a failed report leaves no half file
+        partial = output_path.with_name(output_path.name + ".partial")
+        with open(partial, "w", encoding="utf-8", newline="") as out:
+            write_report(journal_path, out, fmt)
+        partial.replace(output_path)
     except JournalError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"{writing}: cannot write {what}: {exc.strerror or exc}")
-    finally:
-        for partial in partials.values():
-            partial.unlink(missing_ok=True)
+        fail(f"{output_path}: cannot write the report: {exc.strerror or exc}")
 
 
 @main.command("undo")
