@@ -506,41 +506,66 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
 @main.command("report")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
-              help="csv: a step table, an empty line, a totals table; json: JSON lines, one per step, then "
-                   "the totals; markdown: two tables.")
+              help="csv: the step table alone, one header and one row per step (use --totals for the totals); "
+                   "json: JSON lines, one per step, then the totals; markdown: a step table and a totals table.")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report to this file (default: stdout).")
-def report_command(journal_path: Path, fmt: str, output_path: Path | None) -> None:
+@click.option("--totals", "totals_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the totals to this file as one JSON object (what the last line of "
+                   "--format json holds): beside a CSV report, which leaves them out.")
+def report_command(journal_path: Path, fmt: str, output_path: Path | None, totals_path: Path | None) -> None:
     """A completion report of a run, from its journal alone: one row per step (target,
     package, version, action, outcome, error code and message, attempts, throttles,
-    clientToken, first and last timestamps) in the plan's order, then the totals.
+    clientToken, first and last timestamps) in the plan's order, and the run's totals.
+
+    CSV is one table, the steps, which pandas and spreadsheets read as it is; the totals
+    (status, counts, attempts, throttles, ...) go to --totals FILE. A CSV cell that begins
+    with =, +, -, @, a tab or a carriage return (a package named "-fw", a service message)
+    is written after a single quote ('-fw), so that a spreadsheet shows it rather than
+    evaluates it as a formula (CSV injection); --format json keeps every value as it is.
 
     Shows no description, attributes or recipe. Reads the journal in one pass, so a
     100,000-step journal is reported in about the time `fleetrel status` takes. A torn
-    last line (a crash mid-write) is ignored and said in the totals (torn_tail).
+    last line (a crash mid-write) is ignored and said in the totals (torn_tail). A reader
+    that leaves early (`| head`) ends the command quietly, with 141 as `run` does.
 
     \b
     Exit codes:
       0  the report was written (whatever the run's outcome: see its totals)
-      2  the journal cannot be read, or the output file cannot be written
+      2  the journal cannot be read, or an output file cannot be written
     """
-    from fleetrel.completion import write_report
+    from fleetrel.completion import write_report, write_totals
     from fleetrel.journal import JournalError
 
+    # each file is written beside its target and renamed over it once all are whole:
+    # a failed report leaves no half file, and no report without its totals
+    partials: dict[Path, Path] = {}
+    writing, what = "standard output", "the report"
     try:
         if output_path is None:
-            write_report(journal_path, sys.stdout, fmt)
+            totals = write_report(journal_path, sys.stdout, fmt)
             sys.stdout.flush()
-            return
-        # written beside the target and renamed over it: a failed report leaves no half file
-        partial = output_path.with_name(output_path.name + ".partial")
-        with open(partial, "w", encoding="utf-8", newline="") as out:
-            write_report(journal_path, out, fmt)
-        partial.replace(output_path)
+        else:
+            writing = output_path
+            partials[output_path] = output_path.with_name(output_path.name + ".partial")
+            with open(partials[output_path], "w", encoding="utf-8", newline="") as out:
+                totals = write_report(journal_path, out, fmt)
+        if totals_path is not None:
+            writing, what = totals_path, "the totals"
+            partials[totals_path] = totals_path.with_name(totals_path.name + ".partial")
+            with open(partials[totals_path], "wb") as binary:
+                write_totals(totals, binary)
+        for final, partial in partials.items():
+            partial.replace(final)
+    except BrokenPipeError:
+        raise  # stdout's reader left: `_Commands.invoke` ends the command quietly (141)
     except JournalError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"{output_path}: cannot write the report: {exc.strerror or exc}")
+        fail(f"{writing}: cannot write {what}: {exc.strerror or exc}")
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
 
 
 @main.command("undo")
