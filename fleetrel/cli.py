@@ -72,18 +72,29 @@ def _print_for_a_reader_that_may_leave(*printers) -> None:
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fleetrel")
-def main() -> None:
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True,
+              envvar="FLEETREL_LOG_FORMAT",
+              help="json: what the command logs (progress, notices, the summary, errors) as one JSON object per "
+                   "line on stderr, keys in docs/observe.md.")
+def main(log_format: str = "console") -> None:
     """fleetrel: batch releases for the AWS IoT Software Package Catalog.
 
     Publish or deprecate hundreds of package versions from one release plan,
     as fast as the service allows, resumable after any crash.
     """
+    if log_format != "console":
+        from fleetrel.logs import configure
+
+        configure(log_format)
 
 
 
 
 def fail(message: str, code: int = ExitCode.INVALID) -> NoReturn:
     """A user error: the message on stderr, no traceback, the exit code."""
+    if "fleetrel.logs" in sys.modules and sys.modules["fleetrel.logs"].json_enabled():
+        sys.modules["fleetrel.logs"].error(message, code)
+        sys.exit(code)
     click.echo(f"fleetrel: {message}", err=True)
     sys.exit(code)
 
@@ -230,6 +241,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         fail("--events - and --json both want stdout: give --events a file")
     # Everything for people goes to stderr under --json, so stdout parses.
     console = plain_console(stderr=json_output or events_path == "-")
+    if "fleetrel.logs" in sys.modules and sys.modules["fleetrel.logs"].json_enabled():
+        console = sys.modules["fleetrel.logs"].JsonConsole(console)  # text as `notice` lines on stderr
     interactive = console.is_terminal and sys.stdin.isatty()
     # (a plan with select: entries has an unknown number of steps until its run expands it)
     if interactive and not yes and (plan.needs_expansion or plan.step_count() > 20):
@@ -393,6 +406,8 @@ def _progress_display(console, title: str, *, to_stderr: bool):
     """A live display on a terminal; plain log lines (no escape codes) otherwise."""
     from fleetrel.progress import LiveDisplay, PlainLog
 
+    if "fleetrel.logs" in sys.modules and sys.modules["fleetrel.logs"].json_enabled():
+        return sys.modules["fleetrel.logs"].JsonProgress()  # --log-format json
     if console.is_terminal:
         return LiveDisplay(console, title=title)
     return PlainLog(lambda line: click.echo(line, err=to_stderr))
