@@ -31,7 +31,10 @@ quota: what to send at now. Three things keep a shared quota shared well:
   helped by this: the later one halves, the earlier one measures its bound, and the
   probe keeps their ratio (`benchmarks/README.md`, simulate.py --stagger);
 - the probe never stops: above the last estimate it grows, so what another caller
-  frees is taken back;
+  frees is taken back; and a run squeezed far under its ceiling climbs towards it in
+  calls/s once its throttles stop (`Tuning.climb`), the smaller share faster, so a
+  freed quota is found in seconds, not in the minute the probe's growth took from a
+  small estimate;
 - a throttle empties our saved burst (`ratecontrol`), so our burst never lands on a
   bucket another caller has just emptied.
 """
@@ -67,6 +70,31 @@ class Tuning:
     #: crosses a 5 % margin in a few seconds with `recover`, and a steady quota then
     #: costs about one throttle per probe cycle.
     probe: float = 0.003
+    #: A run saturated far under its scale (see `gate`) and not throttled for `quiet`
+    #: seconds climbs towards the scale by this fraction of the gap per second, in
+    #: calls/s, until its next throttle. The scale is what runs sharing a quota see
+    #: alike (the ceiling, `QuotaEstimator._scale`), so a run squeezed to 2/s climbs
+    #: 2.4 calls/s per second and one at 4/s 1.8: the smaller share gains more, where
+    #: the probe above (a fraction of each run's own estimate) kept their ratio. A
+    #: caller that stopped (scenario i: 8/s of 10 for 20 s, then none) leaves the run
+    #: back at 90 % of the quota within 3.5 s (16.9 s with the probe alone).
+    climb: float = 0.3
+    #: ... only under this fraction of the scale: a run there holds less than 3/4 of
+    #: a fair share of two, so someone else takes (or took) most of the quota. Above it
+    #: the probe's slow cycle stays (a steady foreign caller, g, costs one throttle in
+    #: 10 s). At 0.40 every seed of (i) is back within 3.5 s, but a quota that dropped
+    #: to 40 % (d: 50 to 20/s, the run at 19) climbs too: θ 1.50 -> 1.79 %. At 0.37 (d)
+    #: is untouched and 2 seeds of 10 in (i) were squeezed to just above the gate when
+    #: the caller stopped (13-16 s back, as before).
+    gate: float = 0.37
+    #: ... and only this many seconds after the last throttle: the throttles of a
+    #: squeeze come every second or so, those of a steady share every 10 s.
+    quiet: float = 1.5
+    #: A run whose answers never came faster than this fraction of its ceiling (at most
+    #: what the service admitted in a second, measured at each throttle) was told a
+    #: ceiling far above its quota (c: 100/s against 10): its scale is that peak, not
+    #: the ceiling, so it never climbs towards a rate it has never been admitted.
+    overstated: float = 0.5
     #: Under the estimate, close the gap to it with this time constant (seconds): the
     #: margin absorbs jitter right after a throttle, it is not meant to last.
     recover: float = 2.0
@@ -128,6 +156,9 @@ class QuotaEstimator:
         "_guessed_at",
         "_guessing",
         "_last_probe",
+        "_peak",
+        "_shared_start",
+        "_climbing",
         "burst_bound",
         "ceiling",
         "decreases_ignored",
@@ -158,6 +189,9 @@ class QuotaEstimator:
         self._first_burst = 0  # calls sent before our bucket first made one wait
         self._first_burst_throttles = 0  # throttles known to answer one of those calls
         self._first_answer: float | None = None
+        self._peak = 0  # the most the service admitted us in a second, seen at a throttle
+        self._shared_start = False  # the start share applied: other runs started with us
+        self._climbing = False  # climbing towards the scale until the next throttle
 
     def accepted(self, now: float) -> None:
         """An answer that reached the service's bucket and used a token (anything but a
@@ -176,6 +210,7 @@ class QuotaEstimator:
         t = self.tuning
         self._forget_before(now - t.window)
         self.throttles += 1
+        self._climbing = False
         self._first_burst_throttles += bool(first_burst)
         if self._first_answer is None:
             self._first_answer = now
@@ -197,6 +232,7 @@ class QuotaEstimator:
             # tokens: 8 of 10). Like the bound it is data, so it applies inside the
             # cool-down.
             self._guessing = False
+            self._shared_start = True
             estimate = share
         elif (
             lifted is not None
@@ -252,6 +288,7 @@ class QuotaEstimator:
             return self.rate
         self._cooldown_until = now + t.cooldown
         self.estimate = estimate
+        self._peak = max(self._peak, self._accepted_between(now - 1.0, now))
         self._last_probe = now
         return self._set(estimate * (1 - t.margin))
 
@@ -296,12 +333,39 @@ class QuotaEstimator:
         # is found in seconds.
         speed = (
             t.probe * reference
+            + self._climb(now)
             + max(0.0, reference - self.rate) / t.recover
             + t.growth * max(0.0, self.rate - reference)
         )
         return self._set(self.rate + speed * elapsed)
 
     # -- the arithmetic -------------------------------------------------------------
+
+    def _climb(self, now: float) -> float:
+        """The climb towards the scale, calls/s per second (see `Tuning.climb`): it
+        starts when the run is far under its scale and has been quiet a while, and
+        lasts until the next throttle."""
+        t = self.tuning
+        scale = self._scale()
+        if not self._climbing:
+            if self.rate >= t.gate * scale or self._quiet(now) <= t.quiet:
+                return 0.0
+            self._climbing = True
+        return t.climb * max(0.0, scale - self.rate)
+
+    def _quiet(self, now: float) -> float:
+        """Seconds since the last throttle (since the first call if none)."""
+        if self._anchors:
+            return now - self._anchors[-1]
+        return now - (self._first_call if self._first_call is not None else now)
+
+    def _scale(self) -> float:
+        """Calls/s that runs sharing a quota see alike: the ceiling (`limits.rate`, the
+        quota as the user knows it), unless the run was never admitted half of it
+        (`Tuning.overstated`; not a run whose first burst met another's: it shares)."""
+        if self.estimate is None or self._shared_start or self._peak >= self.tuning.overstated * self.ceiling:
+            return self.ceiling
+        return min(self.ceiling, self._peak)
 
     def _set(self, rate: float) -> float:
         self.rate = min(self.ceiling, max(self.floor, rate))

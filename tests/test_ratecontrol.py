@@ -204,6 +204,65 @@ def test_probe_climbs_slowly_under_the_estimate_and_never_past_the_ceiling():
     assert rates == sorted(rates)
 
 
+def squeezed(ceiling: float, *, peak: float, share: float, now: float = 100.0) -> tuple[QuotaEstimator, float]:
+    """An estimator admitted `peak` calls in a second at first, then squeezed to `share`/s
+    (another caller took the rest): returns it and the time of its last throttle."""
+    estimator = QuotaEstimator(ceiling=ceiling, floor=0.5)
+    now = accept(estimator, now, rate=peak, seconds=1.0)
+    estimator.throttled(now)  # its bucket ran dry after a second at `peak`
+    now = accept(estimator, now, rate=share, seconds=1.5)
+    estimator.throttled(now)  # the bound: what it was admitted since, (1.5 share + 1) / 1.5
+    return estimator, now
+
+
+def saturated(estimator: QuotaEstimator, now: float, seconds: float, step: float = 0.05) -> list[tuple[float, float]]:
+    """Calls admitted as fast as the bucket allows and all accepted, for `seconds`:
+    (now, rate) after each."""
+    out = []
+    for _ in range(round(seconds / step)):
+        now += step
+        estimator.accepted(now)
+        out.append((now, estimator.probe(now, waited_at=now)))
+    return out
+
+
+def test_a_freed_quota_is_found_again_within_seconds():
+    estimator, stopped = squeezed(10.0, peak=10.0, share=2.0)
+    assert estimator.estimate == pytest.approx(4 / 1.5)
+    rates = saturated(estimator, stopped, 8.0)
+    quiet = [r for t, r in rates if t <= stopped + Tuning().quiet]
+    assert max(quiet) < 3.0  # throttles of a squeeze come closer together than this: no climb
+    back = next(t for t, r in rates if r >= 9.0)
+    assert back - stopped < 5.0  # was 14 s: the probe above 2.5/s grew from 0.3 % of it
+    assert [r for _, r in rates] == sorted(r for _, r in rates)
+
+
+def test_a_steady_share_above_the_gate_probes_as_before():
+    # 6/s of 10 beside a steady caller: its throttles come every 10 s, it climbs to none
+    estimator, last = squeezed(10.0, peak=10.0, share=6.0)
+    assert estimator.rate > Tuning().gate * 10.0
+    rates = saturated(estimator, last, 5.0)
+    assert rates[-1][1] < estimator.estimate * 1.01  # the slow probe, back to the estimate
+
+
+def test_no_climb_towards_a_ceiling_never_admitted():
+    # told 100/s, admitted 10 in its best second: 100 is not a quota it ever saw
+    estimator, last = squeezed(100.0, peak=10.0, share=10.0)
+    rates = saturated(estimator, last, 5.0)
+    assert rates[-1][1] < estimator.estimate * 1.1
+
+
+def test_the_smaller_share_climbs_more_calls_per_second():
+    low, t_low = squeezed(10.0, peak=10.0, share=1.5)
+    high, t_high = squeezed(10.0, peak=10.0, share=3.0)
+    assert low.rate < high.rate < Tuning().gate * 10.0
+    after = Tuning().quiet + 0.5  # half a second of climbing
+    start_low, start_high = low.rate, high.rate
+    gain_low = saturated(low, t_low, after)[-1][1] - start_low
+    gain_high = saturated(high, t_high, after)[-1][1] - start_high
+    assert gain_low > gain_high > 0
+
+
 def test_under_the_estimate_the_probe_closes_the_gap_with_the_recover_time_constant():
     estimator = QuotaEstimator(ceiling=20.0, floor=0.5, tuning=tuned(margin=0.1, probe=0.0, recover=2.0))
     estimator.throttled(100.0)
