@@ -478,7 +478,13 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
 @click.argument("journal_paths", metavar="JOURNAL...", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "json_output", is_flag=True, help="Print the status as JSON.")
-def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
+@click.option("--watch", "watch_live", is_flag=True,
+              help="Follow a live run until it ends: elapsed, rate, ETA, wave, per-target progress, pid and host, "
+                   "the last record's age (with --json: one JSON object per look).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="SECONDS",
+              help="With --watch: seconds between looks at the journal.")
+def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_live: bool = False,
+                   interval: float = 2.0) -> None:
     """What a run did, from its journal alone: counts per outcome, failures by error
     code, throttles, retries, rate changes, and the command that resumes it.
 
@@ -500,11 +506,22 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool) -> None:
     from fleetrel.shardreport import find_shard_journals, print_sharded_status, sharded_status
 
     paths = list(journal_paths)
+    if watch_live:
+        from fleetrel.watch import watch_command
+
+        try:
+            sys.exit(watch_command(paths[0], json_output=json_output, interval=interval))
+        except JournalError as exc:
+            fail(str(exc))
     try:
         found = find_shard_journals(paths[0]) if len(paths) == 1 and not paths[0].exists() else {}
         paths = list(found.values()) or paths  # a sharded run's journal (or stem): its shards beside it
         if len(paths) == 1 and not found:
             status = journal_status(replay(paths[0]))
+            if status["status"] == "running":  # elapsed, rate, ETA, wave, pid, host, last record's age
+                from fleetrel.watch import live_fields
+
+                status["live"] = live_fields(paths[0])
             show = print_status
         else:
             status = sharded_status([replay(path) for path in paths])

@@ -13,6 +13,7 @@ knows the terminal; the CLI chooses the journal's path, the engine executes.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ class Session:
     def header(self, **extra: Any) -> dict[str, Any]:
         """The fields of this session's first record (`run_started` or `run_resumed`)."""
         fields: dict[str, Any] = {"run_id": self.run_id, "plan": self.plan.plan, "plan_digest": self.plan.digest,
-                                  "steps": len(self.steps), "to_do": len(self.todo), **extra, "pid": os.getpid()}
+                                  "steps": len(self.steps), "to_do": len(self.todo), **extra, "pid": os.getpid(),
+                                  "host": socket.gethostname()}  # who is running it, for `status --watch`
         if self.plan.source is not None:  # so `fleetrel status` can print the command that resumes
             fields["plan_file"] = str(self.plan.source)
         if self.target:
