@@ -32,6 +32,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fleetrel.where import Where
 from fleetrel import run  # noqa: E402
 from fleetrel.emulator import start_emulator  # noqa: E402
 from fleetrel.events import Event, Record  # noqa: E402
@@ -173,7 +174,7 @@ def main() -> int:
                 for emu in emus:
                     emu.reset()
 
-            measure("one process", lambda plan, journal, meter: run(plan, journal_path=journal, listeners=[meter]))
+            measure("one process", lambda plan, journal, meter: run(plan, Where(journal_path=journal), listeners=[meter]))
             started = time.monotonic()
             with ray_cluster(None):
                 ray_start = time.monotonic() - started

@@ -36,6 +36,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fleetrel.where import Where
 from fleetrel import RunOptions, run  # noqa: E402
 from fleetrel.emulator import start_emulator  # noqa: E402
 from fleetrel.events import Event, Record  # noqa: E402
@@ -124,7 +125,7 @@ async def warm_up(emu: Any, plan: ReleasePlan) -> None:
 
 async def fleetrel_run(emu: Any, plan: ReleasePlan, journal: Path) -> tuple[float, dict[str, float], Any]:
     last = LastSuccess()
-    result = await run(plan, journal_path=journal, endpoint_url=emu.url, listeners=[last])
+    result = await run(plan, Where(journal_path=journal, endpoint_url=emu.url), listeners=[last])
     return time.monotonic() - last.start, last.at, result
 
 

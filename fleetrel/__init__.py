@@ -1,10 +1,10 @@
 """fleetrel: batch releases for the AWS IoT Software Package Catalog.
 
     import anyio
-    from fleetrel import RunOptions, load_plan, run
+    from fleetrel import RunOptions, Where, load_plan, run
 
     plan = load_plan("plans/demo.yaml")
-    result = anyio.run(lambda: run(plan, endpoint_url="http://127.0.0.1:5000"))
+    result = anyio.run(lambda: run(plan, Where(endpoint_url="http://127.0.0.1:5077")))
     print(result.status, result.succeeded, result.failed)   # complete 200 0
 
 `run` resumes from the plan's journal when there is one; see `fleetrel.api.run`. Its parts,
@@ -18,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "run": ("fleetrel.api", "run"),
     "RunOptions": ("fleetrel.engine", "RunOptions"),
+    "Where": ("fleetrel.where", "Where"),
     "RunResult": ("fleetrel.result", "RunResult"),
     "Stop": ("fleetrel.engine", "Stop"),
     "Status": ("fleetrel.events", "Status"),

@@ -63,11 +63,29 @@ def check_endpoint_url(url: str | None) -> None:
 
 
 def client_identity(client: Any, profile: str | None) -> dict[str, str]:
-    """Where a client sends its calls, as a run's identity: endpoint, region, profile."""
+    """Where a client sends its calls, as a run's identity: endpoint, region, profile, and
+    the account when the client says it (`fleetrel.testing.FakeIoT`'s `account`)."""
     meta = getattr(client, "meta", None)
     identity = {"endpoint": without_userinfo(str(getattr(meta, "endpoint_url", "") or "")),
-                "region": str(getattr(meta, "region_name", "") or ""), "profile": profile or ""}
+                "region": str(getattr(meta, "region_name", "") or ""), "profile": profile or "",
+                "account": str(getattr(client, "account", "") or "")}
     return {k: v for k, v in identity.items() if v}
+
+
+def configured_region(profile: str | None, endpoint_url: str | None) -> str:
+    """The region a client built without one resolves to: AWS_DEFAULT_REGION, else the
+    profile's config, else us-east-1 for a local emulator. AwsSetupError without one."""
+    import botocore.session
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        region = botocore.session.Session(profile=profile).get_config_variable("region")
+    except ProfileNotFound as exc:
+        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
+    region = region or ("us-east-1" if is_loopback(endpoint_url) else None)
+    if region is None:
+        raise AwsSetupError(NO_REGION)
+    return region
 
 
 def resolve_identity(*, region: str | None = None, profile: str | None = None,

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from fleetrel.where import Where
 from fleetrel.events import Event, Record
 
 OPERATION = "UpdatePackageVersion"
@@ -352,7 +353,7 @@ async def run_fleetrel(
     trial = Trial(emu, contender=contender, calls=len(versions), quota=quota, shared=shared)
     listener = _Completions(trial)
     trial.start()
-    result = await run(plan, journal_path=journal_path, endpoint_url=emu.url,
+    result = await run(plan, Where(journal_path=journal_path, endpoint_url=emu.url),
                        options=RunOptions(rate=rate, burst=burst, concurrency=concurrency), listeners=[listener])
     measurement = trial.finish(
         succeeded=result.succeeded,

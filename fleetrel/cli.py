@@ -167,7 +167,7 @@ def schema_command(events: bool = False) -> None:
               help="Run the shards as Ray actors (pip install 'fleetrel[ray]'): on the Ray cluster at ADDRESS, or "
                    "without one on a local Ray started for this run (loopback only) and stopped after it. This process "
                    "writes the run's one journal, so the same command resumes it, with or without --ray.")
-@click.option("--actors", type=click.IntRange(min=1), metavar="N",
+@click.option("--actors", type=click.IntRange(min=1, max=10_000), metavar="N",
               help="With --ray: how many shards, one actor each (default: one per target, at most the cluster's CPUs).")
 @click.option("--wave-gate", metavar="CMD",
               help="Before each wave after the first (and on resume), run CMD with the shell, the run's facts in "
@@ -220,6 +220,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.report import echo_json, plain_console, print_drift, print_summary
     from fleetrel.session import PlanChanged, TargetChanged
     from fleetrel.shards import Shard, ShardError
+    from fleetrel.where import Where, WhereError
 
     plan = _load_or_fail(plan_path)
     try:
@@ -235,6 +236,10 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
             targets = tuple(shard.targets(plan))  # what this shard previews, runs and verifies
     except ShardError as exc:
         fail(str(exc))
+    if shard is not None and not targets:
+        click.echo(f"fleetrel: shard {shard} of plan {plan.plan} has no targets (the plan has "
+                   f"{len(plan.target_specs())}): nothing to {'preview' if dry_run else 'send'}", err=True)
+        sys.exit(ExitCode.OK)
     if dry_run:
         _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
     if events_path == "-" and json_output:
@@ -293,10 +298,12 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                     journal_path=journal_path, endpoint_url=endpoint_url, options=options, listeners=[display, *observers.listeners],
                     before_wave=before_wave, stop=stop, shard=shard)))
             else:
+                where = Where(endpoint_url=endpoint_url, region=region, profile=profile, journal_path=journal_path,
+                              targets=frozenset() if shard else frozenset(targets), shard=shard)
                 result = anyio.run(lambda: with_signals(lambda stop: run(
-                    plan, journal_path=journal_path, endpoint_url=endpoint_url, region=region, profile=profile,
+                    plan, where,
                     options=options, listeners=[display, *observers.listeners], before_wave=before_wave, stop=stop,
-                    targets=None if shard else targets, shard=shard, notice=console.print)))
+                    notice=console.print)))
     except PlanError as exc:  # a selector matched a version another entry names
         fail(str(exc))
     except ExpansionError as exc:
@@ -305,7 +312,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
         fail(str(exc))
-    except (JournalError, AwsSetupError, ShardError) as exc:
+    except (JournalError, AwsSetupError, ShardError, WhereError) as exc:
         fail(str(exc))
     exit_code = result.exit_code
     printers = [lambda: print_summary(result, console)]
@@ -623,10 +630,11 @@ def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path |
     """
     from fleetrel.journal import JournalError
     from fleetrel.plan import PlanError, ReleasePlan
-    from fleetrel.undo import UndoError, build_undo, original_blocks
+    from fleetrel.plan import load
+    from fleetrel.undo import UndoError, build_undo
 
     try:
-        original = original_blocks(plan_path) if plan_path is not None else None
+        original = load(plan_path) if plan_path is not None else None
         undo = build_undo(journal_path, original)
     except PlanError as exc:
         fail(str(exc))

@@ -25,7 +25,8 @@ import logging
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator
 
-from fleetrel.aws import EMULATOR_CREDENTIALS, AwsSetupError, client_config, is_loopback, no_tls
+from fleetrel.aws import (EMULATOR_CREDENTIALS, AwsSetupError, check_endpoint_url, client_config, configured_region,
+                          is_loopback, no_tls)
 
 # Refresh an assumed role this long before it expires (botocore's default is 15 minutes,
 # longer than the short sessions a rehearsal against the emulator hands out).
@@ -131,6 +132,8 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
     before any call against an `account:` the plan pins (Terraform's allowed_account_ids).
     Targets are set up all at once; every target's problem is reported, not the first.
 
+    `specs` are `TargetSpec`s or `fleetrel.where.Destination`s (a single-target plan's one
+    target is named None, its region may be left to the AWS configuration).
     `endpoint_url` overrides every target's (a rehearsal against the emulator)."""
     import anyio
     from aiobotocore.session import AioSession
@@ -146,10 +149,12 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
         async def set_up(spec: Any) -> None:
             endpoint = endpoint_url or spec.endpoint_url
             try:
-                session = await target_session(region=spec.region, profile=spec.profile, role_arn=spec.role_arn,
+                check_endpoint_url(endpoint)
+                region = spec.region or configured_region(spec.profile, endpoint)
+                session = await target_session(region=region, profile=spec.profile, role_arn=spec.role_arn,
                                                external_id=spec.external_id, session_name=f"fleetrel-{run_name}",
                                                endpoint_url=endpoint, loader=loader)
-                account = await caller_account(session, region=spec.region, endpoint_url=endpoint)
+                account = await caller_account(session, region=region, endpoint_url=endpoint)
             except AwsSetupError as exc:
                 problems[spec.name] = str(exc)
                 return
@@ -159,20 +164,33 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
             if spec.account and account != spec.account:
                 problems[spec.name] = (f"pins account {spec.account}, but its credentials act in account {account}")
                 return
-            context = session.create_client("iot", region_name=spec.region, endpoint_url=endpoint,
+            context = session.create_client("iot", region_name=region, endpoint_url=endpoint,
                                             config=client_config(concurrency), **no_tls(endpoint))
             client = await context.__aenter__()
             stack.push_async_exit(context)
             clients[spec.name] = client
             identities[spec.name] = {k: v for k, v in {
-                "endpoint": without_userinfo(str(client.meta.endpoint_url)), "region": spec.region,
-                "profile": spec.profile or "", "account": account}.items() if v}
+                "endpoint": without_userinfo(str(client.meta.endpoint_url)), "region": region,
+                "profile": spec.profile or "", "account": account,
+                # the role, so that `undo` can act where the run did from the journal alone (an
+                # ARN is no secret; the external id is, and is never recorded)
+                "role_arn": getattr(spec, "role_arn", None) or ""}.items() if v}
 
         async with anyio.create_task_group() as tg:
             for spec in specs:
                 tg.start_soon(set_up, spec)
         if problems:
-            raise AwsSetupError("; ".join(f"target {name} {why}" if why.startswith("pins") else f"target {name}: {why}"
-                                          for name, why in sorted(problems.items()))
+            raise AwsSetupError("; ".join(_problem(name, why) for name, why in sorted(problems.items(), key=_by_name))
                                 + ". Nothing was sent to any target.")
         yield {spec.name: clients[spec.name] for spec in specs}, identities
+
+
+def _by_name(item: tuple[str | None, str]) -> str:
+    return item[0] or ""
+
+
+def _problem(name: str | None, why: str) -> str:
+    """One target's set-up problem, named (a single-target plan's target has no name)."""
+    if name is None:
+        return f"the plan's target {why}" if why.startswith("pins") else why
+    return f"target {name} {why}" if why.startswith("pins") else f"target {name}: {why}"

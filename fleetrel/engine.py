@@ -517,6 +517,7 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     options = options or RunOptions()
     listeners = list(listeners)
     clients = dict(client) if isinstance(client, Mapping) else {None: client}
+    session.place_unresolved(clients)
     execution = _Execution(session, options, listeners, clients)
     event, fields = start_record(session, options)
     execution.emit(event, **fields)

@@ -42,7 +42,8 @@ from fleetrel.journal import SYNC_INTERVAL, default_journal_path, fields_for_jou
 from fleetrel.plan import ReleasePlan
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session, check_identity, open_session
-from fleetrel.shards import Shard, ShardError, assign, refuse_another_count, shard_journal_path, target_sizes
+from fleetrel.expansion import frozen_selection, select_for_run
+from fleetrel.shards import Shard, assign, shard_journal_path, target_sizes
 from fleetrel.shardworker import ShardWorker
 
 RESTART_WAIT = 120.0  # seconds to wait for Ray to bring a dead actor back before the run stops
@@ -122,20 +123,19 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
     options = options or RunOptions()
     path = Path(journal_path) if journal_path else default_journal_path(plan)
     sizes = target_sizes(plan)  # a plan without targets is refused here: nothing to shard
-    if plan.needs_expansion:
-        raise ShardError("--ray does not expand `select:` entries yet: run this plan without --ray, "
-                         "or split it with --shard I/N (each shard expands its own targets)")
-    steps = plan.steps()
     overrides = {"endpoint_url": without_userinfo(endpoint_url)} if endpoint_url else {}
     only, shard_header = None, None
     if shard is not None:
-        if not options.new_run:
-            refuse_another_count(path, shard)
         shard_header = shard.header(plan)
         only = set(shard_header["targets"])
         path = shard_journal_path(path, shard)
-        steps = [s for s in steps if s.target in only]
         sizes = {t: n for t, n in sizes.items() if t in only}
+    if plan.needs_expansion:
+        # expanded here, before the actors get their shards, and frozen in the journal as a
+        # single process freezes it: a resume sends that selection, with or without --ray
+        frozen = None if options.new_run else frozen_selection(path, plan)
+        plan = plan.expanded(frozen) if frozen is not None else await _expanded(plan, only, endpoint_url, options)
+    steps = [s for s in plan.steps() if only is None or s.target in only]
 
     def session_for(identity: dict[str, Any] | None):
         return open_session(plan, path, new_run=options.new_run, retry_failed=options.retry_failed,
@@ -163,6 +163,18 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
             check_identity(session, identities)
             session.identity = identities
         return await _Driver(session, pool, options, list(listeners)).run(before_wave, stop)
+
+
+async def _expanded(plan: ReleasePlan, only: set[str] | None, endpoint_url: str | None,
+                    options: RunOptions) -> ReleasePlan:
+    """`plan` with its selectors expanded through the driver's own clients for the run's
+    targets (a shard's: its own), as `fleetrel.api.run` expands it."""
+    from fleetrel.credentials import target_clients
+
+    chosen = [spec for spec in plan.target_specs() if only is None or spec.name in only]
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
+                              concurrency=options.limits(plan)[2]) as (clients, _):
+        return await select_for_run(plan, clients, frozen=False)
 
 
 def actor_name(plan: ReleasePlan, shard: int, count: int, pid: int | None = None) -> str:

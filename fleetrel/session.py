@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fleetrel.events import Outcome
-from fleetrel.journal import Journal, JournalError, read_run_key, run_key_path, write_run_key
+from fleetrel.journal import Journal, JournalError, is_locked, read_run_key, run_key_path, write_run_key
 from fleetrel.replay import RunState, replay
 from fleetrel.plan import ReleasePlan, Step
-from fleetrel.tokens import KEYED_SCHEME, client_token, new_run_key
+from fleetrel.plan.models import parse_step_key
+from fleetrel.shards import layout_of, other_layouts, run_journals
+from fleetrel.tokens import KEYED_SCHEME, PLACE_SCHEME, client_token, new_run_key
+from fleetrel.where import place_id, place_key, place_of, same_place
 
 STEP_DIGEST_CHARS = 16  # of a step's request digest, kept in the header to tell what changed
 
@@ -41,10 +44,29 @@ class ShardMismatch(JournalError):
     """The journal holds another shard of the run (or the whole run) than this session's."""
 
 
-def _shard_mismatch(path: Path, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+class LayoutChanged(JournalError):
+    """The run was started in another layout (whole, or N shards): its steps' tokens and
+    outcomes are in other journals, which this session would not read."""
+
+
+def _shard_mismatch(path: Path, before: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """Why a journal's shard is not this session's; None when it is (the same index and
+    count and the same targets, in any order: a plan whose targets were reordered splits
+    the same way)."""
     def show(shard: dict[str, Any] | None) -> str:
         return f"shard {shard['index']}/{shard['count']}" if shard else "the whole run (no --shard)"
 
+    if (before or None) is None and (now or None) is None:
+        return None
+    if before and now and (before["index"], before["count"]) == (now["index"], now["count"]):
+        had, has = set(before.get("targets", ())), set(now.get("targets", ()))
+        if had == has:
+            return None
+        moved = sorted(had ^ has)
+        return (f"{path}: this journal holds shard {show(before)[6:]} of targets {', '.join(sorted(had)) or 'none'}, "
+                f"but shard {show(now)[6:]} of this plan is now targets {', '.join(sorted(has)) or 'none'} "
+                f"({', '.join(moved)} moved). Restore the plan's targets to resume, or start a new run (--new-run: "
+                "unfinished steps keep their clientTokens)")
     return (f"{path}: this journal holds {show(before)}, but this session is {show(now)}. A shard's targets "
             "are its own: run it with the same --shard (or without one) and its own journal, or start a new run")
 
@@ -67,6 +89,7 @@ class Session:
     carried: dict[str, str] = field(default_factory=dict)  # tokens a --new-run keeps from the run it replaced
     only: set[str] | None = None  # the targets this session is about (None: all)
     shard: dict[str, Any] | None = None  # a shard's journal: {index, count, targets} (fleetrel.shards)
+    scheme: int | None = PLACE_SCHEME  # the journal's token_scheme (fleetrel.tokens)
 
     @property
     def in_scope(self) -> list[Step]:
@@ -86,8 +109,26 @@ class Session:
                    todo=[s for s in steps if s.key in todo], carried=dict(tokens), only=set(only))
 
     def token(self, step: Step) -> str:
-        """The step's clientToken in this run."""
-        return self.carried.get(step.key) or client_token(self.run_id, step, self.key)
+        """The step's clientToken in this run: carried from the run this one replaced, or
+        derived from the run, the step's place (`fleetrel.where`) and its request."""
+        if self.scheme != PLACE_SCHEME:  # a run journalled before places: by target name, as it was sent
+            return self.carried.get(step.key) or client_token(self.run_id, step, self.key)
+        place = place_of(self.identity, step.target)
+        if not place:
+            raise RuntimeError(f"step {step.key}: its target's place is not resolved (a fleetrel bug)")
+        return (self.carried.get(place_key(place, step)) or self.carried.get(step.key)
+                or client_token(self.run_id, step, self.key, place=place_id(place)))
+
+    def place_unresolved(self, clients: dict[str | None, Any]) -> None:
+        """Record, for each target this session sends to whose place neither the caller nor
+        the journal named (a session opened directly, `open_session` without `identity`),
+        where its client sends (`fleetrel.aws.client_identity`)."""
+        from fleetrel.aws import client_identity
+
+        found = {target: client_identity(client, None) for target, client in clients.items()
+                 if client is not None and not place_of(self.identity, target)}
+        if found:
+            self.identity = _merged(self.identity, found[None] if list(found) == [None] else found)
 
     @property
     def path(self) -> Path:
@@ -114,12 +155,14 @@ class Session:
             fields["identity"] = dict(self.identity)
         if self.shard is not None:
             fields["shard"] = dict(self.shard)
+        elif self.only is not None:  # `--target`: what this session answers for (status, its resume command)
+            fields["only"] = sorted(self.only)
         if self.prior is None:
             fields["step_digests"] = step_digests(self.steps)
             if self.plan.selection is not None:  # frozen: a resume sends these, whatever the catalog says then
                 fields["selection"] = self.plan.selection.to_json()
             if self.key is not None:
-                fields["token_scheme"] = KEYED_SCHEME
+                fields["token_scheme"] = self.scheme
             if self.carried:
                 fields["carried_tokens"] = dict(self.carried)
         else:
@@ -136,6 +179,7 @@ def check_identity(session: Session, identity: dict[str, Any]) -> None:
         moved = _moved(state.identity, identity)
         if moved:
             raise TargetChanged(_target_changed(session.path, state, moved, identity))
+    session.identity = _merged(session.identity, identity)
 
 
 def step_digests(steps: list[Step]) -> dict[str, str]:
@@ -164,28 +208,52 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
     is sent: a journal of another plan (`PlanChanged`, unless `new_run`), a run that was
     sent to another `identity` (`TargetChanged`), and tokens that this fleetrel would
     compute differently from the ones the run already sent. For a plan with `targets:`,
-    `identity` maps each target to where it points, and `only` limits this session to some
-    targets (the others' steps are neither sent nor counted as left to do now). `shard`
-    (`fleetrel.shards.Shard.header`) marks a shard's own journal: resuming it as another
-    shard, or as the whole run, is refused (`ShardMismatch`), and so is the reverse.
+    `identity` maps each target to where it points (None: a resume takes the journal's,
+    checked by `check_identity` once clients are built), and `only` limits this session
+    to some targets (the others' steps are neither sent nor counted as left to do now).
+    `shard` (`fleetrel.shards.Shard.header`) marks a shard's own journal: resuming it as
+    another shard, or as the whole run, is refused (`ShardMismatch`), and so is the reverse.
+
+    The run's other journals (the whole run's and its shards', `fleetrel.shards.run_journals`)
+    are read too. A session that would start a new journal while the run is held in
+    another layout's is refused (`LayoutChanged`), naming them, unless `new_run`; a new
+    run (first or `new_run`) keeps the clientToken of every step that any of them sent
+    without hearing a final answer, when its request is unchanged, and `new_run` sets the
+    other layouts' journals aside with its own.
     """
     steps = plan.steps()
+    created = not journal_path.exists()
     journal = Journal.open(journal_path)
+    opened = False
     try:
         state = _prior_state(journal_path, plan, steps, new_run=new_run)
+        layout = layout_of(journal_path, shard)
+        others = [(path, _replayed(path)) for path in run_journals(journal_path) if path != journal_path]
+        clashing = [path for path, _ in others if path in other_layouts(journal_path, layout)]
         carried: dict[str, str] = {}
-        if new_run and journal_path.stat().st_size:
-            carried = _tokens_to_carry(state, steps)
-            # keep the old run's journal (and key) under its run id; renamed while we hold its lock
-            suffix = state.run_id if state else str(uuid.uuid4())
-            for old in (journal_path, run_key_path(journal_path)):
-                if old.exists():
-                    os.replace(old, old.with_name(f"{journal_path.name}.{suffix}{old.name[len(journal_path.name):]}"))
+        if state is None or new_run:
+            earlier = [other for _, other in others if other is not None]
+            carried = _tokens_to_carry([s for s in (state, *earlier) if s is not None], steps, identity)
+        if new_run:
+            running = [str(path) for path in clashing if is_locked(path)]
+            if running:
+                raise LayoutChanged(f"{journal_path}: a fleetrel run holds {', '.join(running)} now: "
+                                    "start a new run once it has stopped")
+            # keep the old run's journals (and keys) under their run ids; this one renamed while we hold its lock
+            if journal_path.stat().st_size:
+                _set_aside(journal_path, state.run_id if state else str(uuid.uuid4()))
+            for path, other in others:
+                if path in clashing:
+                    _set_aside(path, other.run_id if other else str(uuid.uuid4()))
             journal.close()
             journal = Journal.open(journal_path)
             state = None
-        if state is not None and (state.header.get("shard") or None) != (shard or None):
-            raise ShardMismatch(_shard_mismatch(journal_path, state.header.get("shard"), shard))
+        elif state is None and clashing:
+            raise LayoutChanged(_layout_changed(journal_path, shard, clashing))
+        if state is not None:
+            mismatch = _shard_mismatch(journal_path, state.header.get("shard"), shard)
+            if mismatch:
+                raise ShardMismatch(mismatch)
         if state is not None and identity and state.identity:
             moved = _moved(state.identity, identity)
             if moved:
@@ -193,8 +261,10 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         if state is None:
             key = new_run_key()
             write_run_key(journal_path, key)
+            scheme: int | None = PLACE_SCHEME
         else:
-            key = read_run_key(journal_path) if state.header.get("token_scheme") == KEYED_SCHEME else None
+            scheme = state.header.get("token_scheme")
+            key = read_run_key(journal_path) if scheme in (KEYED_SCHEME, PLACE_SCHEME) else None
         done = _finished(state, retry_failed)
         todo = [s for s in steps if s.key not in done and (only is None or s.target in only)]
         retried = {s.key for s in todo}
@@ -202,14 +272,57 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         failed_before = {k for k, r in state.steps.items() if r.outcome == failed} - retried if state else set()
         session = Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
                           prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
-                          identity=dict(identity or {}), key=key,
+                          identity=_merged(state.identity if state else None, identity), key=key,
                           carried=carried if state is None else dict(state.header.get("carried_tokens", {})),
-                          only=only, shard=shard)
+                          only=only, shard=shard, scheme=scheme)
         if state is not None:
             _check_tokens(session, state)
+        opened = True
         yield session
     finally:
+        if created and not opened and journal_path.exists() and not journal_path.stat().st_size:
+            journal_path.unlink()  # refused before it held anything: leave no empty journal behind
         journal.close()
+
+
+def _replayed(path: Path) -> RunState | None:
+    try:
+        return replay(path)
+    except JournalError:
+        return None  # damaged or not a journal: nothing to carry from it
+
+
+def _set_aside(path: Path, run_id: str) -> None:
+    """Keep a replaced run's journal (and key) beside it, under its run id."""
+    for old in (path, run_key_path(path)):
+        if old.exists():
+            os.replace(old, old.with_name(f"{path.name}.{run_id}{old.name[len(path.name):]}"))
+
+
+def _layout_changed(path: Path, shard: dict[str, Any] | None, clashing: list[Path]) -> str:
+    from fleetrel.shards import shard_of_path
+
+    def layout(p: Path) -> str:
+        found = shard_of_path(p)
+        return f"--shard {found[1]}" if found else "the whole run (no --shard)"
+
+    held = "; ".join(f"{p} ({layout(p)})" for p in clashing)
+    mine = f"--shard {shard['index']}/{shard['count']}" if shard else "the whole run"
+    return (f"{path}: this run was started in another layout and is held in {held}. Running it as {mine} now "
+            "would send again what those journals finished, and their unfinished steps under other clientTokens. "
+            "Resume it as it was started (the same --shard, or none), or start a new run with --new-run "
+            "(those journals are kept aside, and every step they left unfinished keeps its clientToken)")
+
+
+def _merged(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's places: what the journal recorded, with this session's targets on top."""
+    if not now:
+        return dict(before or {})
+    if not before:
+        return dict(now)
+    if all(isinstance(v, dict) for v in (*before.values(), *now.values())):
+        return {**before, **{name: {**before.get(name, {}), **place} for name, place in now.items()}}
+    return {**before, **now}
 
 
 def _finished(state: RunState | None, retry_failed: bool) -> set[str]:
@@ -223,21 +336,36 @@ def _finished(state: RunState | None, retry_failed: bool) -> set[str]:
             if rec.outcome in done or (rec.outcome == failed and not retry_failed and rec.permanent is not False)}
 
 
-def _tokens_to_carry(state: RunState | None, steps: list[Step]) -> dict[str, str]:
-    """A new run replacing `state` keeps the tokens of the steps that run had sent without
-    hearing the answer, when their request did not change: the call may have been applied,
-    and the same token makes the service answer it as the same call instead of applying
-    the step a second time."""
-    if state is None:
-        return {}
-    old_digests = state.header.get("step_digests", {})
-    new_digests = step_digests(steps)
-    carried = dict(state.header.get("carried_tokens", {}))
+def _tokens_to_carry(states: list[RunState], steps: list[Step], identity: dict[str, Any] | None) -> dict[str, str]:
+    """A new run keeps, from every earlier journal of this run (`states`: the journal it
+    replaces, and the run's other layouts'), the tokens of the steps they sent without
+    hearing a final answer: no outcome, or a failure that was not final (throttles or
+    server errors ran out, a connection dropped). Such a call may have been applied, and
+    the same token makes the service answer it as the same call instead of applying the
+    step a second time. Only where the request did not change; keyed by place
+    (`fleetrel.where.place_key`), so a step keeps its token when its target moves to
+    another shard or is renamed; by step key where a journal recorded no places."""
+    new_digests: dict[str, str] = {}
+    for step in steps:
+        place = place_of(identity, step.target)
+        new_digests[place_key(place, step) if place else step.key] = step.request_digest()[:STEP_DIGEST_CHARS]
     out: dict[str, str] = {}
-    for key, rec in state.steps.items():
-        token = rec.client_token or carried.get(key)
-        if rec.outcome is None and token and key in new_digests and old_digests.get(key) == new_digests[key]:
-            out[key] = token
+    for state in states:
+        old_digests = state.header.get("step_digests", {})
+        for key, token in state.header.get("carried_tokens", {}).items():
+            if key in new_digests:
+                out.setdefault(key, token)
+        for key, rec in state.steps.items():
+            token = rec.client_token
+            open_ended = rec.outcome is None or (rec.outcome == Outcome.FAILED and rec.permanent is False)
+            if not (open_ended and token):
+                continue
+            target, package, version, is_default = parse_step_key(key)
+            place = place_of(state.identity, target)
+            step = Step(package, version, target=target, action="SET_DEFAULT" if is_default else None)
+            carried_as = place_key(place, step) if place else key
+            if carried_as in new_digests and old_digests.get(key) == new_digests[carried_as]:
+                out.setdefault(carried_as, token)
     return out
 
 
@@ -256,10 +384,10 @@ def _check_tokens(session: Session, state: RunState) -> None:
 
 def _moved(before: dict[str, Any], now: dict[str, Any]) -> list[str | None]:
     """Targets that point elsewhere now ([None] for a single-target run that moved).
-    A plan with targets records {name: where}; a session of some targets records only those."""
+    A plan with targets records {name: place}; a session of some targets records only those."""
     if all(isinstance(v, dict) for v in (*before.values(), *now.values())) and (before or now):
-        return [name for name in now if name in before and before[name] != now[name]]
-    return [None] if before != now else []
+        return [name for name in now if name in before and not same_place(before[name], now[name])]
+    return [None] if not same_place(before, now) else []
 
 
 def _target_changed(path: Path, state: RunState, moved: list[str | None], identity: dict[str, Any]) -> str:

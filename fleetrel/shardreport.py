@@ -72,8 +72,13 @@ def sharded_status(states: list[RunState]) -> dict[str, Any]:
         for code, keys in status["failures"].items():
             failures.setdefault(code, []).extend(keys)
     # the steps of missing shards: in every header's step list, in no present shard's scope
-    for key in first.header.get("step_digests", {}):
-        if key not in covered:
+    # (a plan with `select:` lists only its own targets' matches: a missing shard's are unknown)
+    selecting = any("selection" in state.header for state in states)
+    planned: dict[str, None] = {}
+    for state in states:
+        planned.update(dict.fromkeys(state.header.get("step_digests", {})))
+    for key in planned:
+        if key not in covered and not selecting:
             counts[Outcome.UNFINISHED.value] += 1
             per_target = targets.setdefault(key.split(":", 1)[0], {o.value: 0 for o in Outcome})
             per_target[Outcome.UNFINISHED.value] += 1
@@ -83,7 +88,8 @@ def sharded_status(states: list[RunState]) -> dict[str, Any]:
         "plan": first.header.get("plan"),
         "plan_file": first.header.get("plan_file"),
         "status": status,
-        "steps": len(first.header.get("step_digests", {})),
+        # None: shards with a selection of their own are missing, so how many steps is unknown
+        "steps": None if selecting and missing else len(covered) if selecting else len(planned),
         "counts": counts,
         "targets": dict(sorted(targets.items())),
         "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
@@ -118,7 +124,10 @@ def print_sharded_status(status: dict[str, Any], console: Any = None) -> None:
         console.print(targets_table(status["targets"]))
     c = status["counts"]
     console.print(f"status: {STATUS_MEANING.get(status['status'], status['status'])}")
-    console.print(f"{status['steps']} steps: {c['succeeded']} succeeded, {c['skipped']} skipped, {c['failed']} failed, "
+    steps = (f"{status['steps']} steps" if status["steps"] is not None else
+             f"{sum(c.values())} steps known (steps of shard {', '.join(map(str, status['missing_shards']))} not known "
+             "until it expands its selectors)")
+    console.print(f"{steps}: {c['succeeded']} succeeded, {c['skipped']} skipped, {c['failed']} failed, "
                   f"{c['unfinished']} unfinished; {status['throttles']} throttles, {status['retries']} retries")
     for code, keys in status["failures"].items():
         named = ", ".join(keys[:MAX_NAMED]) + (f", ... and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")

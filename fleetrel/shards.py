@@ -30,6 +30,9 @@ from typing import Mapping
 from fleetrel.plan import ReleasePlan
 
 JOURNAL_SUFFIX = ".journal.jsonl"
+#: The most shards (and Ray actors) a run is split into: more shards than a plan's targets
+#: run nothing, and the split keeps a counter per shard.
+MAX_SHARDS = 10_000
 _SHARD_NAME = re.compile(r"^(?P<stem>.*)\.shard-(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>(\.[^.]+)*)$")
 
 
@@ -50,6 +53,9 @@ class Shard:
         if not found:
             raise ShardError(f"--shard {text!r}: give it as I/N, e.g. 2/4 (the second of four shards)")
         index, count = int(found.group(1)), int(found.group(2))
+        if count > MAX_SHARDS:
+            raise ShardError(f"--shard {text}: at most {MAX_SHARDS} shards (a shard runs whole targets, "
+                             "so more shards than targets run nothing)")
         if count < 1 or not 1 <= index <= count:
             raise ShardError(f"--shard {text}: I must be between 1 and N (shards are numbered 1 to {max(count, 1)})")
         return cls(index, count)
@@ -125,12 +131,27 @@ def shard_journals(journal: Path) -> dict[Shard, Path]:
     return dict(sorted(out.items()))
 
 
-def refuse_another_count(journal: Path, shard: Shard) -> None:
-    """Refuse shard `shard` of a run whose journals beside `journal` are of another shard
-    count: the targets would move between shards, and the steps a shard left unfinished
-    would be sent again by another, under other clientTokens."""
-    others = sorted({str(s.count) for s in shard_journals(journal)} - {str(shard.count)})
-    if others:
-        raise ShardError(f"{journal}: this run already has journals of {' and '.join(others)} shards beside it; "
-                         f"splitting it into {shard.count} now would send some targets' unfinished steps "
-                         "again under other clientTokens. Keep the shard count, or pass --new-run")
+def run_journals(journal: Path) -> list[Path]:
+    """Every journal of the run that `journal` (its whole-run journal or one of its shards')
+    belongs to, that holds anything: the whole run's, then its shards' of any count."""
+    parsed = shard_of_path(journal)
+    base = parsed[0] if parsed else journal
+    found = [base] if base.is_file() and base.stat().st_size else []
+    return found + [path for path in shard_journals(base).values() if path.stat().st_size]
+
+
+def layout_of(journal: Path, shard: dict | None) -> int | None:
+    """A session's layout: its shard count, or None for the whole run."""
+    return int(shard["count"]) if shard else None
+
+
+def other_layouts(journal: Path, layout: int | None) -> set[Path]:
+    """The run's journals (`run_journals`) written in another layout than `layout`: for the
+    whole run, every shard's; for N shards, the whole run's and those of another count."""
+    out: set[Path] = set()
+    for path in run_journals(journal):
+        parsed = shard_of_path(path)
+        count = parsed[1].count if parsed else None
+        if count != layout:
+            out.add(path)
+    return out

@@ -5,7 +5,7 @@
     iot = FakeIoT({"fw/1.0": "DRAFT", "fw/1.1": "PUBLISHED"})
     iot.script("fw/1.0", THROTTLE, THROTTLE)   # its first two calls are throttled, then served
     iot.script("fw/1.1", DROP)                 # applied, then the connection drops
-    result = run_virtual(lambda: fleetrel.run(plan, client=iot, journal_path=path))
+    result = run_virtual(lambda: fleetrel.run(plan, fleetrel.Where(journal_path=path), client=iot))
     iot.calls["fw/1.0"], iot.tokens["fw/1.0"]  # 3 calls, one clientToken
 
 `FakeIoT` answers the calls the engine and the state reader make (UpdatePackageVersion,

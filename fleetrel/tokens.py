@@ -14,6 +14,12 @@ HMAC keyed with the run's own secret, which is not in the journal: an unkeyed sh
 a low-entropy description or attribute, written next to the run id, would let anyone who
 reads the journal confirm a guess of the text. Runs journalled before the key existed
 (no `token_scheme` in their header) keep their unkeyed tokens, so they resume unchanged.
+
+Where the step is applied enters as its place (`fleetrel.where.place_id`: the account and
+region its target resolved to, recorded in the journal), not its target's name
+(`PLACE_SCHEME`): the same step has the same token in one process, in any shard, over
+Ray, and after the plan's targets are reordered or renamed. Runs journalled under the
+name scheme (`token_scheme` 2) keep it, so they resume unchanged.
 """
 from __future__ import annotations
 
@@ -27,8 +33,10 @@ from fleetrel.plan import Step, canonical_json
 
 # Fixed namespace so tokens are stable across machines and fleetrel versions.
 NAMESPACE = uuid.UUID("6f1d7c1e-3b9a-5c57-9a55-2d1e0b4f7a10")
-#: The journal header's `token_scheme` for keyed tokens (absent: the unkeyed first scheme).
+#: The journal header's `token_scheme` for keyed tokens by target name (absent: the unkeyed first scheme).
 KEYED_SCHEME = 2
+#: ... keyed tokens by place (account and region): what new runs use.
+PLACE_SCHEME = 3
 KEY_BYTES = 32
 
 
@@ -42,10 +50,14 @@ def keyed_digest(key: bytes | None, value: Any) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(data).hexdigest()
 
 
-def client_token(run_id: str, step: Step, key: bytes | None = None) -> str:
-    """uuid5 over (run_id, [target,] package, version, keyed digest of the request): 36
-    characters, inside the API's `[\\S]{36,64}` pattern. The target (for a plan with
-    `targets:`) makes the same version in two accounts two calls with two tokens."""
-    where = (step.target, step.package, step.version) if step.target else (step.package, step.version)
+def client_token(run_id: str, step: Step, key: bytes | None = None, place: str | None = None) -> str:
+    """uuid5 over (run_id, place or target, package, version, keyed digest of the
+    request): 36 characters, inside the API's `[\\S]{36,64}` pattern. `place`
+    (`fleetrel.where.place_id`) makes the same version in two accounts two calls with two
+    tokens; without it (runs of the earlier schemes) the target's name does."""
+    if place is not None:
+        where: tuple[str, ...] = (place, step.package, step.version)
+    else:
+        where = (step.target, step.package, step.version) if step.target else (step.package, step.version)
     name = "\n".join((run_id, *where, keyed_digest(key, step.request())))
     return str(uuid.uuid5(NAMESPACE, name))

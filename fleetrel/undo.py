@@ -22,10 +22,15 @@ DEPRECATED before, so every undone PUBLISH says so, and DEPRECATE is as far back
 goes); description, attributes, artifact and recipe sent by the run (the journal holds
 digests, not the earlier values; attributes change only in DRAFT anyway).
 
-Targets: the journal names each step's target, but not where a target points. The undo
-plan copies `target:`/`targets:` and `limits:` from the run's plan file (the header's
-`plan_file`, or `--plan`), and each entry names its targets. A run with targets whose
-plan file is gone cannot be undone without `--plan`.
+Targets: the undo acts where the run acted, from the journal alone. Its header (and each
+session's first record) names the place every target resolved to (`fleetrel.where`:
+region, account, endpoint, profile, role), and the undo plan pins exactly those, accounts
+included, whatever the plan file says now. The run's plan file (the header's `plan_file`,
+or `--plan`) gives `limits:` and a role's external id; where it points a target elsewhere
+than the journal says (another account or region, a single target where the run had
+many, or the reverse), the undo is refused, naming the difference, rather than written for
+either place. Journals from before places were recorded fall back to the plan file's
+`target:`/`targets:`.
 """
 from __future__ import annotations
 
@@ -100,7 +105,9 @@ class Undo:
 
 
 def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, _StepSeen]]:
-    """The header and what each step did, in one pass over the journal's lines."""
+    """The header and what each step did, in one pass over the journal's lines. The
+    header's `identity` is every session's places merged, and `target` the command line's
+    overrides of the session that first recorded them."""
     if is_locked(path):
         raise UndoError(f"{path}: a fleetrel run holds this journal now: undo it once the run has stopped")
     steps: dict[str, _StepSeen] = {}
@@ -111,8 +118,11 @@ def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, _StepSeen]]:
             raise JournalError(f"{path}: not a fleetrel journal (format {FORMAT_VERSION}): the first line is not its header")
         header.pop("step_digests", None)
         for record in records:
+            if record["event"] in SESSION_STARTS:
+                header["identity"] = _merged(header.get("identity"), record.get("identity"))
+                continue
             key = record.get("step")
-            if key is None or record["event"] in SESSION_STARTS:
+            if key is None:
                 continue
             seen = steps.get(key)
             if seen is None:
@@ -140,14 +150,14 @@ def _default_changed(seen: _StepSeen) -> bool:
         and seen.previous_default != seen.new_default
 
 
-def build_undo(path: Path, original: dict[str, Any] | None = None) -> Undo:
-    """The undo of the run journalled at `path`. `original` is the run's plan as data
-    (its `target`/`targets`/`limits` are copied), or None to look for the header's
-    `plan_file`."""
+def build_undo(path: Path, original: Any = None) -> Undo:
+    """The undo of the run journalled at `path`. `original` is the run's plan
+    (`ReleasePlan`, for its limits and external ids, and checked against the journal's
+    places), or None to load the header's `plan_file` if it is there."""
     header, steps = read_journal(path)
     has_targets = any(parse_step_key(key)[0] is not None for key in steps)
     if original is None:
-        original = _original_plan(header, needed=has_targets, journal=path)
+        original = _original_plan(header, needed=has_targets and not header.get("identity"), journal=path)
     undo = Undo(plan=None, source=str(path))
     # (target, package, version) -> undo action; (target, package) -> the default to restore
     actions: dict[tuple, str] = {}
@@ -182,12 +192,102 @@ def build_undo(path: Path, original: dict[str, Any] | None = None) -> Undo:
     entries = _entries(actions, restore, undo)
     if entries:
         plan: dict[str, Any] = {"plan": _undo_name(str(header.get("plan", "run")))}
-        for block in ("target", "targets", "limits"):
-            if original and original.get(block):
-                plan[block] = original[block]
+        used = {target for entry in entries for target in entry.get("targets", ())}
+        plan.update(where_the_run_acted(header, original, has_targets, used, path))
+        if original is not None:
+            plan["limits"] = original.limits.model_dump(mode="json")
         plan["versions"] = entries
         undo.plan = plan
     return undo
+
+
+def _merged(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
+    from fleetrel.session import _merged as merged
+
+    return merged(before, now) or None if (before or now) else None
+
+
+_AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+
+
+def _own_endpoint(place: dict[str, Any]) -> dict[str, str]:
+    """The endpoint a place names, for the undo plan, unless it is AWS's own for the
+    region (which the region already says)."""
+    from urllib.parse import urlsplit
+
+    endpoint = place.get("endpoint")
+    host = urlsplit(endpoint).hostname or "" if endpoint else ""
+    return {"endpoint_url": endpoint} if endpoint and not host.endswith(_AWS_HOSTS) else {}
+
+
+def where_the_run_acted(header: dict[str, Any], original: Any, has_targets: bool, used: set[str],
+                        journal: Path) -> dict[str, Any]:
+    """The undo plan's `target:` or `targets:`: the places the journal recorded (see the
+    module docstring). UndoError where the plan file points a target elsewhere."""
+    identity = header.get("identity") or {}
+    if not identity:  # a journal from before places were recorded: the plan file's blocks
+        return _blocks(original)
+    plan_file = str(original.source) if original is not None and original.source else "the run's plan"
+    specs = {spec.name: spec for spec in original.target_specs()} if original is not None else {}
+    if not has_targets:
+        if original is not None and specs:
+            raise UndoError(f"{journal}: the run had one target ({_show(identity)}), but {plan_file} has `targets:` "
+                            f"({', '.join(specs)}): the undo acts where the run acted; pass --plan with the plan "
+                            "as it was run, or leave --plan out")
+        if original is not None:
+            overrides = header.get("target") or {}
+            declared = {"region": overrides.get("region") or original.target.region,
+                        "account": original.target.account,
+                        "endpoint": overrides.get("endpoint_url") or original.target.endpoint_url}
+            _refuse_elsewhere(journal, None, identity, declared, plan_file)
+        target = {"region": identity.get("region"), "account": identity.get("account"),
+                  "profile": identity.get("profile"), **_own_endpoint(identity)}
+        return {"target": {k: v for k, v in target.items() if v}}
+    if original is not None and not specs:
+        raise UndoError(f"{journal}: the run had targets ({', '.join(sorted(used))}), but {plan_file} has one "
+                        "`target:`: the undo acts where the run acted; pass --plan with the plan as it was run, "
+                        "or leave --plan out")
+    targets = []
+    for name in [n for n in identity if n in used] + sorted(used - set(identity)):  # the run's order
+        place = identity.get(name)
+        if not isinstance(place, dict) or not place.get("region"):
+            raise UndoError(f"{journal}: the journal records no place for target {name}: pass --plan with the plan "
+                            "as it was run")
+        spec = specs.get(name)
+        if spec is not None:
+            _refuse_elsewhere(journal, name, place, {"region": spec.region, "account": spec.account}, plan_file)
+        target = {"name": name, "region": place["region"], "account": place.get("account"),
+                  "role_arn": place.get("role_arn"), "profile": place.get("profile"), **_own_endpoint(place)}
+        if spec is not None and spec.external_id and spec.role_arn == place.get("role_arn"):
+            target["external_id"] = spec.external_id
+        targets.append({k: v for k, v in target.items() if v})
+    return {"targets": targets}
+
+
+def _refuse_elsewhere(journal: Path, name: str | None, place: dict[str, Any], declared: dict[str, Any],
+                      plan_file: str) -> None:
+    from fleetrel.where import same_place
+
+    declared = {k: v for k, v in declared.items() if v}
+    if not same_place(place, declared):
+        what = f"target {name}" if name else "the run's target"
+        raise UndoError(f"{journal}: {what} acted in {_show(place)}, but {plan_file} now points it at "
+                        f"{_show(declared)}. The undo acts where the run acted, and will not guess between the "
+                        "two: restore the plan's target (or pass --plan with the plan as it was run)")
+
+
+def _show(place: dict[str, Any]) -> str:
+    shown = [f"{key} {place[key]}" for key in ("account", "region", "endpoint") if place.get(key)]
+    return ", ".join(shown) or "the default AWS configuration"
+
+
+def _blocks(original: Any) -> dict[str, Any]:
+    if original is None:
+        return {}
+    data = original.model_dump(mode="json", include={"target", "targets"}, exclude_none=True)
+    if "targets" in original.model_fields_set:
+        data.pop("target", None)
+    return {k: v for k, v in data.items() if v}
 
 
 def _entries(actions: dict[tuple, str], restore: dict[tuple, str | None], undo: Undo) -> list[dict[str, Any]]:
@@ -225,22 +325,13 @@ def _undo_name(name: str) -> str:
     return name[: MAX_PLAN_NAME - len("-undo")] + "-undo"
 
 
-def _original_plan(header: dict[str, Any], *, needed: bool, journal: Path) -> dict[str, Any] | None:
+def _original_plan(header: dict[str, Any], *, needed: bool, journal: Path) -> Any:
     plan_file = header.get("plan_file")
     if plan_file and Path(plan_file).is_file():
-        return original_blocks(Path(plan_file))
+        from fleetrel.plan import load
+
+        return load(Path(plan_file))
     if needed:
-        raise UndoError(f"{journal}: the run had targets, and its plan file ({plan_file or 'not recorded'}) is not "
-                        "there to say where they point: pass the run's plan with --plan")
+        raise UndoError(f"{journal}: the run had targets, and neither its journal nor its plan file "
+                        f"({plan_file or 'not recorded'}) says where they point: pass the run's plan with --plan")
     return None
-
-
-def original_blocks(plan_path: Path) -> dict[str, Any]:
-    """`target`/`targets`/`limits` of a plan file, as plan data (raises PlanError)."""
-    from fleetrel.plan import load
-
-    plan = load(plan_path)
-    data = plan.model_dump(mode="json", include={"target", "targets", "limits"}, exclude_none=True)
-    if "targets" in plan.model_fields_set:
-        data.pop("target", None)
-    return data

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from fleetrel.where import Where
 from fleetrel.cli import main
 from fleetrel.completion import COLUMNS
 from fleetrel.plan.models import parse_step_key
@@ -145,7 +146,7 @@ def test_default_steps_have_their_own_rows(tmp_path):
     plan = write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "2.0", "action": "PUBLISH", "default": True}])
     journal = tmp_path / "j.jsonl"
     iot = FakeIoT({f"{PKG}/2.0": "DRAFT"})
-    run_virtual(lambda: run(load_plan(plan), client=iot, journal_path=journal))
+    run_virtual(lambda: run(load_plan(plan), Where(journal_path=journal), client=iot))
     code, text = report(journal, "--format", "json")
     rows = [json.loads(line) for line in text.splitlines()][:-1]
     assert [(r["step"], r["action"], r["outcome"]) for r in rows] == [

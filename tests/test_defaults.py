@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from fleetrel.where import Where
 from fleetrel import load_plan, run
 from fleetrel.cli import main
 from fleetrel.events import PREREQUISITE_FAILED, PREVIOUS_DEFAULT, Event, Status
@@ -102,7 +103,7 @@ def test_default_from_the_plans_defaults_block_counts_as_publish(tmp_path):
 # -- the engine on the fake client ----------------------------------------------------
 
 def go(plan, iot, journal: Path, **kwargs):
-    return run_virtual(lambda: run(plan, client=iot, journal_path=journal, **kwargs))
+    return run_virtual(lambda: run(plan, Where(journal_path=journal), client=iot, **kwargs))
 
 
 def test_publish_then_default_journals_the_previous_default(tmp_path):
@@ -227,7 +228,7 @@ def test_a_default_step_cut_off_in_flight_resumes_and_undo_restores_the_first_re
                 iot.defaults[PKG] = "2.0"  # the service applied it; the answer never came back
                 stop.now()
             tg.start_soon(cut_off)
-            return await run(plan, client=iot, journal_path=journal, stop=stop)
+            return await run(plan, Where(journal_path=journal), client=iot, stop=stop)
 
     first = run_virtual(main)
     assert first.status == Status.INTERRUPTED and first.unfinished == 1

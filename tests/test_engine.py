@@ -14,6 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from fleetrel.where import Where
 from fleetrel import RunOptions, load_plan, run
 from fleetrel.events import TERMINAL
 from fleetrel.journal import JournalError, Journal
@@ -55,7 +56,7 @@ async def test_all_steps_succeed_under_throttling_and_every_attempt_passes_the_l
     emulator.configure(operations={"UpdatePackageVersion": {"rate": 20, "burst": 5}})
     plan = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
                                 rate=20, burst=5))
-    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    result = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
 
     assert result.status == "complete" and result.succeeded == 60 and result.failed == 0
     record = emulator.record()
@@ -73,7 +74,7 @@ async def test_faults_do_not_lose_steps(emulator, tmp_path):
     emulator.configure(fail_rate=0.10, drop_rate=0.05)
     plan = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "versions": versions, "action": "PUBLISH"}],
                                 rate=200, burst=20))
-    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    result = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
 
     assert result.status == "complete", result.failures_by_code
     assert result.succeeded == 80 and result.retries > 0
@@ -91,7 +92,7 @@ async def test_permanent_errors_end_at_once_and_done_steps_are_skipped(emulator,
         {"package": PKG, "version": "2.0.0", "action": "PUBLISH"},     # already PUBLISHED
         {"package": PKG, "version": "9.9.9", "action": "PUBLISH"},     # does not exist
     ]))
-    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    result = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
 
     outcomes = {o.key: o for o in result.outcomes}
     assert outcomes[f"{PKG}/1.0.0"].outcome == "failed" and outcomes[f"{PKG}/1.0.0"].attempts == 1
@@ -105,7 +106,7 @@ async def test_permanent_errors_end_at_once_and_done_steps_are_skipped(emulator,
 
     # a resume does not send rejected steps again
     emulator.reset_record()
-    again = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    again = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
     assert again.attempts == 0 and again.done_before == 3 and again.status == "failed"
     assert update_calls(emulator) == 0
 
@@ -118,7 +119,7 @@ async def test_journal_holds_no_credential_and_no_sensitive_text(emulator, tmp_p
     plan = load_plan(write_plan(tmp_path / "p.yaml", [{
         "package": PKG, "version": "1.0.0", "action": "PUBLISH", "description": "sentinel-description",
         "attributes": {"channel": "sentinel-attribute"}, "recipe": '{"sentinel": "recipe"}'}]))
-    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    result = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
     assert result.succeeded == 1
     text = (tmp_path / "j.jsonl").read_text()
     assert "AKIASENTINELKEYID0000" not in text and "sentinel" not in text
@@ -147,14 +148,14 @@ async def test_changed_plan_is_refused_and_new_run_gets_new_tokens(emulator, tmp
     emulator.seed([(PKG, "1.0.0"), (PKG, "1.0.1")])
     journal = tmp_path / "j.jsonl"
     first = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "PUBLISH"}]))
-    assert (await run(first, journal_path=journal, endpoint_url=emulator.url)).succeeded == 1
+    assert (await run(first, Where(journal_path=journal, endpoint_url=emulator.url))).succeeded == 1
     # the same version deprecated, then published again in a later run: all three must apply
     second = load_plan(write_plan(tmp_path / "p.yaml", [{"package": PKG, "version": "1.0.0", "action": "DEPRECATE"},
                                                         {"package": PKG, "version": "1.0.1", "action": "PUBLISH"}]))
     with pytest.raises(JournalError, match=r"(?s)another version of plan.*added: thermostat-fw/1.0.1.*Start a new run"):
-        await run(second, journal_path=journal, endpoint_url=emulator.url)
-    assert (await run(second, journal_path=journal, endpoint_url=emulator.url, options=RunOptions(new_run=True))).succeeded == 2
-    assert (await run(first, journal_path=journal, endpoint_url=emulator.url, options=RunOptions(new_run=True))).succeeded == 1
+        await run(second, Where(journal_path=journal, endpoint_url=emulator.url))
+    assert (await run(second, Where(journal_path=journal, endpoint_url=emulator.url), options=RunOptions(new_run=True))).succeeded == 2
+    assert (await run(first, Where(journal_path=journal, endpoint_url=emulator.url), options=RunOptions(new_run=True))).succeeded == 1
     assert statuses(emulator.url, PKG, ["1.0.0"]) == {"1.0.0": "PUBLISHED"}
     assert len(set(emulator.record()["tokens"][f"{PKG}/1.0.0"])) == 3  # a new token per run
     kept = [p for p in tmp_path.glob("j.jsonl.*") if not p.name.endswith(".key")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from fleetrel.where import Where
 from fleetrel import RunOptions, Stop, load_plan, run
 from fleetrel.events import TERMINAL, Event, ExitCode, Record, Status
 from fleetrel.replay import replay
@@ -29,7 +30,7 @@ def drafts(*versions: str, status: str = "DRAFT") -> dict[str, str]:
 
 
 def go(plan, iot, tmp_path, **kwargs):
-    return run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl", **kwargs))
+    return run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot, **kwargs))
 
 
 def terminal_counts(path: Path) -> dict[str, int]:
@@ -170,7 +171,7 @@ def test_stop_now_cancels_calls_in_flight_and_leaves_them_unfinished(tmp_path):
                 stop.request()
                 stop.now()
             tg.start_soon(stopper)
-            return await run(plan_of(tmp_path, ["1", "2"]), client=iot, journal_path=tmp_path / "j.jsonl", stop=stop)
+            return await run(plan_of(tmp_path, ["1", "2"]), Where(journal_path=tmp_path / "j.jsonl"), client=iot, stop=stop)
 
     result = run_virtual(main)
     assert result.status == Status.INTERRUPTED and result.unfinished == 2
@@ -187,8 +188,7 @@ def test_a_stop_with_nothing_in_flight_ends_the_run_without_waiting(tmp_path):
     plan = load_plan(write_plan(tmp_path / "p.yaml", names, package=PKG, rate=1, burst=1, concurrency=8))
 
     async def main():
-        result = await run(plan, client=iot, journal_path=tmp_path / "j.jsonl", stop=stop,
-                           listeners=[StopAfter(stop, 2)])
+        result = await run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot, stop=stop, listeners=[StopAfter(stop, 2)])
         return result, anyio.current_time()
 
     result, ended = run_virtual(main)
@@ -246,8 +246,7 @@ def test_a_target_throttled_hard_does_not_slow_the_others(tmp_path):
             if record.event == Event.STEP_SUCCEEDED:
                 finished_at[record["step"]] = anyio.current_time()
 
-    result = run_virtual(lambda: run(plan, client={"slow": slow, "fast": fast}, journal_path=tmp_path / "j.jsonl",
-                                     listeners=[When()]))
+    result = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client={"slow": slow, "fast": fast}, listeners=[When()]))
     assert result.status == Status.COMPLETE and result.targets["fast"]["succeeded"] == 20
     assert sum(fast.calls.values()) == 20  # never throttled
     fast_done = max(t for k, t in finished_at.items() if k.startswith("fast:"))
@@ -270,7 +269,7 @@ def test_log_lines_show_at_most_six_targets_and_sum_up_the_rest(tmp_path):
     clients["t5"] = FakeIoT(drafts(*names[:1]))  # three of t5's versions are missing: it fails them at once
     lines: list[str] = []
     log = PlainLog(lines.append, every_fraction=1.0, every_seconds=1e9)
-    run_virtual(lambda: run(plan, client=clients, journal_path=tmp_path / "j.jsonl", listeners=[log]))
+    run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=clients, listeners=[log]))
     last = lines[-7:]
     assert len(last) == 7 and last[-1].startswith("  ... and 2 more target(s)")
     assert all(line.startswith("  t") for line in last[:-1])

@@ -14,6 +14,7 @@ import sys
 import anyio
 import pytest
 
+from fleetrel.where import Where
 from fleetrel.api import run
 from fleetrel.engine import Stop
 from fleetrel.events import TERMINAL, Event
@@ -85,7 +86,7 @@ def test_six_targets_over_three_actors_end_as_one_process_does(ray_address, emul
         if how == "ray":
             result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=3))
         else:
-            result = anyio.run(lambda: run(plan, endpoint_url=emulator.url))
+            result = anyio.run(lambda: run(plan, Where(endpoint_url=emulator.url)))
         journal = tmp_path / how / "org.journal.jsonl"
         ends[how] = (result.status, result.targets, everywhere(emulator.url, versions),
                      sorted((o.key, o.outcome) for o in result.outcomes))
@@ -137,7 +138,7 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
                          journal, 6, cli_env())
     first = [r for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED]
     assert 6 <= len(first) < 72
-    resumed = anyio.run(lambda: run(plan, endpoint_url=emulator.url))  # the same run, without Ray
+    resumed = anyio.run(lambda: run(plan, Where(endpoint_url=emulator.url)))  # the same run, without Ray
     assert resumed.status == "complete" and resumed.done_before == len(first)
     assert resumed.run_id == journal_records(journal)[0]["run_id"]
 
@@ -148,7 +149,7 @@ def test_a_run_with_ray_resumes_without_it_and_the_other_way(ray_address, emulat
     other.mkdir()
     plan = load(org_plan(other / "org.yaml", versions, rate=4, concurrency=1))
     stop = Stop()
-    part = anyio.run(lambda: run(plan, endpoint_url=emulator.url, listeners=[StopAfter(stop, 10)], stop=stop))
+    part = anyio.run(lambda: run(plan, Where(endpoint_url=emulator.url), listeners=[StopAfter(stop, 10)], stop=stop))
     assert part.status == "interrupted" and 10 <= part.succeeded < 72
     out = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(other / "org.yaml"), "--endpoint-url",
                           emulator.url, "--ray", ray_address, "--json"], capture_output=True, text=True, env=cli_env(),
@@ -173,7 +174,7 @@ def test_one_shard_over_ray_and_the_other_by_hand_make_one_run(ray_address, emul
     plan = load(org_plan(tmp_path / "org.yaml", ["8.3.0"]))
     first = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=2, shard=Shard(1, 2)))
     assert first.status == "complete" and first.succeeded == 3 and first.steps == 3
-    second = anyio.run(lambda: run(plan, endpoint_url=emulator.url, shard=Shard(2, 2)))
+    second = anyio.run(lambda: run(plan, Where(endpoint_url=emulator.url, shard=Shard(2, 2))))
     assert second.status == "complete" and set(second.targets).isdisjoint(first.targets)
     journals = find_shard_journals(tmp_path / "org.journal.jsonl")
     assert list(journals) == [Shard(1, 2), Shard(2, 2)]

@@ -15,6 +15,7 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from fleetrel.where import Where
 from fleetrel import RunOptions, Stop, load_plan, run
 from fleetrel.cli import main
 from fleetrel.emulator import start_emulator
@@ -99,11 +100,10 @@ def test_a_reordered_plan_resumes_the_same_run(tmp_path):
     hang = hang_then_stop(stop, 2)
     iot.script("fw/3", hang).script("fw/4", hang)
     path = tmp_path / "j.jsonl"
-    first = run_virtual(lambda: run(load_plan(write_plan(tmp_path / "p.yaml", list("1234"), package="fw")),
-                                    client=iot, journal_path=path, stop=stop))
+    first = run_virtual(lambda: run(load_plan(write_plan(tmp_path / "p.yaml", list("1234"), package="fw")), Where(journal_path=path), client=iot, stop=stop))
     assert first.status == Status.INTERRUPTED and first.succeeded == 2
     reordered = load_plan(write_plan(tmp_path / "p.yaml", list("4321"), package="fw"))
-    second = run_virtual(lambda: run(reordered, client=iot, journal_path=path))
+    second = run_virtual(lambda: run(reordered, Where(journal_path=path), client=iot))
     assert second.status == Status.COMPLETE and second.done_before == 2
     assert all(len(tokens) == 1 for tokens in iot.tokens.values())  # same tokens, in any order
 
@@ -114,10 +114,10 @@ def test_a_new_run_keeps_the_tokens_of_steps_sent_without_an_answer(tmp_path):
     iot.script("fw/2", hang_then_stop(stop, 1))
     plan = load_plan(write_plan(tmp_path / "p.yaml", ["1", "2"], package="fw", concurrency=2))
     path = tmp_path / "j.jsonl"
-    first = run_virtual(lambda: run(plan, client=iot, journal_path=path, stop=stop))
+    first = run_virtual(lambda: run(plan, Where(journal_path=path), client=iot, stop=stop))
     assert (first.succeeded, first.unfinished) == (1, 1)
     sent = set(iot.tokens["fw/2"])
-    result = run_virtual(lambda: run(plan, client=iot, journal_path=path, options=RunOptions(new_run=True)))
+    result = run_virtual(lambda: run(plan, Where(journal_path=path), client=iot, options=RunOptions(new_run=True)))
     assert result.status == Status.COMPLETE
     assert iot.tokens["fw/2"] == sent  # the in-flight step of the old run: its token again
     assert len(iot.tokens["fw/1"]) == 2  # a finished step: the new run's own token (skipped: already PUBLISHED)
@@ -135,13 +135,13 @@ def test_a_resume_whose_tokens_would_change_is_refused(tmp_path):
 
     plan = load_plan(write_plan(tmp_path / "p.yaml", ["1"], package="fw"))
     path = tmp_path / "j.jsonl"
-    run_virtual(lambda: run(plan, client=iot, journal_path=path, stop=stop, listeners=[StopWhenSent()]))
+    run_virtual(lambda: run(plan, Where(journal_path=path), client=iot, stop=stop, listeners=[StopWhenSent()]))
     # what an upgrade that derived tokens differently would look like
     text = path.read_text()
     token = next(r["client_token"] for r in journal_records(path) if r["event"] == "step_started")
     path.write_text(text.replace(token, "00000000-0000-5000-8000-000000000000"))
     with pytest.raises(JournalError, match="other clientTokens"):
-        run_virtual(lambda: run(plan, client=iot, journal_path=path))
+        run_virtual(lambda: run(plan, Where(journal_path=path), client=iot))
 
 
 # -- the journal ------------------------------------------------------------------------
@@ -183,8 +183,7 @@ def test_the_header_is_durable_before_the_first_call_and_records_before_a_pause(
 
 def test_journal_and_key_are_private(tmp_path):
     plan = load_plan(write_plan(tmp_path / "p.yaml", ["1"], package="fw"))
-    run_virtual(lambda: run(plan, client=FakeIoT({"fw/1": "DRAFT"}), journal_path=tmp_path / "j.jsonl",
-                            options=RunOptions(journal_sensitive=True)))
+    run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=FakeIoT({"fw/1": "DRAFT"}), options=RunOptions(journal_sensitive=True)))
     assert (tmp_path / "j.jsonl").stat().st_mode & 0o077 == 0
     assert (tmp_path / "j.jsonl.key").stat().st_mode & 0o077 == 0
 
@@ -197,12 +196,12 @@ def test_expired_credentials_stop_the_run_and_a_resume_sends_the_rest(tmp_path):
     for v in names_[3:]:
         iot.script(f"fw/{v}", EXPIRED)
     plan = load_plan(write_plan(tmp_path / "p.yaml", names_, package="fw", concurrency=1))
-    first = run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl"))
+    first = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     assert first.status == Status.INTERRUPTED and first.exit_code == ExitCode.INVALID
     assert first.failed == 0 and first.unfinished == 7 and "ExpiredTokenException" in first.setup_error
     for v in names_[3:]:
         iot._script[f"fw/{v}"].clear()  # fresh credentials
-    second = run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl"))
+    second = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     assert second.status == Status.COMPLETE and second.failed == 0
 
 
@@ -210,9 +209,9 @@ def test_steps_whose_throttle_retries_ran_out_are_retried_by_a_plain_resume(tmp_
     iot = FakeIoT({"fw/1": "DRAFT"}).script("fw/1", THROTTLE, THROTTLE)
     plan = load_plan(write_plan(tmp_path / "p.yaml", ["1"], package="fw"))
     options = RunOptions(policy=RetryPolicy(max_attempts_throttled=2))
-    first = run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl", options=options))
+    first = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot, options=options))
     assert first.status == Status.FAILED and first.failures_by_code == {"ThrottlingException": 1}
-    second = run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl"))
+    second = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     assert second.status == Status.COMPLETE and iot.status("fw/1") == "PUBLISHED"
 
 
@@ -295,7 +294,7 @@ def test_paths_with_brackets_print_as_they_are(emulator, tmp_path):
 def test_a_password_in_an_old_journal_is_never_shown(tmp_path):
     plan = load_plan(write_plan(tmp_path / "p.yaml", ["1", "2"], package="fw"))
     iot = FakeIoT({"fw/1": "DRAFT"})  # fw/2 missing: the run fails, so status prints a resume command
-    run_virtual(lambda: run(plan, client=iot, journal_path=tmp_path / "j.jsonl"))
+    run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     path = tmp_path / "j.jsonl"
     lines = path.read_text().splitlines()
     header = json.loads(lines[0])

@@ -82,7 +82,7 @@ def test_two_shards_by_hand_then_one_merged_status(emulator, tmp_path):
     assert doc["missing_shards"] == [2] and doc["counts"] == {"succeeded": 6, "skipped": 0, "failed": 0,
                                                               "unfinished": 6}
     mismatched = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/3")
-    assert mismatched.returncode == ExitCode.INVALID and "2 shards" in mismatched.stderr
+    assert mismatched.returncode == ExitCode.INVALID and "(--shard 1/2)" in mismatched.stderr
 
     second = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "2/2", "--json")
     assert second.returncode == 0, second.stderr
@@ -132,8 +132,6 @@ def test_a_plan_of_selectors_in_shards_each_selects_its_own_targets(emulator, tm
     doc = yaml.safe_load(org_plan(plan, versions).read_text())
     doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
     plan.write_text(yaml.safe_dump(doc, sort_keys=False))
-    ray = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--ray")
-    assert ray.returncode == ExitCode.INVALID and "select:" in ray.stderr, ray.stderr
     seen: set[str] = set()
     for index in (1, 2):
         out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", f"{index}/2", "--json")
@@ -148,3 +146,42 @@ def test_a_plan_of_selectors_in_shards_each_selects_its_own_targets(emulator, tm
             assert set(statuses(emulator.url, account, region, versions).values()) == {"PUBLISHED"}
     merged = fleetrel("status", str(tmp_path / "org.journal.jsonl"), "--json")
     assert merged.returncode == 0 and json.loads(merged.stdout)["counts"]["succeeded"] == 12, merged.stderr
+    assert json.loads(merged.stdout)["steps"] == 12  # every shard's own selection counted, not the first's
+
+
+def test_a_shard_of_a_selector_plan_missing_makes_its_steps_unknown_not_zero(emulator, tmp_path):
+    """Issue 21.8: the merged status of a sharded selector plan said "3 steps: 6 succeeded"."""
+    versions = ["7.1.0", "7.1.1"]
+    seed(emulator.url, versions)
+    plan = tmp_path / "org.yaml"
+    doc = yaml.safe_load(org_plan(plan, versions).read_text())
+    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2").returncode == 0
+    half = fleetrel("status", str(tmp_path / "org.journal.jsonl"), "--json")
+    doc = json.loads(half.stdout)
+    assert half.returncode == ExitCode.INTERRUPTED and doc["missing_shards"] == [2]
+    assert doc["counts"]["succeeded"] == 6 and doc["steps"] is None  # shard 2's selection is not known yet
+    text = fleetrel("status", str(tmp_path / "org.journal.jsonl"))
+    said = " ".join(text.stdout.split())  # the console wraps at its width
+    assert "6 succeeded" in said and "steps of shard 2 not known" in said, text.stdout
+
+
+def test_a_plan_of_selectors_runs_over_ray_expanded_once_and_frozen(emulator, tmp_path):
+    """Issue 21: `--ray` refused a plan with `select:`; the driver now expands it and
+    freezes the selection in the run's one journal, as a single process does."""
+    versions = ["7.2.0", "7.2.1"]
+    seed(emulator.url, versions)
+    plan = tmp_path / "org.yaml"
+    doc = yaml.safe_load(org_plan(plan, versions).read_text())
+    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ray = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--ray", "--json")
+    assert ray.returncode == 0, ray.stderr
+    header = journal_records(tmp_path / "org.journal.jsonl")[0]
+    assert len({match["target"] for match in header["selection"]}) == 6
+    for account in ACCOUNTS.values():
+        for region in REGIONS:
+            assert set(statuses(emulator.url, account, region, versions).values()) == {"PUBLISHED"}
+    again = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--json")  # the same run, without Ray
+    assert again.returncode == 0 and json.loads(again.stdout)["done_before"] == 12, again.stderr

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from fleetrel.where import Where
 from fleetrel import load_plan, run
 from fleetrel.cli import main
 from fleetrel.plan import Step
@@ -86,7 +87,7 @@ async def test_preview_shows_each_change_and_each_blocked_step_and_the_run_agree
     assert record["operations"]["GetPackage"] == {"200": 1, "404": 1}
 
     # The run does what the preview said.
-    result = await run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)
+    result = await run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
     expected = {APPLY: "succeeded", UNCHANGED: "skipped", BLOCKED: "failed"}
     assert {o.key: o.outcome for o in result.outcomes} == {s.key: expected[s.outcome] for s in preview.steps}
 
@@ -279,7 +280,7 @@ def test_preview_and_verify_of_a_large_deprecation_list_versions_a_hundred_a_cal
     doc["versions"].pop()
     plan_path.write_text(yaml.safe_dump(doc))
     plan = load_plan(plan_path)
-    anyio.run(lambda: run(plan, journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url))
+    anyio.run(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl", endpoint_url=emulator.url)))
     emulator.reset_record()
     report = anyio.run(lambda: read_drift(plan, endpoint_url=emulator.url))
     assert report.matches and len(report.steps) == 250

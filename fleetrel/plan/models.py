@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.rules import (
     VERSION_CHOICE,
+    AccountId,
     Action,
     Attributes,
     Description,
@@ -189,6 +190,8 @@ class Target(PlanModel):
     region: NonEmptyText | None = None
     profile: NonEmptyText | None = None
     endpoint_url: EndpointUrl | None = None
+    account: AccountId | None = Field(default=None, description="the account the credentials must resolve to "
+                                      "(checked before anything is sent)")
 
 
 class Limits(PlanModel):
