@@ -544,7 +544,7 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_liv
 
 @main.command("report")
 @click.argument("journal_path", metavar="JOURNAL", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown", "html"]), default="csv", show_default=True,
               help="csv: the step table alone, one header and one row per step (use --totals for the totals); "
                    "json: JSON lines, one per step, then the totals; markdown: a step table and a totals table.")
 @click.option("-o", "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -573,6 +573,11 @@ def report_command(journal_path: Path, fmt: str, output_path: Path | None, total
       0  the report was written (whatever the run's outcome: see its totals)
       2  the journal cannot be read, or an output file cannot be written
     """
+    if fmt == "html":  # one self-contained page: the timeline, per-target progress, failures, steps
+        from fleetrel.htmlreport import html_command
+
+        html_command(journal_path, output_path, fail)
+        return
     from fleetrel.completion import write_report, write_totals
     from fleetrel.journal import JournalError
 
