@@ -111,11 +111,12 @@ class EventStream:
 
     @classmethod
     def open(cls, where: str, **kwargs: Any) -> "EventStream":
-        """`-`: our stdout (a duplicate of its descriptor, so closing it closes nothing else); else a file."""
+        """`-`: our stdout (a duplicate of its descriptor, so closing it closes nothing else); else a file,
+        appended to (each session starts with `run_started`)."""
         if where == "-":
             sys.stdout.flush()
             return cls(os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0), close_out=True, **kwargs)
-        return cls(open(where, "wb", buffering=0), close_out=True, **kwargs)
+        return cls(open(where, "ab", buffering=0), close_out=True, **kwargs)  # a resume appends its session
 
     # -- on the engine's path: count, never block --------------------------------------
 
