@@ -52,6 +52,7 @@ class RunState:
     running: bool = False  # a fleetrel run holds the journal's lock right now
     target: dict[str, str] = field(default_factory=dict)  # the last session's --endpoint-url/--region/--profile
     identity: dict[str, Any] | None = None  # where the calls went: {endpoint, region, ...}, or per target
+    scope: set[str] | None = None  # the targets its sessions were run for (`--target`); None: all of them
     gate_decisions: list[dict[str, Any]] = field(default_factory=list)  # `wave_gate` records (fleetrel.gates)
 
     @property
@@ -72,12 +73,20 @@ class RunState:
         return self.header.get("shard")
 
     def planned_keys(self) -> list[str]:
-        """The steps this journal answers for: the plan's, or a shard's targets' own."""
+        """The steps this journal answers for: the plan's, or a shard's targets' own, or
+        those of the targets its sessions were run for (`--target`)."""
         keys = list(self.header.get("step_digests", {}))
-        if self.shard is None:
+        targets = set(self.shard.get("targets", ())) if self.shard is not None else self.scope
+        if targets is None:
             return keys
-        targets = set(self.shard.get("targets", ()))
         return [k for k in keys if k.split(":", 1)[0] in targets]
+
+    def targets_not_run(self) -> list[str]:
+        """Targets of the plan that no session of a `--target` run was run for."""
+        if self.scope is None or self.shard is not None:
+            return []
+        named = dict.fromkeys(k.split(":", 1)[0] for k in self.header.get("step_digests", {}) if ":" in k)
+        return [t for t in named if t not in self.scope]
 
     def counts(self) -> dict[str, int]:
         out = {outcome.value: 0 for outcome in Outcome}
@@ -217,6 +226,9 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
         state.ending = None
         state.target = record.get("target", {})
         state.identity = _merged_identity(state.identity, record.get("identity"))
+        only = record.get("only")
+        if state.sessions == 1 or state.scope is not None:  # a session of every target makes it all
+            state.scope = None if only is None else (state.scope or set()) | set(only)
         return
     if event in _ENDINGS:
         state.ending = _ENDINGS[event]

@@ -209,6 +209,8 @@ def resume_command(state: RunState) -> str:
     for name, value in state.target.items():
         # journals of fleetrel before 0.2 could hold a password in the endpoint: never show it
         words += [f"--{name.replace('_', '-')}", without_userinfo(value) if name == "endpoint_url" else value]
+    for target in sorted(state.scope or ()) if state.shard is None else ():  # what the run was run for
+        words += ["--target", target]
     if state.status in (Status.FAILED, Status.ABORTED) and state.counts()["failed"]:
         words.append("--retry-failed")
     return " ".join(shlex.quote(w) for w in words)
@@ -234,7 +236,7 @@ def journal_status(state: RunState) -> dict[str, Any]:
         "started": state.started,
         "ended": state.ended if state.ending else None,  # an earlier session's end is not this one's
         "sessions": state.sessions,
-        "steps": len(state.planned_keys()) if state.shard else state.header.get("steps"),
+        "steps": len(state.planned_keys()) if state.shard or state.scope is not None else state.header.get("steps"),
         "counts": state.counts(),
         "targets": state.counts_per_target(),
         "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
@@ -247,6 +249,9 @@ def journal_status(state: RunState) -> dict[str, Any]:
         out["gates"] = [{k: v for k, v in rec.items() if k != "event"} for rec in state.gate_decisions]
     if state.shard:
         out["shard"] = dict(state.shard)
+    if state.targets_not_run():  # a `--target` run: the others wait for their own command
+        out["targets_run"] = sorted(state.scope or ())
+        out["targets_not_run"] = state.targets_not_run()
     if status not in (Status.COMPLETE, Status.RUNNING):
         out["resume"] = resume_command(state)
     return out
@@ -302,8 +307,13 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                       + (f", exit {gate['exit_code']}" if gate.get("by") == "command" else "")
                       + (", timed out" if gate.get("timed_out") else "")
                       + (f": {gate['reason']}" if gate.get("reason") else ""))
+    if status.get("targets_not_run"):
+        console.print(f"run for targets {', '.join(status['targets_run'])} only; not run yet: "
+                      f"{', '.join(status['targets_not_run'])} (run them with --target, or leave --target out "
+                      "for every target)")
     if "resume" in status:
-        console.print(f"resume with: {status['resume']}")
+        console.print("resume with:")
+        console.print(status["resume"], soft_wrap=True)  # one line a script or a person can paste, never wrapped
 
 
 def echo_json(data: Any) -> None:

@@ -116,8 +116,12 @@ class Session:
         place = place_of(self.identity, step.target)
         if not place:
             raise RuntimeError(f"step {step.key}: its target's place is not resolved (a fleetrel bug)")
-        return (self.carried.get(place_key(place, step)) or self.carried.get(step.key)
-                or client_token(self.run_id, step, self.key, place=place_id(place)))
+        if self.carried:
+            filed = carried_key(place, step, step.request_digest()[:STEP_DIGEST_CHARS])
+            carried = self.carried.get(filed) or self.carried.get(step.key)
+            if carried:
+                return carried
+        return client_token(self.run_id, step, self.key, place=place_id(place))
 
     def place_unresolved(self, clients: dict[str | None, Any]) -> None:
         """Record, for each target this session sends to whose place neither the caller nor
@@ -233,7 +237,7 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         carried: dict[str, str] = {}
         if state is None or new_run:
             earlier = [other for _, other in others if other is not None]
-            carried = _tokens_to_carry([s for s in (state, *earlier) if s is not None], steps, identity)
+            carried = _tokens_to_carry([s for s in (state, *earlier) if s is not None], steps)
         if new_run:
             running = [str(path) for path in clashing if is_locked(path)]
             if running:
@@ -336,36 +340,43 @@ def _finished(state: RunState | None, retry_failed: bool) -> set[str]:
             if rec.outcome in done or (rec.outcome == failed and not retry_failed and rec.permanent is not False)}
 
 
-def _tokens_to_carry(states: list[RunState], steps: list[Step], identity: dict[str, Any] | None) -> dict[str, str]:
+def carried_key(place: dict[str, Any], step: Step, digest: str) -> str:
+    """How a carried token is filed: the step's place, package and version, and its
+    request's digest, so that only the very same request in the very same place takes it."""
+    return f"{place_key(place, step)}@{digest}"
+
+
+def _tokens_to_carry(states: list[RunState], steps: list[Step]) -> dict[str, str]:
     """A new run keeps, from every earlier journal of this run (`states`: the journal it
-    replaces, and the run's other layouts'), the tokens of the steps they sent without
-    hearing a final answer: no outcome, or a failure that was not final (throttles or
-    server errors ran out, a connection dropped). Such a call may have been applied, and
-    the same token makes the service answer it as the same call instead of applying the
-    step a second time. Only where the request did not change; keyed by place
-    (`fleetrel.where.place_key`), so a step keeps its token when its target moves to
-    another shard or is renamed; by step key where a journal recorded no places."""
-    new_digests: dict[str, str] = {}
-    for step in steps:
-        place = place_of(identity, step.target)
-        new_digests[place_key(place, step) if place else step.key] = step.request_digest()[:STEP_DIGEST_CHARS]
+    replaces, and the run's other layouts'), the tokens of the steps they left open: sent
+    (or carried) without a final answer — no outcome, or a failure that was not final
+    (throttles or server errors ran out, a connection dropped). Such a call may have been
+    applied, and the same token makes the service answer it as the same call instead of
+    applying the step a second time. Filed by place and request (`carried_key`), so a step
+    keeps its token when its target moves to another shard or is renamed, and nothing
+    else takes it; by step key, with the request compared here, where a journal recorded
+    no places. A step that finished is not carried: a later run's same request must be
+    applied again, not answered from the service's idempotency cache."""
+    new_digests = step_digests(steps)
     out: dict[str, str] = {}
     for state in states:
-        old_digests = state.header.get("step_digests", {})
-        for key, token in state.header.get("carried_tokens", {}).items():
-            if key in new_digests:
-                out.setdefault(key, token)
+        old_digests: dict[str, str] = state.header.get("step_digests", {})
+        finished: set[str] = set()
         for key, rec in state.steps.items():
-            token = rec.client_token
-            open_ended = rec.outcome is None or (rec.outcome == Outcome.FAILED and rec.permanent is False)
-            if not (open_ended and token):
-                continue
             target, package, version, is_default = parse_step_key(key)
-            place = place_of(state.identity, target)
+            place = place_of(state.identity, target)  # a step sent has its target's place recorded
             step = Step(package, version, target=target, action="SET_DEFAULT" if is_default else None)
-            carried_as = place_key(place, step) if place else key
-            if carried_as in new_digests and old_digests.get(key) == new_digests[carried_as]:
-                out.setdefault(carried_as, token)
+            filed = carried_key(place, step, old_digests.get(key, "")) if place else key
+            if rec.outcome is None or (rec.outcome == Outcome.FAILED and rec.permanent is False):
+                if rec.client_token and (place or new_digests.get(key) == old_digests.get(key)):
+                    out.setdefault(filed, rec.client_token)
+            else:
+                finished.update((filed, key))
+        # what that run carried and did not finish (steps it never sent, in or out of its scope)
+        for filed, token in state.header.get("carried_tokens", {}).items():
+            by_place = "@" in filed
+            if filed not in finished and (by_place or new_digests.get(filed) == old_digests.get(filed)):
+                out.setdefault(filed, token)
     return out
 
 

@@ -138,4 +138,5 @@ def print_sharded_status(status: dict[str, Any], console: Any = None) -> None:
     for index in status["unfinished_shards"]:
         resume = status["shards"][str(index)].get("resume")
         if resume:
-            console.print(f"shard {index}/{count} not complete; resume with: {resume}")
+            console.print(f"shard {index}/{count} not complete; resume with:")
+            console.print(resume, soft_wrap=True)  # one line, never wrapped

@@ -99,7 +99,7 @@ def test_status_after_sigkill_then_resume(emulator, tmp_path):
     assert doc["counts"]["succeeded"] + doc["counts"]["unfinished"] == 80
     assert doc["resume"] == f"fleetrel run {plan} --journal {journal} --endpoint-url {emulator.url}"
     text = CliRunner().invoke(main, ["status", str(journal)])
-    assert "interrupted" in text.output and "resume with: fleetrel run" in text.output
+    assert "interrupted" in text.output and "resume with:\nfleetrel run" in text.output
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
