@@ -3,7 +3,7 @@
 A walkthrough is a ```console block: `$ command` lines (a line ending in `\\`, or with
 a quote left open, goes on on the next), each followed by what it prints. Every page under docs/ (and README.md) with
 such blocks is one test: its blocks run in order, in one temporary folder holding a copy
-of plans/, each command through `bash -c`, with the venv's bin folder first on PATH,
+of plans/ and fleetrel/demo.yaml (a checkout, as far as the pages use it), each command through `bash -c`, with the venv's bin folder first on PATH,
 COLUMNS=100, no AWS credentials and no AWS config (a newcomer's shell). A command passes when
 
 - it exits with the code its comment names (`# exit 130: ...` at the start of a comment; 0 when none does), and
@@ -11,17 +11,19 @@ COLUMNS=100, no AWS credentials and no AWS config (a newcomer's shell). A comman
   once both are normalised (`normalise`); a `…` line stands for lines left out.
 
 `$ fleetrel emulator ... --port 5077` starts in the background (the page tells the reader
-to use a second terminal) with `--port 0`; the URL it prints gives the port, which then
-replaces 5077 in every later command, and 5077 replaces it in every output. It stops
+to use a second terminal) on the first free port from 5077 up (four digits, as 5077, so
+that a line that names the URL wraps where the page shows it); that port then replaces
+5077 in every later command, and 5077 replaces it in every output. It stops
 when the page ends or starts another emulator.
 
 Normalising (the placeholders, so a page can show real output that varies run to run):
 run ids and clientTokens (UUIDs) -> <uuid>; timestamps -> <time>; the progress line's
 `[   3s]` -> `[<s>]`, `ETA 12s` -> `ETA <s>`, `rate 9.5/10 per s` -> `rate <rate>`,
 `throttles 1 retries 1` -> `throttles <n> retries <n>`; the summary rows whose values
-depend on timing (elapsed, calls sent, mean calls/s, throttled, retries, final rate) ->
+depend on timing (elapsed, calls sent, mean calls/s, throttled, throttles, retries,
+final rate) ->
 `<v>`; in JSON, `"throttled": N` -> `<n>`; rate changes in `fleetrel status` ->
-`<rate change>`; table rules and padding collapsed (a column's width follows its widest
+`<rate change>`; who let a wave go (`root@vm`) -> `<user@host>`; table rules and padding collapsed (a column's width follows its widest
 cell). Anything else must match as printed.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -100,9 +103,10 @@ _NORMAL = [
     (re.compile(r"throttles \d+"), "throttles <n>"),
     (re.compile(r"retries \d+"), "retries <n>"),
     (re.compile(r'"throttled": ?\d+'), '"throttled": <n>'),
-    (re.compile(r"^(\| (elapsed|calls sent|mean calls/s|throttled|retries|final rate) \|) .* \|$"),
+    (re.compile(r"^(\| (elapsed|calls sent|mean calls/s|throttled|throttles|retries|final rate) \|) .* \|$"),
      r"\1 <v> |"),
     (re.compile(r"^[\d.]+s [\d.]+ -> [\d.]+ /s \(\w+\)$"), "<rate change>"),
+    (re.compile(r"go by pause \([^)]*\)"), "go by pause (<user@host>)"),
     (re.compile(r"^[\w.-]+: [\d.]+s [\d.]+ -> [\d.]+ /s \(\w+\)$"), "<rate change>"),
 ]
 
@@ -133,12 +137,25 @@ def check_shown(command: Command, output: str) -> None:
                         f"after line {at}:\n" + "\n".join(got))
 
 
+def free_port() -> int:
+    """A free port of as many digits as the pages' own, so that lines wrap where they show."""
+    for port in range(int(PAGE_PORT), 10_000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
 class Emulator:
     """A page's `fleetrel emulator` command, in the background on a free port."""
 
     def __init__(self, command: Command, cwd: Path, env: dict[str, str]) -> None:
-        line = re.sub(rf"--port {PAGE_PORT}\b", "--port 0", command.line.split("#")[0])
-        assert "--port 0" in line, f"an emulator on a page says --port {PAGE_PORT}: {command.line}"
+        port = free_port()
+        line = re.sub(rf"--port {PAGE_PORT}\b", f"--port {port}", command.line.split("#")[0])
+        assert f"--port {port}" in line, f"an emulator on a page says --port {PAGE_PORT}: {command.line}"
         self.proc = subprocess.Popen(["bash", "-c", "exec " + line], cwd=cwd, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -173,8 +190,11 @@ def shell_env() -> dict[str, str]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
 def test_the_walkthroughs_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
+    # a checkout's folder, as far as the pages use it: the example plans and the demo plan
     shutil.copytree(ROOT / "plans", tmp_path / "plans",
-                    ignore=shutil.ignore_patterns("*.journal.jsonl*", "*-report.*", "*-undo.yaml"))
+                    ignore=shutil.ignore_patterns("*.journal.jsonl*", "*-report.*", "*-undo.yaml", "*.key"))
+    (tmp_path / "fleetrel").mkdir()
+    shutil.copy(ROOT / "fleetrel" / "demo.yaml", tmp_path / "fleetrel" / "demo.yaml")
     env = shell_env()
     emulator: Emulator | None = None
     try:
