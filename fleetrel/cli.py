@@ -278,7 +278,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     options = RunOptions(rate=rate, burst=burst, concurrency=concurrency, new_run=new_run,
                          retry_failed=retry_failed, journal_sensitive=journal_sensitive)
     display = _progress_display(console, plan.plan, to_stderr=json_output or events_path == "-")
-    from fleetrel.observe import Observers, journal_of
+    from fleetrel.observe import ObserveError, Observers, journal_of
 
     observers = Observers(journal=journal_of(plan, journal_path, shard), wave_gate=wave_gate,
                           wave_gate_timeout=wave_gate_timeout, events=events_path, metrics_port=metrics_port,
@@ -312,7 +312,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         fail(f"{exc}\nPass --new-run to start a new run.")
     except TargetChanged as exc:
         fail(str(exc))
-    except (JournalError, AwsSetupError, ShardError, WhereError) as exc:
+    except (JournalError, AwsSetupError, ShardError, WhereError, ObserveError) as exc:
         fail(str(exc))
     exit_code = result.exit_code
     printers = [lambda: print_summary(result, console)]

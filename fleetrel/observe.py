@@ -19,6 +19,10 @@ from typing import Any, Awaitable, Callable
 from fleetrel.events import Listener
 
 
+class ObserveError(Exception):
+    """An observer asked for cannot start (its extra missing, its port taken, its file unwritable)."""
+
+
 class Observers:
     def __init__(self, *, journal: Path, wave_gate: str | None = None, wave_gate_timeout: float = 600.0,
                  gate_poll: float = 1.0, events: str | None = None, metrics_port: int | None = None,
@@ -40,16 +44,32 @@ class Observers:
         return gates
 
     def __enter__(self) -> "Observers":
-        if self._events is not None:
-            from fleetrel.eventstream import EventStream
+        try:
+            if self._events is not None:
+                from fleetrel.eventstream import EventStream
 
-            self.listeners.append(self._stack.enter_context(EventStream.open(self._events)))
-        port, host, linger, plan = self._metrics
-        if port is not None:
-            from fleetrel.metrics import MetricsServer
+                try:
+                    self.listeners.append(self._stack.enter_context(EventStream.open(self._events)))
+                except OSError as exc:
+                    raise ObserveError(f"--events {self._events}: cannot write: {exc.strerror or exc}") from None
+            port, host, linger, plan = self._metrics
+            if port is not None:
+                from fleetrel.extras import missing_extra
 
-            self.listeners.append(self._stack.enter_context(MetricsServer(port=port, host=host, linger=linger,
-                                                                          plan=plan)))
+                problem = missing_extra("observe", "--metrics-port")
+                if problem:
+                    raise ObserveError(problem)
+                from fleetrel.metrics import MetricsServer
+
+                try:
+                    self.listeners.append(self._stack.enter_context(MetricsServer(port=port, host=host, linger=linger,
+                                                                                  plan=plan)))
+                except OSError as exc:
+                    raise ObserveError(f"--metrics-port {port}: cannot serve on {host}:{port}: "
+                                       f"{exc.strerror or exc}") from None
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

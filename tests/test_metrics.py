@@ -128,3 +128,17 @@ def test_prometheus_scrapes_the_runs_final_numbers(emulator, prometheus, tmp_pat
     [info] = query(url, "fleetrel_run_info")
     assert (info["metric"]["plan"], info["metric"]["run_id"]) == ("metrics", records[0]["run_id"])
     assert query(url, "fleetrel_rate_limit")
+
+
+def test_a_port_in_use_is_refused_before_anything_is_sent(tmp_path):
+    plan = write_plan(tmp_path / "p.yaml", ["1.0"], package=PKG, name="busy")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(plan), "--journal", str(tmp_path / "j.jsonl"),
+                              "--endpoint-url", "http://127.0.0.1:9", "--metrics-port", str(port)],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"--metrics-port {port}: cannot serve" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "j.jsonl").exists()
