@@ -436,6 +436,8 @@ def session_result(session: Session, outcomes_now: Mapping[str, StepOutcome], *,
         if outcome.outcome == failed:
             by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
     # a failed wave ends the session as finished: the run is failed, not interrupted
+    if stop_reason in ("interrupted", "setup") and not counts[unfinished]:
+        stop_reason = None  # a stop (SIGTERM, a declined wave) that came after every step ended changed nothing
     ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
               "setup": Ending.INTERRUPTED}.get(stop_reason or "", Ending.FINISHED)
     return RunResult(
