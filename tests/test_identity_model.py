@@ -8,7 +8,8 @@ and virtual clock, checking after every step what must always hold:
    one at all; "2r": one place per target for the whole run, across journals and layouts);
 3. at most one terminal record per step in each journal file;
 4. an undo changes only places and versions that its run changed;
-5. a run that finished complete leaves every place in the state its plan says.
+5. a run that finished complete leaves every place in the state its plan says (its
+   listed entries; what a selector matched is checked by 1 to 4 only).
 
 The world is a few places (account, region), each one `FakeIoT`. A plan's `targets:`
 name places; the client mapping a run gets is built from the plan it is given (target
@@ -272,7 +273,7 @@ class IdentityModel(RuleBasedStateMachine):
         self.binding: dict[tuple[str, str], Place] = {}  # (model run, target) -> place of its first call
         self.changed_by: dict[str, set[tuple[Place, str]]] = {}  # run id -> (place, key) it applied
         self.applied_by: dict[tuple[Place, str | None], str] = {}  # (place, token) -> the key it applied
-        self.undone: set[tuple[Place, str]] = set()  # changed by an undo: invariant 5 leaves them
+        self.undone: set[tuple[Place, str]] = set()  # changed by an undo or by hand: invariant 5 leaves them
         self.violations: dict[str, list[str]] = {name: [] for name in ("2n", "4", "5")}
 
     def teardown(self) -> None:
@@ -316,6 +317,8 @@ class IdentityModel(RuleBasedStateMachine):
         for key_index, action in entries:
             package, version = KEYS[key_index].split("/")
             self.entries.append({"package": package, "version": version, "action": action})
+        for fake in self.world.values():
+            fake.versions.setdefault("app/0", {"status": "PUBLISHED", "attributes": {}})  # only a selector sends it
         assert self.write_plan() is not None
 
     # -- edits ---------------------------------------------------------------------------
@@ -344,7 +347,7 @@ class IdentityModel(RuleBasedStateMachine):
     def add_entry(self, key: int, action: str, only: int | None) -> None:
         """A new entry, for every target or `only` one (its index in the plan's targets)."""
         package, version = KEYS[key].split("/")
-        if any((e["package"], e["version"]) == (package, version) for e in self.entries):
+        if any((e.get("package"), e.get("version")) == (package, version) for e in self.entries):
             return
         entry: dict[str, Any] = {"package": package, "version": version, "action": action}
         if only is not None:
@@ -359,6 +362,24 @@ class IdentityModel(RuleBasedStateMachine):
         if place in {(t["account"], t["region"]) for t in self.targets}:
             return
         self._edit(lambda: moved.__setitem__("account", ACCOUNTS[account]))
+
+    @rule(package=st.sampled_from(("app", "fw")), status=st.sampled_from(("PUBLISHED", "DEPRECATED", "DRAFT")))
+    def add_selector(self, package: str, status: str) -> None:
+        """A `select:` entry: the package's versions in `status`, moved on (DRAFT and
+        DEPRECATED are published, PUBLISHED deprecated)."""
+        if any("select" in e for e in self.entries):
+            return
+        action = "DEPRECATE" if status == "PUBLISHED" else "PUBLISH"
+        self._edit(lambda: self.entries.append({"select": {"package": package, "status": status}, "action": action}))
+
+    @rule(place=st.integers(0, len(PLACES) - 1), key=st.integers(0, len(KEYS) - 1),
+          status=st.sampled_from(("PUBLISHED", "DEPRECATED", "DRAFT")))
+    def change_catalog(self, place: int, key: int, status: str) -> None:
+        """Someone else changes a version's status (or creates it) under the plan."""
+        fake = self.world[PLACES[place]]
+        fake.versions.setdefault(KEYS[key], {"status": status, "attributes": {}})["status"] = status
+        self.undone.add((PLACES[place], KEYS[key]))
+        note(f"  by hand: {KEYS[key]} is {status} at {PLACES[place]}")
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -452,6 +473,9 @@ class IdentityModel(RuleBasedStateMachine):
     def _check_complete(self, plan: ReleasePlan, scope: list[str], rule_no: int) -> None:
         """Invariant 5, at the moment the run finished."""
         where = {spec.name: (spec.account, spec.region) for spec in plan.target_specs()}
+        if plan.needs_expansion:  # what its selectors matched is the journal's: check the listed entries
+            plan = ReleasePlan.model_validate({**self.plan_data(), "versions": [
+                e for e in self.plan_data()["versions"] if "select" not in e]})
         for step in plan.steps():
             if step.target not in scope or step.action not in TARGET_STATUS:
                 continue
