@@ -9,6 +9,10 @@ with no listener, with `RunMetrics` (scraped once at the end, as Prometheus woul
 with `EventStream` to /dev/null, and with both. CPU is the process's (`time.process_time`:
 every thread, so the stream's writer thread counts), per call; the configurations take
 turns each round and the median is reported, with its ratio to "off".
+
+Then each listener alone on a recorded run's records (no engine): CPU per record of
+`on_event` (what the engine's path pays), and of the stream's writer thread, which a busy
+machine's noise does not blur as it blurs the end-to-end ratios.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ if __package__ in (None, ""):
 import yaml  # noqa: E402
 
 from fleetrel import RunOptions, load_plan, run  # noqa: E402
+from fleetrel.events import Event, Record  # noqa: E402
 from fleetrel.eventstream import EventStream  # noqa: E402
 from fleetrel.metrics import RunMetrics  # noqa: E402
 from fleetrel.testing import FakeIoT, run_virtual  # noqa: E402
@@ -75,11 +80,66 @@ def main() -> None:
             for config in CONFIGS:
                 cpu, calls = one_run(plan_path, args.steps, folder, config)
                 per_call[config].append(cpu / calls * 1e6)
+        records = recorded(plan_path, args.steps, folder)
     off = statistics.median(per_call["off"])
     print(f"{args.steps} steps x {args.rounds} rounds, CPU per call (median), FakeIoT on virtual time")
     for config in CONFIGS:
         median = statistics.median(per_call[config])
         print(f"  {config:15s} {median:7.1f} us/call   x{median / off:.3f}")
+    per_call_records = len(records) / args.steps
+    print(f"each listener alone, {len(records)} records ({per_call_records:.1f} a call), CPU per record (median of 5)")
+    for name, cost in listener_costs(records).items():
+        print(f"  {name:28s} {cost:6.2f} us/record  {cost * per_call_records:6.2f} us/call")
+
+
+def recorded(plan_path: Path, steps: int, folder: Path) -> list[Record]:
+    """The records of one run, as the engine hands them to listeners."""
+    class Keep:
+        def __init__(self) -> None:
+            self.records: list[Record] = []
+
+        def on_event(self, record: Record) -> None:
+            self.records.append(record)
+
+    keep = Keep()
+    plan = load_plan(plan_path)
+    iot = FakeIoT({f"fw/{i}": "DRAFT" for i in range(steps)})
+    run_virtual(lambda: run(plan, Where(journal_path=folder / "recorded.journal.jsonl"), client=iot,
+                            listeners=[keep], options=RunOptions(new_run=True)))
+    return keep.records
+
+
+def listener_costs(records: list[Record]) -> dict[str, float]:
+    def metrics_on_event() -> float:
+        metrics = RunMetrics()
+        started = time.process_time()
+        for record in records:
+            metrics.on_event(record)
+        return time.process_time() - started
+
+    def stream_on_event() -> float:
+        stream = EventStream(open("/dev/null", "wb", buffering=0), close_out=True, buffer=2 * len(records),
+                             flush_interval=3600)  # the writer asleep: on_event alone
+        started = time.process_time()
+        for record in records:
+            stream.on_event(record)
+        spent = time.process_time() - started
+        stream._buffer.clear()
+        stream.close()
+        return spent
+
+    def stream_writer() -> float:
+        stream = EventStream(open("/dev/null", "wb", buffering=0), close_out=True)
+        stream.close()
+        started = time.process_time()
+        for record in records:
+            stream._lines(0.0, record)
+        return time.process_time() - started
+
+    runs = {"metrics on_event": metrics_on_event, "events on_event": stream_on_event,
+            "events writer thread": stream_writer}
+    return {name: statistics.median(measure() for _ in range(5)) / len(records) * 1e6
+            for name, measure in runs.items()}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
 DEFAULT_TARGET = "default"
 UPDATE_VERSION, UPDATE_PACKAGE = "UpdatePackageVersion", "UpdatePackage"
 _ENDINGS = frozenset({Event.RUN_FINISHED, Event.RUN_ABORTED, Event.RUN_INTERRUPTED})
+_STEP_STARTED, _ATTEMPT_FAILED = str(Event.STEP_STARTED), str(Event.ATTEMPT_FAILED)
+_OUTCOMES = {str(e): Outcome.of(e).value for e in TERMINAL}
 
 
 class RunMetrics:
@@ -73,18 +75,19 @@ class RunMetrics:
 
     def on_event(self, record: Record) -> None:
         self.events += 1
-        event = record.event
+        event = str(record.event)  # plain str: a StrEnum's == is slow, and this is the engine's path
+        if event == _STEP_STARTED:
+            return
         fields = record.fields
         target = fields.get("target") or DEFAULT_TARGET
-        if event in TERMINAL:
-            state = Outcome.of(event).value
+        state = _OUTCOMES.get(event)
+        if state is not None:
             steps = self.steps
             steps[(target, "to_do")] = steps.get((target, "to_do"), 0) - 1
             steps[(target, state)] = steps.get((target, state), 0) + 1
             if fields.get("attempt"):  # 0: decided without a call (a default already set)
-                outcome = "success" if event == Event.STEP_SUCCEEDED else "error"
-                self._call(target, fields, outcome)
-        elif event == Event.ATTEMPT_FAILED:
+                self._call(target, fields, "success" if state == "succeeded" else "error")
+        elif event == _ATTEMPT_FAILED:
             throttled = fields.get("throttled")
             if throttled:
                 self.throttles[target] = self.throttles.get(target, 0) + 1
