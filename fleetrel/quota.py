@@ -77,19 +77,25 @@ class Tuning:
     #: 2.4 calls/s per second and one at 4/s 1.8: the smaller share gains more, where
     #: the probe above (a fraction of each run's own estimate) kept their ratio. A
     #: caller that stopped (scenario i: 8/s of 10 for 20 s, then none) leaves the run
-    #: back at 90 % of the quota within 3.5 s (16.9 s with the probe alone).
+    #: back at 90 % of the quota within 4.2 s (16.9 s with the probe alone).
     climb: float = 0.3
-    #: ... only under this fraction of the scale: a run there holds less than 3/4 of
+    #: ... only under this fraction of the scale: a run there holds less than 90 % of
     #: a fair share of two, so someone else takes (or took) most of the quota. Above it
     #: the probe's slow cycle stays (a steady foreign caller, g, costs one throttle in
-    #: 10 s). At 0.40 every seed of (i) is back within 3.5 s, but a quota that dropped
-    #: to 40 % (d: 50 to 20/s, the run at 19) climbs too: θ 1.50 -> 1.79 %. At 0.37 (d)
-    #: is untouched and 2 seeds of 10 in (i) were squeezed to just above the gate when
-    #: the caller stopped (13-16 s back, as before).
-    gate: float = 0.37
+    #: 10 s). Beside the deaf caller of (i) on the emulator a run is squeezed to 4-4.3/s,
+    #: not 2 (the caller loses a fifth of its calls to it): at 0.37, 2 of 10 simulated
+    #: seeds and the emulator run stayed there 13-16 s after the caller stopped.
+    gate: float = 0.45
     #: ... and only this many seconds after the last throttle: the throttles of a
     #: squeeze come every second or so, those of a steady share every 10 s.
     quiet: float = 1.5
+    #: ... and not within this many seconds of a throttle that cut the estimate by
+    #: `drop` or more: a quota that just dropped (d: 50 to 20/s, the run at 19, under the
+    #: gate) is what the service now admits, and a climb would only cost a throttle
+    #: every 2 s (θ 1.50 -> 1.79 %); a caller that stops has been there longer than that.
+    settle: float = 8.0
+    #: ... (see `settle`): a cut of this fraction of the estimate or more.
+    drop: float = 0.3
     #: A run whose answers never came faster than this fraction of its ceiling (at most
     #: what the service admitted in a second, measured at each throttle) was told a
     #: ceiling far above its quota (c: 100/s against 10): its scale is that peak, not
@@ -159,6 +165,7 @@ class QuotaEstimator:
         "_peak",
         "_shared_start",
         "_climbing",
+        "_dropped_at",
         "burst_bound",
         "ceiling",
         "decreases_ignored",
@@ -192,6 +199,7 @@ class QuotaEstimator:
         self._peak = 0  # the most the service admitted us in a second, seen at a throttle
         self._shared_start = False  # the start share applied: other runs started with us
         self._climbing = False  # climbing towards the scale until the next throttle
+        self._dropped_at = -math.inf  # when a throttle last cut the estimate by a third or more
 
     def accepted(self, now: float) -> None:
         """An answer that reached the service's bucket and used a token (anything but a
@@ -287,6 +295,8 @@ class QuotaEstimator:
             self.decreases_ignored += 1
             return self.rate
         self._cooldown_until = now + t.cooldown
+        if self.estimate is not None and estimate < (1 - t.drop) * self.estimate:
+            self._dropped_at = now
         self.estimate = estimate
         self._peak = max(self._peak, self._accepted_between(now - 1.0, now))
         self._last_probe = now
@@ -348,7 +358,7 @@ class QuotaEstimator:
         t = self.tuning
         scale = self._scale()
         if not self._climbing:
-            if self.rate >= t.gate * scale or self._quiet(now) <= t.quiet:
+            if self.rate >= t.gate * scale or self._quiet(now) <= t.quiet or now < self._dropped_at + t.settle:
                 return 0.0
             self._climbing = True
         return t.climb * max(0.0, scale - self.rate)
