@@ -142,3 +142,26 @@ def test_a_port_in_use_is_refused_before_anything_is_sent(tmp_path):
     assert out.returncode == 2
     assert f"--metrics-port {port}: cannot serve" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "j.jsonl").exists()
+
+
+def test_each_target_has_its_own_labels(tmp_path):
+    from fleetrel.plan import ReleasePlan
+
+    names = [str(i) for i in range(8)]
+    plan = ReleasePlan.model_validate({
+        "plan": "two", "limits": {"rate": 10, "burst": 5, "concurrency": 2},
+        "targets": [{"name": "us", "region": "us-east-1"}, {"name": "eu", "region": "eu-west-1"}],
+        "versions": [{"package": "fw", "versions": names, "action": "PUBLISH"}]})
+    us, eu = FakeIoT({f"fw/{n}": "DRAFT" for n in names}), FakeIoT({f"fw/{n}": "DRAFT" for n in names[:6]})
+    us.script("fw/0", THROTTLE, THROTTLE, THROTTLE)
+    metrics = RunMetrics()
+    run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client={"us": us, "eu": eu},
+                            listeners=[metrics]))
+    got = samples(metrics)
+    steps = {(dict(l)["target"], dict(l)["state"]): v for (name, l), v in got.items() if name == "fleetrel_steps"}
+    assert steps == {("us", "to_do"): 0, ("us", "succeeded"): 8, ("eu", "to_do"): 0, ("eu", "succeeded"): 6,
+                     ("eu", "failed"): 2}
+    assert got[("fleetrel_throttles_total", (("target", "us"),))] == 3
+    assert ("fleetrel_throttles_total", (("target", "eu"),)) not in got
+    rates = {dict(l)["target"] for (name, l) in got if name == "fleetrel_rate_limit"}
+    assert rates == {"us", "eu"}
