@@ -304,6 +304,30 @@ def raw_aiobotocore(emu: Any, versions: Sequence[str], quota: Quota, *, concurre
 
 
 Contender = Callable[..., Measurement]
+def foreign_caller(url: str, rate: float, versions: Sequence[str], ready: Any, stop: Any, counting: Any,
+                   admitted: Any) -> None:
+    """A steady, deaf caller for scenario (i), in a process of its own: one
+    UpdatePackageVersion every 1/rate s whatever the answer, no retries, until `stop`;
+    its accepted calls while `counting` is set add up in `admitted` (a shared int)."""
+    client = boto3.session.Session().client(
+        "iot", region_name=REGION, endpoint_url=url, aws_access_key_id="foreign", aws_secret_access_key="foreign",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    ready.set()
+    start, sent = time.perf_counter(), 0
+    while not stop.is_set():
+        try:  # a description edit is allowed in every state, so each call is a real change
+            client.update_package_version(packageName=PACKAGE, versionName=versions[sent % len(versions)],
+                                          description=f"foreign {sent}")
+            if counting.is_set():
+                with admitted.get_lock():
+                    admitted.value += 1
+        except Exception:  # throttled or not, it keeps its pace
+            pass
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+
+
 CONTENDERS: dict[str, Contender] = {
     "fleetrel": fleetrel,
     "boto3-adaptive": boto3_adaptive,

@@ -49,8 +49,68 @@ def deadline_for(scenario: Scenario, ideal_s: float) -> float:
     return 4 * ideal_s + 30.0
 
 
+def run_freed(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path,
+              deadline_s: float) -> Measurement:
+    """Scenario (i): one run of `name` beside a foreign caller (a process) that sends from
+    1 s before the run until `foreign_until` s into it. E is against every call the
+    quota admitted while the run lasted, the foreign caller's included; θ over every
+    attempt the emulator received; `extra["recovered_s"]`: how long after the caller
+    stopped the run's answers came at 90 % of the quota again."""
+    import multiprocessing
+    import threading
+
+    from benchmarks.contenders import foreign_caller
+    from benchmarks.simulate import recovery
+    from fleetrel.bench import efficiency, operation_counts, prepare
+
+    quota = scenario.quota
+    versions = seed_versions(emu, f"{scenario.key}-{name}-{repeat}", scenario.calls)
+    drafts = seed_versions(emu, f"{scenario.key}-{name}-{repeat}-foreign", 20)
+    prepare(emu, quota)
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop, counting = ctx.Event(), ctx.Event(), ctx.Event()
+    admitted = ctx.Value("i", 0)
+    proc = ctx.Process(target=foreign_caller, daemon=True,
+                       args=(emu.url, scenario.foreign_rate, drafts, ready, stop, counting, admitted))
+    proc.start()
+    try:
+        if not ready.wait(120.0):
+            raise RuntimeError("the foreign caller did not start")
+        time.sleep(1.0)  # a steady load: the run starts into it
+        kwargs: dict[str, Any] = {"concurrency": CONCURRENCY, "deadline_s": deadline_s, "shared": True}
+        if name == "fleetrel":
+            kwargs.update(ceiling=scenario.fleetrel_ceiling, told_burst=scenario.fleetrel_burst,
+                          journal_dir=journal_dir)
+        emu.reset_record()
+        timer = threading.Timer(scenario.foreign_until or 0.0, stop.set)
+        counting.set()
+        timer.start()
+        m = CONTENDERS[name](emu, versions, quota, **kwargs)
+        counting.clear()
+        timer.cancel()
+    finally:
+        stop.set()
+        proc.join(10.0)
+        if proc.is_alive():
+            proc.kill()
+    foreign = admitted.value
+    attempts, throttled = operation_counts(emu.record())
+    m.ideal_s = round(scenario.ideal_s(foreign), 4)
+    m.efficiency = efficiency(m.wall_s, m.ideal_s)
+    m.attempts, m.throttled = attempts, throttled
+    m.throttle_ratio = round(throttled / attempts, 5) if attempts else 0.0
+    m.extra.update(foreign_rate=scenario.foreign_rate, foreign_admitted=foreign,
+                   recovered_s=round(recovery(m.completions, scenario.foreign_until or 0.0, quota.rate or 0.0), 2))
+    return m
+
+
 def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path) -> Measurement:
     deadline_s = deadline_for(scenario, scenario.ideal_s())
+    if scenario.foreign_until is not None:
+        measurement = run_freed(emu, scenario, name, repeat, journal_dir, deadline_s)
+        measurement.extra["scenario"] = scenario.key
+        measurement.extra["repeat"] = repeat
+        return measurement
     if scenario.runs > 1 or scenario.foreign_rate:
         measurement = run_together(emu, scenario, name, repeat=repeat, journal_dir=journal_dir,
                                    concurrency=CONCURRENCY, deadline_s=deadline_s)
@@ -74,6 +134,9 @@ def notes(m: Measurement) -> str:
         out.append("walls " + " / ".join(f"{w:.1f}" for w in extra["walls"]) + f" s, fairness {extra['fairness']:.2f}")
     if extra.get("foreign_rate"):
         out.append(f"θ and attempts include the foreign caller's ({extra['foreign_rate']:g}/s)")
+    if "recovered_s" in extra:
+        out.append(f"foreign caller admitted {extra['foreign_admitted']}; back at 90 % of the quota "
+                   f"{extra['recovered_s']:g} s after it stopped")
     if extra.get("give_ups"):
         out.append(
             f"botocore gave up {extra['give_ups']}× on {extra['calls_given_up_once']} calls, "
@@ -149,6 +212,10 @@ def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, A
                     fairness = m.extra.get("fairness", 1.0)
                     ok = ok and fairness >= scenario.min_fairness
                     fair = f", fairness {fairness:.2f} (≥ {scenario.min_fairness})"
+                if scenario.recovery_s is not None:
+                    back = m.extra.get("recovered_s", math.inf)
+                    ok = ok and back <= scenario.recovery_s
+                    fair = f", back at 90 % after {back:g} s (≤ {scenario.recovery_s:g})"
                 lines.append(
                     f"({key}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% (≤ {100 * theta_max:.0f}%)"
                     f"{fair}, failed {m.failed}: {'met' if ok else 'MISSED'}"
@@ -170,7 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="N=200; scenarios a, b, d, f, g, h and the overhead pair")
     size.add_argument("--full", action="store_true", help="N=2000")
-    parser.add_argument("--scenario", default="", help="comma-separated keys among a-h and o (default: the mode's)")
+    parser.add_argument("--scenario", default="", help="comma-separated keys among a-i and o (default: the mode's)")
     parser.add_argument("--contender", default="", help=f"comma-separated, among {','.join(CONTENDERS)} (default: all)")
     parser.add_argument("--json", metavar="OUT", help="write every figure (and completion times) here")
     parser.add_argument("--plot", metavar="PREFIX", help="write PREFIX-<scenario>.png per scenario")
