@@ -529,6 +529,11 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_liv
                 from fleetrel.watch import live_fields
 
                 status["live"] = live_fields(paths[0])
+            from fleetrel.shards import run_journals
+
+            others = [str(p) for p in run_journals(paths[0]) if p != paths[0]]
+            if others:  # the run's other layouts: this journal alone does not tell the whole run
+                status["other_journals"] = others
             show = print_status
         else:
             status = sharded_status([replay(path) for path in paths])

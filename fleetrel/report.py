@@ -307,6 +307,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
                       + (f", exit {gate['exit_code']}" if gate.get("by") == "command" else "")
                       + (", timed out" if gate.get("timed_out") else "")
                       + (f": {gate['reason']}" if gate.get("reason") else ""))
+    if status.get("other_journals"):
+        console.print(f"this run also has journals of another layout beside it: {', '.join(status['other_journals'])} "
+                      "(`fleetrel status` with the run's stem merges its shards)")
     if status.get("targets_not_run"):
         console.print(f"run for targets {', '.join(status['targets_run'])} only; not run yet: "
                       f"{', '.join(status['targets_not_run'])} (run them with --target, or leave --target out "

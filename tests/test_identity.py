@@ -171,16 +171,21 @@ def test_targets_that_move_between_shards_keep_their_tokens(emulator, tmp_path):
 def test_a_shard_resumes_after_its_plans_targets_are_reordered(emulator, tmp_path):
     """5: reordered targets (the same plan digest) made a shard resume fail with 'this
     journal holds shard 1/2, but this session is shard 1/2'."""
+    names = (("t1", A), ("t2", A), ("t3", B), ("t4", B))  # two targets a shard, so their order can differ
     for account in (A, B):
-        seed_place(emulator.url, account, "us-east-1", {"1.0": "DRAFT", "2.0": "DRAFT"})
-    plan = two_targets(tmp_path)
+        for region in ("us-east-1", "eu-west-1"):
+            seed_place(emulator.url, account, region, {"1.0": "DRAFT"})
+    doc = {"plan": "org", "limits": {"rate": 50, "burst": 5, "concurrency": 2},
+           "targets": [target(name, account, region) for (name, account), region in
+                       zip(names, ("us-east-1", "eu-west-1", "us-east-1", "eu-west-1"))],
+           "versions": [{"package": PKG, "version": "1.0", "action": "PUBLISH"}]}
+    plan = write(tmp_path / "org.yaml", doc)
     assert fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2").returncode == 0
-    doc = yaml.safe_load(plan.read_text())
     doc["targets"].reverse()
     write(plan, doc)
     again = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2", "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["done_before"] == 1
+    assert json.loads(again.stdout)["done_before"] == 2
 
 
 def test_huge_shard_counts_and_actors_are_refused_not_a_memory_error(tmp_path):
@@ -226,3 +231,16 @@ def test_status_of_a_canary_run_is_its_own_and_resumes_with_its_target(emulator,
     assert "--target canary" in killed["resume"] and "prod" not in killed["resume"]
     text = fleetrel("status", str(tmp_path / "org.journal.jsonl"))
     assert any(line.startswith("fleetrel run ") and line.endswith("--target canary") for line in text.stdout.splitlines())
+
+
+def test_status_of_a_whole_run_journal_names_the_shard_journals_beside_it(emulator, tmp_path):
+    """2a: `status org.journal.jsonl` said complete and hid the shard journal beside it."""
+    for account in (A, B):
+        seed_place(emulator.url, account, "us-east-1", {"1.0": "DRAFT", "2.0": "DRAFT"})
+    plan = two_targets(tmp_path)
+    assert fleetrel("run", str(plan), "--endpoint-url", emulator.url).returncode == 0
+    # a shard journal left beside it (by a fleetrel from before layouts were checked)
+    (tmp_path / "org.shard-1-of-2.journal.jsonl").write_bytes((tmp_path / "org.journal.jsonl").read_bytes())
+    status = fleetrel("status", str(tmp_path / "org.journal.jsonl"), "--json")
+    assert json.loads(status.stdout)["other_journals"] == [str(tmp_path / "org.shard-1-of-2.journal.jsonl")]
+    assert "another layout" in fleetrel("status", str(tmp_path / "org.journal.jsonl")).stdout
