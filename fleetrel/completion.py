@@ -40,7 +40,7 @@ import orjson
 
 from fleetrel.events import SESSION_STARTS, TERMINAL, Ending, Event, Outcome, run_status
 from fleetrel.journal import FORMAT_VERSION, JournalError, is_locked
-from fleetrel.plan.models import parse_step_key
+from fleetrel.plan.steps import parse_step_key
 from fleetrel.replay import JournalLines, collector_paused, is_header, open_journal
 
 FORMATS = ("csv", "json", "markdown")

@@ -24,7 +24,7 @@ from fleetrel.events import Outcome
 from fleetrel.journal import Journal, JournalError, is_locked, read_run_key, run_key_path, write_run_key
 from fleetrel.replay import RunState, replay
 from fleetrel.plan import ReleasePlan, Step
-from fleetrel.plan.models import parse_step_key
+from fleetrel.plan.steps import parse_step_key
 from fleetrel.shards import layout_of, other_layouts, run_journals
 from fleetrel.tokens import KEYED_SCHEME, PLACE_SCHEME, client_token, new_run_key
 from fleetrel.where import place_id, place_key, place_of, same_place

@@ -42,7 +42,7 @@ import yaml
 
 from fleetrel.events import PREVIOUS_DEFAULT, SESSION_STARTS, TERMINAL, Event, Outcome
 from fleetrel.journal import FORMAT_VERSION, JournalError, is_locked
-from fleetrel.plan.models import parse_step_key
+from fleetrel.plan.steps import parse_step_key
 from fleetrel.plan.rules import MAX_PLAN_NAME
 from fleetrel.replay import JournalLines, collector_paused, is_header, open_journal
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fleetrel.where import Where
 from fleetrel.cli import main
 from fleetrel.completion import COLUMNS
-from fleetrel.plan.models import parse_step_key
+from fleetrel.plan.steps import parse_step_key
 from support import journal_records, write_plan
 
 PKG = "thermostat-fw"

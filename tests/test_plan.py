@@ -26,7 +26,7 @@ from fleetrel.events import ExitCode
 from fleetrel.rehearsal import DEMO_PLAN
 
 EXIT_INVALID, EXIT_OK = ExitCode.INVALID, ExitCode.OK
-from fleetrel.plan.models import canonical_json, requests_json
+from fleetrel.plan.steps import canonical_json, requests_json
 from fleetrel.plan import (
     Abort,
     Limits,
@@ -184,11 +184,12 @@ def test_rules_across_entries_run_once_per_load(write, monkeypatch, with_a_field
     # With every field valid the model's validator finds the duplicate; with a field error it
     # does not run and the loader finds it over the valid parts. Never both.
     import fleetrel.plan.diagnostics
+    import fleetrel.plan.entries
     import fleetrel.plan.models
 
     calls: list[str] = []
     for name in ("cross_entry_problems", "duplicate_problems"):
-        original = getattr(fleetrel.plan.models, name)
+        original = getattr(fleetrel.plan.entries, name)
 
         def counted(*args, _original=original, _name=name):
             calls.append(_name)

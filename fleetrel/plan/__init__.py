@@ -13,7 +13,10 @@ The package, one idea per module:
   their expansion and the rules across them.
 - `selectors`: `select:` entries (versions chosen by rule) and their pure matching; the
   catalog reads that expand them are `fleetrel.expansion`.
-- `models`: the pydantic models, `Step`, the rules across entries, steps and digest.
+- `entries`: the entries of `versions:` and `defaults:` (their models, the defaults
+  merged in) and the rules across entries (duplicates, merged sizes, waves).
+- `steps`: `Step`, one request of a plan: its key, request, digests; `canonical_json`.
+- `models`: `ReleasePlan` with `target:`, `limits:`, `abort:`; its steps and digest.
 - `loading`: YAML (with line numbers), JSON and TOML files into data; `load`.
 - `diagnostics`: pydantic's errors into 'file:line: entry: message' lines; `PlanError`.
 
@@ -42,19 +45,9 @@ Choices made for the user:
 """
 from fleetrel.plan.diagnostics import PlanError
 from fleetrel.plan.loading import PLAN_SUFFIXES, load
-from fleetrel.plan.models import (
-    Abort,
-    Artifact,
-    Defaults,
-    Limits,
-    ReleasePlan,
-    S3Location,
-    Step,
-    Target,
-    VersionEntry,
-    canonical_json,
-    digest,
-)
+from fleetrel.plan.entries import Artifact, Defaults, S3Location, VersionEntry
+from fleetrel.plan.models import Abort, Limits, ReleasePlan, Target
+from fleetrel.plan.steps import Step, canonical_json, digest
 from fleetrel.plan.targets import TargetMatrix, TargetSpec
 
 __all__ = [

@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
-from fleetrel.plan.models import Defaults, ReleasePlan, VersionEntry, cross_entry_problems, duplicate_problems
+from fleetrel.plan.entries import Defaults, VersionEntry, cross_entry_problems, duplicate_problems
+from fleetrel.plan.models import ReleasePlan
 from fleetrel.plan.selectors import ENTRY_TAGS, SELECT_ENTRY_TAG, SelectorEntry
 from fleetrel.plan.rules import VERSION_CHOICE, as_wave, did_you_mean, plural, show
 from fleetrel.plan.targets import (

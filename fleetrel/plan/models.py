@@ -1,59 +1,56 @@
-"""The plan as pydantic models, the rules across its entries, and its expansion into steps.
+"""The plan as a whole: `ReleasePlan`, with its `target:`, `limits:` and `abort:`, and its
+expansion into steps and digest.
 
     plan = ReleasePlan.model_validate({"plan": "p", "versions": [{"package": "fw", "version": "1.0", "action": "PUBLISH"}]})
     plan.steps()      # [Step(package='fw', version='1.0', action='PUBLISH', ...)]
     plan.digest       # what a run's journal pins
 
 `fleetrel.plan.load` adds the file: every problem then names the file, line and entry.
+The entries of `versions:`, `defaults:` and the rules across entries are in
+`fleetrel.plan.entries`; `Step` and the digests are in `fleetrel.plan.steps`.
 With `targets:` (see `fleetrel.plan.targets`) each step also names its target.
 A plan is frozen once validated, so its steps and digest are computed once, on first
 use, and kept (a 50,000-step plan would otherwise rebuild its steps on every
 `summary`, `digest` and `wave_ends`).
-
-The `Step` contract is fixed and used by the engine, the emulator and the state reader.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import json.encoder
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated
 
-from pydantic import BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
 from fleetrel.plan.rules import (
-    VERSION_CHOICE,
     AccountId,
-    Action,
-    Attributes,
-    Description,
     EndpointUrl,
     NonEmptyText,
-    PackageName,
     PlanModel,
     PlanName,
-    Recipe,
-    TargetName,
-    VersionName,
     Wave,
     as_list,
-    attributes_bytes,
     plural,
     resolve_waves,
 )
 from fleetrel.plan.defaults import (
     DEFAULT_ACTIONS,
-    DEFAULT_KEY_SUFFIX,
-    UNSET_DEFAULT,
     changes_default,
     default_problems,
     default_step_fields,
 )
-from fleetrel.plan.selectors import LIST_ENTRY_TAG, SELECT_ENTRY_TAG, Selection, SelectorEntry
+from fleetrel.plan.entries import (
+    Defaults,
+    Entry,
+    VersionEntry,
+    cross_entry_problems,
+    duplicate_problems,
+    merged_fields,
+    targets_of_entry,
+)
+from fleetrel.plan.selectors import Selection, SelectorEntry
+from fleetrel.plan.steps import Step, digest, requests_json
 from fleetrel.plan.targets import (
     Targets,
     TargetSpec,
@@ -61,126 +58,7 @@ from fleetrel.plan.targets import (
     expand_targets,
     target_problems,
 )
-from fleetrel.service import ACTIONS, MAX_ATTRIBUTES_BYTES
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: the form every digest is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest(value: Any) -> str:
-    """sha256 hex of the canonical JSON of `value`."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def requests_json(steps: list[Step]) -> str:
-    """`canonical_json([step.request() for step in steps])`, built about twice as fast: the
-    steps of one entry share every field but their names, so the shared fields are encoded
-    once per entry and only package and version per step. (A 50,000-step plan's digest is
-    a tenth of a second of every resume; tests/test_plan.py holds the two equal.)
-
-    Canonical JSON sorts keys, and the request's keys sort as action, artifact, attributes,
-    description, packageName, recipe, versionName: the shared fields go before the package
-    name, except the recipe, which goes between package and version.
-    """
-    encoded: dict[tuple, tuple[str, str]] = {}
-    parts: list[str] = []
-    for step in steps:
-        if step.action in DEFAULT_ACTIONS:  # an UpdatePackage request: another shape
-            parts.append(canonical_json(step.request()))
-            continue
-        # the dicts by identity: one entry's steps share them (a Step is never changed)
-        shared = (step.action, id(step.artifact), id(step.attributes), step.description, step.recipe)
-        around = encoded.get(shared)
-        if around is None:
-            before = {name: value for name, value in (("action", step.action), ("artifact", step.artifact),
-                                                      ("attributes", step.attributes),
-                                                      ("description", step.description)) if value is not None}
-            head = canonical_json(before)[1:-1]
-            recipe = canonical_json({"recipe": step.recipe})[1:-1] if step.recipe is not None else ""
-            around = encoded[shared] = ("{" + head + "," if head else "{", "," + recipe if recipe else "")
-        parts.append(f'{around[0]}"packageName":{_json_text(step.package)}{around[1]},'
-                     f'"versionName":{_json_text(step.version)}}}')
-    return "[" + ",".join(parts) + "]"
-
-
-_json_text = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One UpdatePackageVersion request: a (package, version), in a plan with
-    `targets:` also the target it goes to, and the fields to send.
-
-    Fields left as None are not sent. `action` is "PUBLISH", "DEPRECATE" or None
-    (a field-only update of a draft). The steps of one plan entry share their
-    `attributes` and `artifact` dicts: read them, do not change them.
-
-    A default step (`action` "SET_DEFAULT" or "UNSET_DEFAULT", see
-    `fleetrel.plan.defaults`) is one UpdatePackage request instead: it makes
-    `default_version` the package's default (or unsets it), after the step of
-    (package, version) it follows; its key ends with `#default`.
-    """
-
-    package: str
-    version: str
-    action: str | None = None
-    description: str | None = None
-    attributes: dict[str, str] | None = None
-    artifact: dict[str, Any] | None = None
-    recipe: str | None = None
-    index: int = field(default=0, compare=False)  # position in the expanded plan
-    target: str | None = None  # the target's name in a plan with `targets:`; None otherwise
-    default_version: str | None = None  # a SET_DEFAULT step's new default
-
-    @property
-    def key(self) -> str:
-        """`package/version`, or `target:package/version` in a plan with `targets:`;
-        a default step's with `#default` after it."""
-        key = f"{self.package}/{self.version}" if self.target is None else f"{self.target}:{self.package}/{self.version}"
-        return key + DEFAULT_KEY_SUFFIX if self.action in DEFAULT_ACTIONS else key
-
-    @property
-    def is_default(self) -> bool:
-        """An UpdatePackage step that changes the package's default version."""
-        return self.action in DEFAULT_ACTIONS
-
-    def request(self) -> dict[str, Any]:
-        """The UpdatePackageVersion keyword arguments, without clientToken (UpdatePackage's
-        for a default step)."""
-        if self.action in DEFAULT_ACTIONS:
-            if self.action == UNSET_DEFAULT:
-                return {"packageName": self.package, "unsetDefaultVersion": True}
-            return {"packageName": self.package, "defaultVersionName": self.default_version}
-        # Spelled out, not a loop over the names: a plan digest builds one per step (100k).
-        req: dict[str, Any] = {"packageName": self.package, "versionName": self.version}
-        if self.description is not None:
-            req["description"] = self.description
-        if self.attributes is not None:
-            req["attributes"] = self.attributes
-        if self.artifact is not None:
-            req["artifact"] = self.artifact
-        if self.action is not None:
-            req["action"] = self.action
-        if self.recipe is not None:
-            req["recipe"] = self.recipe
-        return req
-
-    def request_digest(self) -> str:
-        return digest(self.request())
-
-
-def parse_step_key(key: str) -> tuple[str | None, str, str, bool]:
-    """(target or None, package, version, whether it is a default step) of a step key:
-    `package/version`, `target:package/version`, either with `#default`. Names hold no
-    `:`, `/` or `#`, so the split is exact."""
-    is_default = key.endswith(DEFAULT_KEY_SUFFIX)
-    if is_default:
-        key = key[: -len(DEFAULT_KEY_SUFFIX)]
-    target, _, rest = key.rpartition(":")
-    package, _, version = rest.partition("/")
-    return target or None, package, version, is_default
+from fleetrel.service import ACTIONS
 
 
 class Target(PlanModel):
@@ -211,80 +89,6 @@ class Abort(PlanModel):
 
     max_failure_ratio: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = 0.10
     min_finished: Annotated[int, Field(ge=0, strict=True)] = 20
-
-
-class S3Location(PlanModel):
-    bucket: NonEmptyText
-    key: NonEmptyText
-    version: NonEmptyText | None = None
-
-
-class Artifact(PlanModel):
-    """`{s3Location: {bucket, key, version?}}`, exactly as the API takes it."""
-
-    s3Location: S3Location
-
-
-class Defaults(PlanModel):
-    """Fields merged into every entry; an entry's own value wins, attributes merge key
-    by key. (No artifact: an artifact belongs to one version.)"""
-
-    action: Action | None = None
-    description: Description | None = None
-    attributes: Attributes | None = None
-    recipe: Recipe | None = None
-
-
-class VersionEntry(PlanModel):
-    """One entry of `versions:`: a package and either one `version` or a list of
-    `versions` (shorthand for one entry per version), with the fields to send."""
-
-    package: PackageName
-    version: VersionName | None = None
-    versions: Annotated[list[VersionName], BeforeValidator(as_list), Field(min_length=1)] | None = None
-    action: Action | None = None
-    description: Description | None = None
-    attributes: Attributes | None = None
-    artifact: Artifact | None = None
-    recipe: Recipe | None = None
-    targets: Annotated[list[TargetName], BeforeValidator(as_list), Field(min_length=1)] | None = Field(
-        default=None, description="names of the plan's targets this entry applies to; default: all")
-    default: Annotated[bool, Field(strict=True)] | None = Field(
-        default=None, description="PUBLISH only: make this version the package's default once published")
-    then_default: VersionName | None = Field(
-        default=None, description="DEPRECATE only: the version that becomes the package's default afterwards")
-    unset_default: Annotated[bool, Field(strict=True)] | None = Field(
-        default=None, description="DEPRECATE only: leave the package without a default version afterwards")
-
-    @model_validator(mode="after")
-    def _one_version_or_a_list(self) -> VersionEntry:
-        if (self.version is None) == (self.versions is None):
-            raise PydanticCustomError("version_choice", "{problem}", {"problem": VERSION_CHOICE})
-        return self
-
-    def version_names(self) -> list[str]:
-        return [self.version] if self.version is not None else list(self.versions or [])
-
-    def version_count(self) -> int:
-        return 1 if self.versions is None else len(self.versions)
-
-    def step_count(self) -> int:
-        """Steps per target: one per version, and the default step if the entry has one."""
-        return self.version_count() + (1 if changes_default(self) else 0)
-
-
-def _entry_form(value: Any) -> str:
-    # An entry with `select:` selects; anything else is a listed entry (whose own
-    # errors then say what is wrong with it).
-    if isinstance(value, SelectorEntry) or (isinstance(value, dict) and "select" in value):
-        return SELECT_ENTRY_TAG
-    return LIST_ENTRY_TAG
-
-
-Entry = Annotated[
-    Union[Annotated[VersionEntry, Tag(LIST_ENTRY_TAG)], Annotated[SelectorEntry, Tag(SELECT_ENTRY_TAG)]],
-    Discriminator(_entry_form),
-]
 
 
 class ReleasePlan(PlanModel):
@@ -470,114 +274,3 @@ class ReleasePlan(PlanModel):
         if self.needs_expansion:
             parts.append(f"{plural(len(self.selectors()), 'selector')} (expanded at preview and run)")
         return ", ".join(parts)
-
-
-# --- rules across entries (after defaults are merged) ---------------------------------
-
-
-def merged_fields(defaults: Defaults, entry: VersionEntry) -> dict[str, Any]:
-    """The request fields of `entry` with `defaults` under it. A key the entry sets,
-    even to null, wins; attributes merge key by key."""
-    given = entry.model_fields_set
-    merged: dict[str, Any] = {
-        name: getattr(entry, name) if name in given else getattr(defaults, name)
-        for name in ("action", "description", "recipe")
-    }
-    if "attributes" in given and entry.attributes is None:
-        merged["attributes"] = None
-    else:
-        merged["attributes"] = {**(defaults.attributes or {}), **(entry.attributes or {})} or None
-    merged["artifact"] = entry.artifact.model_dump(exclude_none=True) if entry.artifact else None
-    return merged
-
-
-def cross_entry_problems(
-    defaults: Defaults | None,
-    entries: list[tuple[int, VersionEntry]],
-    waves: list[int | str] | None,
-    target_names: list[str] | None = None,
-) -> list[tuple[tuple, str]]:
-    """Rules that need more than one field: merged attribute size, entries
-    that change nothing, waves against the step count. `defaults` is None when it is
-    itself invalid (then the checks that depend on it are skipped, not guessed);
-    `waves` is None when some entries are invalid (the step count is unknown);
-    `target_names` are the plan's targets, None without `targets:`."""
-    problems: list[tuple[tuple, str]] = []
-    defaults_too_big = defaults is not None and attributes_bytes(defaults.attributes) > MAX_ATTRIBUTES_BYTES
-    if defaults_too_big:
-        size = attributes_bytes(defaults.attributes)
-        problems.append((("defaults", "attributes"), f"attributes are {size} bytes (keys and values, UTF-8): at most {MAX_ATTRIBUTES_BYTES} allowed"))
-    total = 0
-    for index, entry in entries:
-        total += entry.step_count() * targets_of_entry(entry, target_names)
-        if defaults is None:
-            continue
-        merged = merged_fields(defaults, entry)
-        size = attributes_bytes(merged["attributes"])
-        if size > MAX_ATTRIBUTES_BYTES and not defaults_too_big:
-            problems.append((("versions", index, "attributes"), f"attributes are {size} bytes with the defaults merged in "
-                             f"(keys and values, UTF-8): at most {MAX_ATTRIBUTES_BYTES} allowed"))
-        if all(value is None for value in merged.values()):
-            problems.append((("versions", index), "changes nothing: give an action (PUBLISH or DEPRECATE) or a field to "
-                             "update (description, attributes, artifact, recipe)"))
-    if waves:
-        problems += resolve_waves(waves, total)[1]
-    return problems
-
-
-def targets_of_entry(entry: VersionEntry, target_names: list[str] | None) -> int:
-    """How many targets `entry` applies to (1 in a plan without `targets:`)."""
-    if target_names is None:
-        return 1
-    return len(target_names) if entry.targets is None else len(set(entry.targets) & set(target_names))
-
-
-def duplicate_problems(entries: list[Any], target_names: list[str] | None = None) -> list[tuple[tuple, str]]:
-    """(package, version) pairs given twice for one target, naming both entries (in a
-    plan without `targets:`, given twice at all). Works on raw entries too, so a
-    duplicate is reported even beside an entry's type errors. `target_names` is None
-    without `targets:` or when they are unknown (then every entry is taken to apply
-    everywhere, unless it names its targets)."""
-    # The first entry of each (package, version), and the later ones apart: most versions
-    # appear once, and a 50,000-step plan should not build a list for each.
-    first_seen: dict[tuple[str, str], tuple[int, frozenset[str] | None]] = {}
-    seen_again: dict[tuple[str, str], list[tuple[int, frozenset[str] | None]]] = {}
-    problems: list[tuple[tuple, str]] = []
-    for index, entry in enumerate(entries):
-        if isinstance(entry, VersionEntry):
-            package, version, versions, named = entry.package, entry.version, entry.versions, entry.targets
-        elif isinstance(entry, dict) and isinstance(entry.get("package"), str):
-            package, version, versions, named = entry["package"], entry.get("version"), entry.get("versions"), entry.get("targets")
-        else:
-            continue
-        # None stands for "every target", which meets any other entry of the same version.
-        if isinstance(named, list) and all(isinstance(name, str) for name in named):
-            applies: frozenset[str] | None = frozenset(named)
-        else:
-            applies = frozenset(target_names) if target_names is not None and named is None else None
-        if isinstance(version, str) and versions is None:
-            versions_named = [(("versions", index, "version"), version)]
-        elif version is None and isinstance(versions, list):
-            versions_named = [(("versions", index, "versions", i), v) for i, v in enumerate(versions) if isinstance(v, str)]
-        else:
-            continue
-        for loc, version in versions_named:
-            key = (package, version)
-            first = first_seen.get(key)
-            if first is None:
-                first_seen[key] = (index, applies)
-                continue
-            earlier = seen_again.setdefault(key, [])
-            for other, other_applies in [first, *earlier]:
-                shared = None if applies is None or other_applies is None else applies & other_applies
-                if shared is None and target_names is None:
-                    problems.append((loc, f"{package}/{version} already appears in versions[{other}]: "
-                                     "a (package, version) may appear once per plan, so merge the two entries"))
-                    break
-                if shared is None or shared:
-                    on = f" for target {min(shared)!r}" if shared else ""
-                    problems.append((loc, f"{package}/{version} already appears in versions[{other}]{on}: a (target, "
-                                     "package, version) may appear once per plan, so merge the entries or narrow their targets"))
-                    break
-            earlier.append((index, applies))
-    return problems
