@@ -43,11 +43,14 @@ def test_natural_sort_when_a_version_is_not_a_release_number():
     assert found.matched == ["build-9b", "build-10"]
 
 
-def test_a_bound_that_is_no_release_number_comes_before_every_release_number():
+def test_a_bound_matches_names_of_its_own_kind_only():
     # per version, not per package: the bound no longer turns 1.0 and 2.0 into natural sort
     found = match_package(select(below="x"), "fw", facts("1.0", "2.0"))
     assert found.compared == MIXED and found.matched == []
-    assert match_package(select(above="x"), "fw", facts("1.0", "2.0")).matched == ["1.0", "2.0"]
+    assert match_package(select(above="x"), "fw", facts("1.0", "2.0")).matched == []
+    # a DEPRECATE by release range never reaches a name that states no release
+    assert match_package(select(below="4.0"), "fw", facts("nightly", "3.9", "4.0")).matched == ["3.9"]
+    assert match_package(select(above="build-9"), "fw", facts("build-10", "1.0")).matched == ["build-10"]
 
 
 def test_from_and_to_are_inclusive_below_and_above_strict():

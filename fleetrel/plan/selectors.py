@@ -28,7 +28,9 @@ Choices made for the user:
 - Any other name (build-10, nightly) compares by natural sort (digit runs as numbers:
   build-9 < build-10), and comes before every release number in the same package: a
   name that states no release is never the newest, so `keep_newest` keeps numbered
-  releases; `below`/`to` a release number include such names, `above`/`from` exclude them.
+  releases. A bound matches only names of its own kind: `below: "4.0"` never matches
+  nightly (a DEPRECATE by release range must not reach a name that states no release),
+  and `below: "build-9"` never matches 1.0.
 - A bound compares by the same key: names the key holds equal (4.0 and 4.0.0, v2.0.0
   and 2.0.0) are the same version to `below`/`above` (strict) and `from`/`to`
   (inclusive). Only sorting breaks such a tie, by the name's text, so it is repeatable.
@@ -299,6 +301,8 @@ def match_package(select: Select, package: str, versions: list[VersionFacts],
         if select.status is not None and version.status != select.status:
             return False
         at = version_key(version.name)  # no tie-break on the text: 4.0.0 is not above 4.0
+        if any(at[0] != limit[0] for limit in bound.values()):  # a bound matches names of its own kind only
+            return False
         if "below" in bound and not at < bound["below"]:
             return False
         if "above" in bound and not at > bound["above"]:
