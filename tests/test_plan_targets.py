@@ -470,11 +470,11 @@ def test_property_mutated_plans_with_targets_only_raise_plan_error(tmp_path_fact
         assert all(s.target in names for s in plan.steps())
 
 
-def test_the_readme_targets_example_is_valid_and_its_first_wave_is_the_first_target(tmp_path):
-    readme = (PLANS.parent / "README.md").read_text()
-    start = readme.index("```yaml\nplan: org-") + len("```yaml\n")
-    example = tmp_path / "readme-targets.yaml"
-    example.write_text(readme[start:readme.index("```", start)])
+def test_the_docs_targets_example_is_valid_and_its_first_wave_is_the_first_target(tmp_path):
+    page = (PLANS.parent / "docs" / "many-accounts.md").read_text()
+    start = page.index("```yaml\nplan: org-") + len("```yaml\n")
+    example = tmp_path / "docs-targets.yaml"
+    example.write_text(page[start:page.index("```", start)])
     plan = load(example)
     first = plan.target_specs()[0].name
     assert plan.summary() == "6 targets, 13 steps, 1 package, PUBLISH 13"

@@ -216,7 +216,8 @@ def test_the_bundled_retire_plan_against_a_seeded_catalog(emulator, tmp_path, io
 
 
 def test_the_bundled_cleanup_walkthrough_plan_run_report_undo(emulator, tmp_path, iot):
-    """The README's clean-up by rule, on the catalog the demo leaves behind."""
+    """docs/rules-undo-reports.md's clean-up by rule, on the catalog the demo leaves behind
+    (tests/test_docs.py runs the page's commands as written; this checks the outcome)."""
     published = [f"4.1.{i}" for i in range(30)] + [f"4.2.{i}" for i in range(30)]
     emulator.seed([{"package": PKG, "version": v, "status": "PUBLISHED"} for v in published])
     plan = tmp_path / "cleanup.yaml"
