@@ -24,5 +24,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --quick
 
+# The documentation site into build/site; --strict fails on a broken link or anchor.
+.PHONY: docs
+docs: | $(PY)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) -m mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) .pytest_cache *.journal.jsonl

@@ -232,3 +232,45 @@ def test_the_runner_reads_continuations_comments_and_elisions() -> None:
         check_shown(command, "[    3s] 20/200 | rate 10.0/10 per s | throttles 0 retries 0 | ETA 11s\nwave 1/3\n")
     assert normalise("│ elapsed      │   19.2 s │") == normalise("│ elapsed │ 4.2 s │")
     assert normalise("│ steps   │   200 │") != normalise("│ steps │ 201 │")
+
+
+def _hooks():
+    sys.path.insert(0, str(DOCS / "hooks"))
+    try:
+        import fleetrel_docs
+    finally:
+        sys.path.pop(0)
+    return fleetrel_docs
+
+
+def test_the_plan_reference_tables_name_every_field_of_the_schema() -> None:
+    from fleetrel.plan import ReleasePlan
+
+    schema = ReleasePlan.model_json_schema()
+    tables = _hooks().schema_tables(schema)
+    objects = {"ReleasePlan": schema, **schema["$defs"]}
+    for name, obj in objects.items():
+        section = tables.split(f"### {name} ", 1)
+        assert len(section) == 2 or "properties" not in obj, f"no table for {name}"
+        if "properties" in obj:
+            rows = section[1].split("\n### ", 1)[0]
+            missing = [field for field in obj["properties"] if f"| `{field}` |" not in rows]
+            assert not missing, f"{name}: {missing} not in its table"
+    assert "<!-- plan-schema -->" in (DOCS / "plan-reference.md").read_text()
+
+
+def test_every_page_is_in_the_site_and_the_readme_stays_a_landing_page() -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def pages_of(nav):
+        for item in nav:
+            for value in item.values():
+                yield from ([value] if isinstance(value, str) else pages_of(value))
+
+    assert sorted(pages_of(config["nav"])) == sorted(p.name for p in DOCS.glob("*.md"))
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
+        assert not re.search(r"\bissue \d", page.read_text(), re.I), f"{page.name} names an issue number"
