@@ -44,7 +44,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from hypothesis import HealthCheck, note, settings, strategies as st
+from hypothesis import HealthCheck, event, note, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from fleetrel import RunOptions, Stop, load_plan, run
@@ -450,6 +450,10 @@ class IdentityModel(RuleBasedStateMachine):
             f"{type(outcome).__name__}: {str(outcome).splitlines()[0][:160]}" if isinstance(outcome, Exception)
             else f"{outcome.status} (succeeded {outcome.succeeded}, skipped {outcome.skipped}, failed {outcome.failed})")
         sent = sum(len(fake.log) - marks[p] for p, fake in self.world.items())
+        # the outcomes' spread (--hypothesis-show-statistics): a model whose runs are all refused proves nothing
+        event(("undo" if run.startswith("undo") else "run") + ": " + (outcome if isinstance(outcome, str) else type(outcome).__name__
+                                if isinstance(outcome, Exception) else f"{outcome.status}"
+                                + (", sent" if sent else ", nothing sent")))
         note(f"  [{self.rules}] {run} -> {written.name}: {shown}; {sent} call(s)")
         return outcome
 
@@ -503,6 +507,7 @@ class IdentityModel(RuleBasedStateMachine):
             plan = undo_plan(source, self.dir / f"undo-{self.undos}.yaml")
         except REFUSALS as exc:
             note(f"  undo of {source.name} refused: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            event(f"undo refused: {type(exc).__name__}")
             return
         if plan is None:
             note(f"  undo of {source.name}: nothing to undo")
