@@ -474,6 +474,12 @@ class IdentityModel(RuleBasedStateMachine):
         if getattr(outcome, "status", None) == Status.COMPLETE:
             self._check_complete(plan, layout_targets(plan, targets, shard), self.rules)
 
+    @rule(layout=LAYOUTS, fault=FAULTS)
+    def resume(self, layout: Whole | Subset | ShardOf, fault: Fault | None) -> None:
+        """The same command again (or in another layout): run_plan without new_run, a rule
+        of its own so that sequences hold more resumes."""
+        self.run_plan(layout, False, fault)
+
     def _check_complete(self, plan: ReleasePlan, scope: list[str], rule_no: int) -> None:
         """Invariant 5, at the moment the run finished."""
         where = {spec.name: (spec.account, spec.region) for spec in plan.target_specs()}
