@@ -116,18 +116,21 @@ def test_prometheus_scrapes_the_runs_final_numbers(emulator, prometheus, tmp_pat
     attempts = sum(1 for r in records if r["event"] == "attempt_failed") + \
         sum(1 for r in records if r["event"] == "step_succeeded")
     throttles = sum(1 for r in records if r["event"] == "attempt_failed" and r["throttled"])
-    # the run ended after a scrape that read its end: Prometheus has (or is storing) the final numbers
-    until(lambda: query(url, "fleetrel_run_ended == 1"))
+    # The run ended after a scrape that read its end: Prometheus has (or is storing) the final
+    # numbers. Its next scrape finds the run gone and marks the series stale, so every query
+    # reads the last sample over a range (range selections skip staleness markers).
+    until(lambda: query(url, "up == 0"))  # the scrape after the run: the same case, however slow the machine
+    assert query(url, "last_over_time(fleetrel_run_ended[10m]) == 1")
     calls = {r["metric"]["outcome"]: float(r["value"][1])
-             for r in query(url, "sum by (outcome) (fleetrel_calls_total)")}
+             for r in query(url, "sum by (outcome) (last_over_time(fleetrel_calls_total[10m]))")}
     assert sum(calls.values()) == attempts == 40 + calls.get("throttled", 0)
     assert calls["success"] == 40
     assert calls.get("throttled", 0) == throttles
-    [succeeded] = query(url, 'fleetrel_steps{state="succeeded"}')
+    [succeeded] = query(url, 'last_over_time(fleetrel_steps{state="succeeded"}[10m])')
     assert float(succeeded["value"][1]) == 40
-    [info] = query(url, "fleetrel_run_info")
+    [info] = query(url, "last_over_time(fleetrel_run_info[10m])")
     assert (info["metric"]["plan"], info["metric"]["run_id"]) == ("metrics", records[0]["run_id"])
-    assert query(url, "fleetrel_rate_limit")
+    assert query(url, "last_over_time(fleetrel_rate_limit[10m])")
 
 
 def test_a_port_in_use_is_refused_before_anything_is_sent(tmp_path):
