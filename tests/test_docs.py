@@ -1,30 +1,35 @@
 """The docs' walkthroughs, run as written, and the plan reference against the schema.
 
-A walkthrough is a ```console block: `$ command` lines (a line ending in `\\`, or with
-a quote left open, goes on on the next), each followed by what it prints. Every page under docs/ (and README.md) with
-such blocks is one test: its blocks run in order, in one temporary folder holding a copy
-of plans/ and fleetrel/demo.yaml (a checkout, as far as the pages use it), each command through `bash -c`, with the venv's bin folder first on PATH,
-COLUMNS=100, no AWS credentials and no AWS config (a newcomer's shell). A command passes when
+A walkthrough is a ```console block: `$ command` lines (a line ending in `\\`, or with a
+quote left open, goes on on the next), each followed by what it prints. Every page under
+docs/ (and README.md) with such blocks is one test: its blocks run in order, in one
+temporary folder holding a copy of plans/ and fleetrel/ (a checkout, as far as the
+pages use it), each command through `bash -c`, with the venv's bin folder first on
+PATH, COLUMNS=100, no AWS credentials and no AWS config (a newcomer's shell). A command
+passes when
 
-- it exits with the code its comment names (`# exit 130: ...` at the start of a comment; 0 when none does), and
-- the lines shown under it appear in its output (stdout and stderr), in that order,
-  once both are normalised (`normalise`); a `…` line stands for lines left out.
+- it exits with the code its comment names (`# exit 130` at the start of a comment; 0
+  when none does), and
+- the lines shown under it appear in its output (stdout and stderr), in that order, once
+  both are normalised (`normalise`); a `…` line stands for lines left out.
+
+A page's ```python blocks run too, in their place among its commands, with the venv's
+python, and must exit 0.
 
 `$ fleetrel emulator ... --port 5077` starts in the background (the page tells the reader
-to use a second terminal) on the first free port from 5077 up (four digits, as 5077, so
-that a line that names the URL wraps where the page shows it); that port then replaces
-5077 in every later command, and 5077 replaces it in every output. It stops
-when the page ends or starts another emulator.
+to use a second terminal) on the first free port from 5077 up (four digits, as 5077, so a
+line that names the URL wraps where the page shows it); that port then replaces 5077 in
+every later command, and 5077 replaces it in every output. It stops when the page ends or
+starts another emulator.
 
 Normalising (the placeholders, so a page can show real output that varies run to run):
 run ids and clientTokens (UUIDs) -> <uuid>; timestamps -> <time>; the progress line's
 `[   3s]` -> `[<s>]`, `ETA 12s` -> `ETA <s>`, `rate 9.5/10 per s` -> `rate <rate>`,
-`throttles 1 retries 1` -> `throttles <n> retries <n>`; the summary rows whose values
-depend on timing (elapsed, calls sent, mean calls/s, throttled, throttles, retries,
-final rate) ->
-`<v>`; in JSON, `"throttled": N` -> `<n>`; rate changes in `fleetrel status` ->
-`<rate change>`; who let a wave go (`root@vm`) -> `<user@host>`; table rules and padding collapsed (a column's width follows its widest
-cell). Anything else must match as printed.
+`throttles 1 retries 1` -> `throttles <n> retries <n>`; the table rows whose values
+depend on timing (elapsed, calls sent, mean calls/s, throttled, throttles, retries, final
+rate) -> `<v>`; in JSON, `"throttled": N` -> `<n>`; rate changes in `fleetrel status` ->
+`<rate change>`; who let a wave go (`root@vm`) -> `<user@host>`; table rules and padding
+collapsed (a column's width follows its widest cell). Anything else must match as printed.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 PAGE_PORT = "5077"  # the port the pages use (5000 is AirPlay's on macOS)
-CONSOLE = re.compile(r"^```console\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^```(console|python)\n(.*?)^```", re.S | re.M)
 
 
 @dataclass
@@ -66,7 +71,10 @@ class Command:
 def walkthrough(text: str) -> list[Command]:
     """The commands of every console block of a page, in order, with what each shows."""
     commands: list[Command] = []
-    for block in CONSOLE.findall(text):
+    for kind, block in BLOCK.findall(text):
+        if kind == "python":  # run as it stands, with the venv's python; exit 0
+            commands.append(Command(f"python - <<'PYTHON'\n{block}PYTHON"))
+            continue
         lines = block.split("\n")
         i = 0
         while i < len(lines):
@@ -174,7 +182,9 @@ class Emulator:
 
 
 def pages() -> list[Path]:
-    return [p for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))] if walkthrough(p.read_text())]
+    return [p for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+            if any(not c.line.startswith("python - ") for c in walkthrough(p.read_text()))
+            or "```python" in p.read_text()]
 
 
 def shell_env() -> dict[str, str]:
@@ -190,11 +200,11 @@ def shell_env() -> dict[str, str]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
 def test_the_walkthroughs_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
-    # a checkout's folder, as far as the pages use it: the example plans and the demo plan
-    shutil.copytree(ROOT / "plans", tmp_path / "plans",
-                    ignore=shutil.ignore_patterns("*.journal.jsonl*", "*-report.*", "*-undo.yaml", "*.key"))
-    (tmp_path / "fleetrel").mkdir()
-    shutil.copy(ROOT / "fleetrel" / "demo.yaml", tmp_path / "fleetrel" / "demo.yaml")
+    # a checkout's folder, as far as the pages use it: the example plans and the package
+    # (its demo plan; and `python` there imports it, as in a checkout)
+    for folder in ("plans", "fleetrel"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(
+            "*.journal.jsonl*", "*-report.*", "*-undo.yaml", "*.key", "__pycache__"))
     env = shell_env()
     emulator: Emulator | None = None
     try:
