@@ -4,9 +4,12 @@ Package API calls (the ten operations, recognised by method and path) pass throu
 order: added latency, the caller check (expired STS credentials, an account or region
 that is not emulated: 403, see `access`), the token bucket of the operation in the
 caller's (account, region), the fault dice, then the catalog. Every other path goes to
-moto untouched (STS included, which moto_glue wraps). Paths under /_fleetrel/ are the
-control endpoints; they are never delayed, throttled or faulted, and answer only
-requests whose Host is a loopback name (403 otherwise: DNS rebinding), POSTs only as
+moto untouched (STS included, which moto_glue wraps), except that an operation moto does
+not implement is answered as AWS answers an operation it does not know, 400
+UnknownOperationException naming it, not with moto's 500 (which clients retry).
+
+Paths under /_fleetrel/ are the control endpoints; they are never delayed, throttled or
+faulted, and answer only requests whose Host is a loopback name (403 otherwise: DNS rebinding), POSTs only as
 application/json (415 otherwise: a web page's cross-origin text/plain POST):
 
     GET  /_fleetrel/health          {"ok": true}
@@ -26,6 +29,7 @@ application/json (415 otherwise: a web page's cross-origin text/plain POST):
 """
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -65,6 +69,11 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
 INTERNAL_BODY = json.dumps({"__type": "InternalServerException",
                             "message": "Internal failure. Please retry your request."})
+# AWS's answer to an operation it does not know: 400, a code no SDK retries. (A 5xx, as
+# moto gives, is retried: four more calls for an answer that cannot change. A 501 would
+# be retried by fleetrel's own classification, which reads every 5xx as transient.)
+UNKNOWN_OPERATION = "UnknownOperationException"
+_NOT_IMPLEMENTED = re.compile(r"The (\w+) action has not been implemented")
 
 
 PATH_FIELDS = ("packageName", "versionName")  # the path names of ROUTES, in order
@@ -92,6 +101,24 @@ def aws_error(start_response: Callable[..., Any], status: str, code: str,
                             ("x-amzn-ErrorType", code),
                             ("x-amzn-RequestId", str(uuid.uuid4()))])
     return [data]
+
+
+@functools.lru_cache(maxsize=None)
+def _operations(service: str) -> dict[str, str]:
+    """moto's action name (`get_package_configuration`) -> the API's (`GetPackageConfiguration`)."""
+    import botocore.session
+    from moto.core.utils import camelcase_to_underscores
+
+    try:
+        model = botocore.session.get_session().get_service_model(service)
+    except Exception:  # an unknown service name: no mapping, the fallback below
+        return {}
+    return {camelcase_to_underscores(name): name for name in model.operation_names}
+
+
+def operation_name(service: str, action: str) -> str:
+    """The operation `action` (moto's snake_case name) names in `service`'s API."""
+    return _operations(service).get(action) or "".join(part.capitalize() for part in action.split("_"))
 
 
 class DroppedConnection(ConnectionAbortedError):
@@ -167,8 +194,26 @@ class EmulatorApp:
             return self.control(environ, start_response, path[len("/_fleetrel/"):])
         routed = route(environ.get("REQUEST_METHOD", "GET"), path)
         if routed is None:
-            return self.moto_app(environ, start_response)
+            try:
+                return self.moto_app(environ, start_response)
+            except NotImplementedError as error:  # moto knows the operation, implements none of it
+                return self.not_emulated(environ, start_response, error)
         return self.package_call(environ, start_response, *routed)
+
+    def not_emulated(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                     error: NotImplementedError) -> list[bytes]:
+        """400 UnknownOperationException naming the operation (counted in the record)."""
+        header = lambda name: environ.get("HTTP_" + name.upper().replace("-", "_"))  # noqa: E731
+        account, region, _ = moto_glue.caller_of(header)
+        scope = (header("Authorization") or "").split(",")[0].split("/")
+        service = scope[3] if len(scope) > 3 else ""
+        match = _NOT_IMPLEMENTED.search(str(error))
+        operation = operation_name(service, match.group(1)) if match else "this operation"
+        self.record.answered(operation, 400, place=(account, region), refused=UNKNOWN_OPERATION)
+        message = (f"{operation} is not emulated: fleetrel's emulator serves the Software Package "
+                   f"Catalog's calls and what moto implements of {service or 'the service'}")
+        return aws_error(start_response, "400 Bad Request", UNKNOWN_OPERATION,
+                         json.dumps({"__type": UNKNOWN_OPERATION, "message": message}))
 
     def package_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                      operation: str, names: tuple[str, ...]) -> Any:
