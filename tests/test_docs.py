@@ -27,7 +27,8 @@ run ids and clientTokens (UUIDs) -> <uuid>; timestamps -> <time>; the progress l
 `[   3s]` -> `[<s>]`, `ETA 12s` -> `ETA <s>`, `rate 9.5/10 per s` -> `rate <rate>`,
 `throttles 1 retries 1` -> `throttles <n> retries <n>`; the table rows whose values
 depend on timing (elapsed, calls sent, mean calls/s, throttled, throttles, retries, final
-rate) -> `<v>`; in JSON, `"throttled": N` -> `<n>`; rate changes in `fleetrel status` ->
+rate) -> `<v>`; in JSON, `"throttled": N` and `"throttles": N` -> `<n>`;
+the journal's keyed digests `hmac:…` -> `hmac:<digest>`; rate changes in `fleetrel status` ->
 `<rate change>`; who let a wave go (`root@vm`) -> `<user@host>`; table rules and padding
 collapsed (a column's width follows its widest cell). Anything else must match as printed.
 """
@@ -110,7 +111,8 @@ _NORMAL = [
     (re.compile(r"rate [\d.]+/[\d.]+ (per s|calls/s)"), r"rate <rate> \1"),
     (re.compile(r"throttles \d+"), "throttles <n>"),
     (re.compile(r"retries \d+"), "retries <n>"),
-    (re.compile(r'"throttled": ?\d+'), '"throttled": <n>'),
+    (re.compile(r'"(throttled|throttles)": ?\d+'), r'"\1": <n>'),
+    (re.compile(r"hmac:[0-9a-f]{16}"), "hmac:<digest>"),
     (re.compile(r"^(\| (elapsed|calls sent|mean calls/s|throttled|throttles|retries|final rate) \|) .* \|$"),
      r"\1 <v> |"),
     (re.compile(r"^[\d.]+s [\d.]+ -> [\d.]+ /s \(\w+\)$"), "<rate change>"),
@@ -167,10 +169,14 @@ class Emulator:
         self.proc = subprocess.Popen(["bash", "-c", "exec " + line], cwd=cwd, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        url = self.proc.stdout.readline().strip()  # its first line, once it is serving
-        assert url.startswith("http://127.0.0.1:"), f"{command.line}: printed {url!r}"
-        self.port = url.rsplit(":", 1)[1]
-        check_shown(command, url.replace(self.port, PAGE_PORT))
+        try:
+            url = self.proc.stdout.readline().strip()  # its first line, once it is serving
+            assert url.startswith("http://127.0.0.1:"), f"{command.line}: printed {url!r}"
+            self.port = url.rsplit(":", 1)[1]
+            check_shown(command, url.replace(self.port, PAGE_PORT))
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
