@@ -132,7 +132,8 @@ class RunMetrics:
         yield steps
         yield GaugeMetricFamily("fleetrel_wave", "The wave running now (0: before the first)", value=self.wave)
         info = GaugeMetricFamily("fleetrel_run_info", "The run: its plan and run id", labels=["plan", "run_id"])
-        info.add_metric([self.plan, self.run_id], 1)
+        if self.run_id:  # one series per run: none before its session opened (a run id is known then)
+            info.add_metric([self.plan, self.run_id], 1)
         yield info
         yield GaugeMetricFamily("fleetrel_run_ended", "1 once the session's end is journalled", value=int(ended))
         yield CounterMetricFamily("fleetrel_events", "Engine records counted", value=self.events)
