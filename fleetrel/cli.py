@@ -2,8 +2,8 @@
 
 Each command is a thin shell over a module: parse flags, call, render, choose the exit code
 (`fleetrel.events.ExitCode`: 0 success, 1 some steps failed / drift found, 2 invalid input,
-3 aborted by threshold, 130 interrupted). Signals, prompts and the default journal path
-are chosen here, not in the engine.
+3 aborted by threshold, 75 still running (`status`), 130 interrupted). Signals, prompts and
+the default journal path are chosen here, not in the engine.
 """
 from __future__ import annotations
 
@@ -505,7 +505,8 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_liv
       1    finished with failed steps
       2    the journal cannot be read
       3    aborted by the failure threshold
-      130  interrupted or killed (or still running); a sharded run with a shard missing
+      75   still running: a fleetrel run holds the journal now (ask again later)
+      130  interrupted or killed; a sharded run with a shard missing
     """
     from fleetrel.journal import JournalError
     from fleetrel.replay import replay

@@ -120,12 +120,16 @@ class ExitCode(enum.IntEnum):
     FAILED = 1  # some steps failed; `verify` found drift
     INVALID = 2  # invalid input or setup; nothing was sent
     ABORTED = 3  # the plan's failure threshold stopped the run
+    # `status` of a run that holds its journal now: not an outcome yet, ask again later
+    # (sysexits.h's EX_TEMPFAIL, "the user is invited to retry"), apart from 130, a run
+    # that stopped (or was killed) and waits for its resume
+    RUNNING = 75
     INTERRUPTED = 130  # Ctrl-C, SIGTERM, a declined wave (128 + SIGINT, as shells do)
 
     @classmethod
     def for_status(cls, status: Status | str) -> "ExitCode":
-        return {Status.COMPLETE: cls.OK, Status.FAILED: cls.FAILED,
-                Status.ABORTED: cls.ABORTED}.get(Status(status), cls.INTERRUPTED)
+        return {Status.COMPLETE: cls.OK, Status.FAILED: cls.FAILED, Status.ABORTED: cls.ABORTED,
+                Status.RUNNING: cls.RUNNING}.get(Status(status), cls.INTERRUPTED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,19 @@ ETA from the paced rate, exit codes, one JSON shape, and the emulator's answer t
 operation it does not emulate."""
 from __future__ import annotations
 
+import fcntl
+import json
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 
+from fleetrel.cli import main
 from fleetrel.emulator import Emulator
+from fleetrel.events import ExitCode, Status
 from conftest import CREDENTIALS, REGION
 
 
@@ -26,3 +32,27 @@ def test_an_operation_the_emulator_does_not_emulate_is_a_400_naming_it_and_not_r
     assert response["Error"]["Code"] == "UnknownOperationException"
     assert "GetPackageConfiguration" in response["Error"]["Message"]
     assert emulator.record()["operations"] == {"GetPackageConfiguration": {"400": 1}}
+
+
+# -- status: a run running now is not a run that was killed -----------------------------
+
+def _journal(path: Path, *records: dict[str, Any]) -> Path:
+    header = {"event": "run_started", "format": 1, "run_id": "r" * 8, "plan": "p", "steps": 2, "to_do": 2,
+              "rate": 5.0, "pid": 1, "host": "h", "step_digests": {"a/1": "x", "a/2": "y"},
+              "ts": "2026-12-07T00:00:00Z"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in (header, *records)))
+    return path
+
+
+def test_status_of_a_running_run_exits_75_and_of_a_killed_one_130(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j.jsonl", {"event": "step_succeeded", "step": "a/1", "attempt": 1,
+                                              "ts": "2026-12-07T00:00:01Z"})
+    killed = CliRunner().invoke(main, ["status", str(journal), "--json"])
+    assert killed.exit_code == ExitCode.INTERRUPTED == 130 and json.loads(killed.output)["status"] == "interrupted"
+    with journal.open("rb") as held:  # what a run does while it runs: an exclusive lock on its journal
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        running = CliRunner().invoke(main, ["status", str(journal), "--json"])
+    assert running.exit_code == ExitCode.RUNNING == 75 and json.loads(running.output)["status"] == "running"
+    assert ExitCode.for_status(Status.RUNNING) == 75
+    help_text = " ".join(CliRunner().invoke(main, ["status", "--help"]).output.split())
+    assert "75 still running" in help_text and "130 interrupted or killed;" in help_text

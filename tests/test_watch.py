@@ -38,7 +38,7 @@ def test_a_held_run_is_watched_until_it_ends(emulator, tmp_path):
         assert runner.poll() is None, runner.stderr.read()
 
         out = fleetrel("status", str(journal), "--json")
-        assert out.returncode == ExitCode.INTERRUPTED  # running
+        assert out.returncode == ExitCode.RUNNING == 75  # not 130, a run that stopped
         status = json.loads(out.stdout)
         live = status["live"]
         assert status["status"] == "running"
