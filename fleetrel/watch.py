@@ -14,7 +14,6 @@ target's controller admits, and the last record's time.
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -123,27 +122,45 @@ def live_fields(path: Path) -> dict[str, Any]:
     return live.fields()
 
 
-def watch(path: Path, show: Callable[[dict[str, Any], dict[str, Any]], None], *, interval: float = 2.0,
-          wait_for_start: float = 0.0) -> dict[str, Any]:
-    """Follow the run in `path` until it is no longer running: `show(status, live)` after
-    each look, every `interval` seconds. Returns the final status (`fleetrel.report.journal_status`)."""
+def watch(paths: Path | list[Path], show: Callable[[dict[str, Any], dict[str, Any]], None], *,
+          interval: float = 2.0) -> dict[str, Any]:
+    """Follow the run in `paths` (one journal, or the journals of a sharded run's shards)
+    until none of them is running: `show(status, live)` after each look, every `interval`
+    seconds. Returns the final status (`fleetrel.report.journal_status`, or
+    `fleetrel.shardreport.sharded_status` for shards, whose `live` is per shard)."""
     from fleetrel.report import journal_status
+    from fleetrel.shardreport import sharded_status
 
-    live = LiveJournal(path)
-    deadline = time.monotonic() + wait_for_start
+    journals = [LiveJournal(path) for path in ([paths] if isinstance(paths, Path) else paths)]
     while True:
-        try:
-            state = live.refresh()
-        except JournalError:
-            if time.monotonic() < deadline and (not path.exists() or os.path.getsize(path) == 0):
-                time.sleep(interval)  # the run has not written its header yet
-                continue
-            raise
-        status = journal_status(state)
-        show(status, live.fields())
-        if not state.running:
+        states = [journal.refresh() for journal in journals]
+        if len(journals) == 1 and not states[0].shard:
+            status, live = journal_status(states[0]), journals[0].fields()
+        else:
+            status = sharded_status(states)
+            live = {"shards": {str(state.shard["index"]): journal.fields()
+                               for state, journal in zip(states, journals)}}
+        show(status, live)
+        if not any(state.running for state in states):
             return status
         time.sleep(interval)  # how often a person's screen is redrawn
+
+
+def shard_lines(status: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """The watch display of a sharded run: the run's counts, then a line per shard."""
+    from fleetrel.progress import format_seconds
+
+    counts = status["counts"]
+    lines = [f"{status['plan']} ({status['shard_count']} shards) {status['status']} | ok {counts['succeeded']} "
+             f"skipped {counts['skipped']} failed {counts['failed']} left {counts['unfinished']}"]
+    for index, fields in sorted(live["shards"].items(), key=lambda item: int(item[0])):
+        shard = status["shards"].get(index, {})
+        lines.append(f"  shard {index}: {shard.get('status')} | {fields['done']}/{fields['to_do']} | "
+                     f"ETA {format_seconds(fields['eta_s'])} | pid {fields['pid']} on {fields['host'] or '?'} | "
+                     f"last record {fields['last_record_age_s']}s ago")
+    for missing in status.get("missing_shards", ()):
+        lines.append(f"  shard {missing}: no journal yet")
+    return lines
 
 
 def live_lines(status: dict[str, Any], live: dict[str, Any]) -> list[str]:
@@ -177,14 +194,19 @@ def watch_command(path: Path, *, json_output: bool, interval: float) -> int:
 
     from fleetrel.events import ExitCode
     from fleetrel.report import print_status
+    from fleetrel.shardreport import find_shard_journals, print_sharded_status
+
+    path = Path(path)
+    shards = find_shard_journals(path) if not path.exists() else {}  # a sharded run: its shards beside it
+    paths: Path | list[Path] = list(shards.values()) or path
 
     def show(status: dict[str, Any], live: dict[str, Any]) -> None:
         if json_output:
             click.echo(json.dumps({**status, "live": live}, default=str))
         else:
-            click.echo("\n".join(live_lines(status, live)) + "\n")
+            click.echo("\n".join(shard_lines(status, live) if "shards" in live else live_lines(status, live)) + "\n")
 
-    final = watch(Path(path), show, interval=interval)
+    final = watch(paths, show, interval=interval)
     if not json_output:
-        print_status(final)
+        (print_sharded_status if shards else print_status)(final)
     return ExitCode.for_status(final["status"])

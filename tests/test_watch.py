@@ -82,3 +82,32 @@ def test_the_watch_display_reads_only_complete_lines(tmp_path):
     now = datetime.fromisoformat("2026-12-07T00:00:20+00:00").timestamp()
     fields = live.fields(now=now)
     assert (fields["done"], fields["elapsed_s"], fields["last_record_age_s"], fields["eta_s"]) == (1, 20.0, 10.0, 20.0)
+
+
+def test_a_sharded_run_is_watched_as_one(tmp_path):
+    from fleetrel import run
+    from fleetrel.plan import ReleasePlan
+    from fleetrel.shards import Shard
+    from fleetrel.testing import FakeIoT, run_virtual
+    from fleetrel.watch import watch_command
+    from fleetrel.where import Where
+
+    names = ["1", "2", "3"]
+    plan = ReleasePlan.model_validate({
+        "plan": "org", "targets": [{"name": "a", "region": "us-east-1"}, {"name": "b", "region": "eu-west-1"}],
+        "versions": [{"package": "fw", "versions": names, "action": "PUBLISH"}]})
+    for index in (1, 2):
+        clients = {t: FakeIoT({f"fw/{n}": "DRAFT" for n in names}) for t in ("a", "b")}
+        run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "org.journal.jsonl", shard=Shard(index, 2)),
+                                client=clients))
+    lines = []
+    import click.testing
+
+    runner = click.testing.CliRunner()
+    with runner.isolation() as (out, _err, *_):
+        code = watch_command(tmp_path / "org.journal.jsonl", json_output=True, interval=0.1)
+        lines = out.getvalue().decode().splitlines()
+    assert code == ExitCode.OK
+    [look] = [json.loads(line) for line in lines]  # finished: one look, then the end
+    assert look["status"] == "complete" and look["counts"]["succeeded"] == 6
+    assert {index: fields["done"] for index, fields in look["live"]["shards"].items()} == {"1": 3, "2": 3}
