@@ -25,7 +25,7 @@ starts another emulator.
 Normalising (the placeholders, so a page can show real output that varies run to run):
 run ids and clientTokens (UUIDs) -> <uuid>; timestamps -> <time>; the progress line's
 `[   3s]` -> `[<s>]`, `ETA 12s` -> `ETA <s>`, `rate 9.5/10 per s` -> `rate <rate>`,
-`throttles 1 retries 1` -> `throttles <n> retries <n>`; the table rows whose values
+`throttles 1 retries 1` -> `throttles <n> retries <n>` (and `1 throttles, 1 retries`); the table rows whose values
 depend on timing (elapsed, calls sent, mean calls/s, throttled, throttles, retries, final
 rate) -> `<v>`; in JSON, `"throttled": N` and `"throttles": N` -> `<n>`;
 the journal's keyed digests `hmac:…` -> `hmac:<digest>`; rate changes in `fleetrel status` ->
@@ -111,6 +111,7 @@ _NORMAL = [
     (re.compile(r"rate [\d.]+/[\d.]+ (per s|calls/s)"), r"rate <rate> \1"),
     (re.compile(r"throttles \d+"), "throttles <n>"),
     (re.compile(r"retries \d+"), "retries <n>"),
+    (re.compile(r"\d+ throttles, \d+ retries"), "<n> throttles, <n> retries"),
     (re.compile(r'"(throttled|throttles)": ?\d+'), r'"\1": <n>'),
     (re.compile(r"hmac:[0-9a-f]{16}"), "hmac:<digest>"),
     (re.compile(r"^(\| (elapsed|calls sent|mean calls/s|throttled|throttles|retries|final rate) \|) .* \|$"),
