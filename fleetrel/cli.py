@@ -667,9 +667,21 @@ def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path |
         output_path.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"{output_path}: cannot write the undo plan: {exc.strerror or exc}")
-    entries = len(undo.plan["versions"])
-    click.echo(f"{output_path}: undo plan written ({entries} {'entry' if entries == 1 else 'entries'}, "
-               f"{len(undo.not_undone)} not undone, listed at its top)", err=True)
+    # What it reverses (a version's status, a default) apart from what it cannot restore (a
+    # description, a DRAFT): "28 not undone" beside 28 versions it does undo would read as none.
+    entries = undo.plan["versions"]
+    versions = sum(len(entry.get("targets") or [None]) for entry in entries)
+    defaults = sum(len(entry.get("targets") or [None]) for entry in entries
+                   if {"default", "then_default", "unset_default"} & entry.keys())
+    notes = len(undo.not_undone)
+    click.echo(f"{output_path}: undo plan written: {_count(len(entries), 'entry', 'entries')} put back the status of "
+               f"{_count(versions, 'version')}" + (f" and {_count(defaults, 'default')}" if defaults else "")
+               + (f"; {_count(notes, 'note')} at its top on what it cannot restore" if notes
+                  else "; it restores everything the run changed"), err=True)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 @main.command("hold")

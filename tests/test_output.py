@@ -56,3 +56,20 @@ def test_status_of_a_running_run_exits_75_and_of_a_killed_one_130(tmp_path: Path
     assert ExitCode.for_status(Status.RUNNING) == 75
     help_text = " ".join(CliRunner().invoke(main, ["status", "--help"]).output.split())
     assert "75 still running" in help_text and "130 interrupted or killed;" in help_text
+
+
+# -- undo: what it reverses apart from what it cannot restore ---------------------------
+
+def test_undo_says_the_versions_it_reverses_apart_from_the_fields_it_cannot_restore(tmp_path: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    lines: list[dict[str, Any]] = [{"event": "run_started", "format": 1, "run_id": "r", "plan": "p", "plan_digest": "d",
+                                    "steps": 3, "step_digests": {"fw/1.0": "a", "fw/1.1": "b", "fw/2.0#default": "c"}}]
+    for version in ("1.0", "1.1"):  # deprecated with a new description: the status goes back, the description cannot
+        lines += [{"event": "step_started", "step": f"fw/{version}", "client_token": f"t{version}", "attempt": 1,
+                   "request": {"action": "DEPRECATE", "description": "hmac:x"}},
+                  {"event": "step_succeeded", "step": f"fw/{version}", "client_token": f"t{version}", "attempt": 1}]
+    journal.write_text("".join(json.dumps(line) + "\n" for line in [*lines, {"event": "run_finished"}]))
+    made = CliRunner().invoke(main, ["undo", str(journal), "-o", str(tmp_path / "undo.yaml")])
+    assert made.exit_code == 0, made.output
+    assert made.stderr.strip() == (f"{tmp_path / 'undo.yaml'}: undo plan written: 2 entries put back the status of "
+                                   "2 versions; 2 notes at its top on what it cannot restore")
