@@ -125,13 +125,18 @@ def test_a_shard_journal_is_not_resumed_as_another_shard(emulator, tmp_path):
     assert not (tmp_path / "single.journal.jsonl").exists()
 
 
+def selector_org_plan(path: Path, versions: list[str]) -> Path:
+    """The six-target organisation plan with one selector: every DRAFT thermostat version."""
+    doc = yaml.safe_load(org_plan(path, versions).read_text())
+    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def test_a_plan_of_selectors_in_shards_each_selects_its_own_targets(emulator, tmp_path):
     versions = ["7.0.0", "7.0.1"]
     seed(emulator.url, versions)
-    plan = tmp_path / "org.yaml"
-    doc = yaml.safe_load(org_plan(plan, versions).read_text())
-    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
-    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = selector_org_plan(tmp_path / "org.yaml", versions)
     seen: set[str] = set()
     for index in (1, 2):
         out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", f"{index}/2", "--json")
@@ -153,10 +158,7 @@ def test_a_shard_of_a_selector_plan_missing_makes_its_steps_unknown_not_zero(emu
     """Issue 21.8: the merged status of a sharded selector plan said "3 steps: 6 succeeded"."""
     versions = ["7.1.0", "7.1.1"]
     seed(emulator.url, versions)
-    plan = tmp_path / "org.yaml"
-    doc = yaml.safe_load(org_plan(plan, versions).read_text())
-    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
-    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = selector_org_plan(tmp_path / "org.yaml", versions)
     assert fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--shard", "1/2").returncode == 0
     half = fleetrel("status", str(tmp_path / "org.journal.jsonl"), "--json")
     doc = json.loads(half.stdout)
@@ -172,10 +174,7 @@ def test_a_plan_of_selectors_runs_over_ray_expanded_once_and_frozen(emulator, tm
     freezes the selection in the run's one journal, as a single process does."""
     versions = ["7.2.0", "7.2.1"]
     seed(emulator.url, versions)
-    plan = tmp_path / "org.yaml"
-    doc = yaml.safe_load(org_plan(plan, versions).read_text())
-    doc["versions"] = [{"select": {"package": "thermostat-*", "status": "DRAFT"}, "action": "PUBLISH"}]
-    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = selector_org_plan(tmp_path / "org.yaml", versions)
     ray = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "--ray", "--json")
     assert ray.returncode == 0, ray.stderr
     header = journal_records(tmp_path / "org.journal.jsonl")[0]
