@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import collections
 import os
+import stat
 import socket
 import sys
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 
@@ -93,9 +94,11 @@ def schema() -> dict[str, Any]:
 class EventStream:
     """An engine listener that writes the stream to `out` (a binary file) from its own thread."""
 
-    def __init__(self, out: BinaryIO, *, buffer: int = BUFFER, close_out: bool = False,
+    def __init__(self, out: BinaryIO | Callable[[], BinaryIO], *, buffer: int = BUFFER, close_out: bool = False,
                  flush_interval: float = FLUSH_INTERVAL) -> None:
-        self._out = out
+        # a callable: opened by the writer thread (a FIFO's open waits for its reader, the run must not)
+        self._opener = out if callable(out) else None
+        self._out: BinaryIO | None = None if callable(out) else out
         self._close_out = close_out
         self._buffer: collections.deque[tuple[float, Record]] = collections.deque()
         self._limit = buffer
@@ -118,6 +121,8 @@ class EventStream:
         if where == "-":
             sys.stdout.flush()
             return cls(os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0), close_out=True, **kwargs)
+        if os.path.exists(where) and stat.S_ISFIFO(os.stat(where).st_mode):
+            return cls(lambda: open(where, "ab", buffering=0), close_out=True, **kwargs)  # whenever a reader comes
         return cls(open(where, "ab", buffering=0), close_out=True, **kwargs)  # a resume appends its session
 
     # -- on the engine's path: count, never block --------------------------------------
@@ -131,6 +136,11 @@ class EventStream:
     # -- the writer thread ------------------------------------------------------------
 
     def _write_all(self) -> None:
+        if self._opener is not None:
+            try:
+                self._out = self._opener()
+            except OSError:
+                self.gone = True
         buffer = self._buffer
         while True:
             closing = self._wake.wait(self._flush_interval)
@@ -202,8 +212,9 @@ class EventStream:
         """Write what is buffered (for at most `wait` seconds: a stalled reader does not hold
         the run's end), then close."""
         self._wake.set()
-        self._thread.join(wait)
-        if self._close_out and not self._thread.is_alive():
+        # a FIFO nobody opened for reading: its open never returned, nothing to wait for
+        self._thread.join(wait if self._out is not None or self.gone else 0)
+        if self._close_out and self._out is not None and not self._thread.is_alive():
             try:
                 self._out.close()
             except OSError:

@@ -112,3 +112,18 @@ def test_a_reader_that_leaves_after_one_line_does_not_disturb_the_run(emulator, 
     assert sum(r["event"] == "step_succeeded" for r in records) == 600
     assert records[-1]["event"] == "run_finished"
     assert "Traceback" not in stderr
+
+
+def test_a_fifo_that_nobody_reads_does_not_hold_the_run(emulator, tmp_path):
+    import os
+
+    versions = [f"1.9.{i}" for i in range(5)]
+    emulator.seed([(PKG, v) for v in versions])
+    plan = write_plan(tmp_path / "p.yaml", versions, package=PKG, name="fifo")
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)  # opening it for writing waits for a reader: none ever comes
+    out = subprocess.run([sys.executable, "-m", "fleetrel", "run", str(plan), "--journal", str(tmp_path / "j.jsonl"),
+                          "--endpoint-url", emulator.url, "--events", str(fifo)],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert out.returncode == ExitCode.OK, out.stderr
+    assert journal_records(tmp_path / "j.jsonl")[-1]["event"] == "run_finished"
