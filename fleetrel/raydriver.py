@@ -26,8 +26,6 @@ The engine knows nothing of Ray; only this module imports it (`fleetrel[ray]`).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -40,11 +38,13 @@ from fleetrel.engine import (BeforeWave, RunOptions, Stop, end_record, execute, 
 from fleetrel.events import TERMINAL, Event, Listener, Outcome, Record, StartListener
 from fleetrel.journal import SYNC_INTERVAL, default_journal_path, fields_for_journal
 from fleetrel.plan import ReleasePlan
+from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
+from fleetrel.rayreaper import clean_stale_folders, private_folder, start_reaper
 from fleetrel.result import RunResult, StepOutcome
-from fleetrel.session import Session, check_identity, open_session
+from fleetrel.session import Session, TargetChanged, check_identity, open_session
 from fleetrel.expansion import frozen_selection, select_for_run
 from fleetrel.shards import Shard, assign, shard_journal_path, target_sizes
-from fleetrel.shardworker import ShardWorker
+from fleetrel.shardworker import DriverProcess, ShardWorker
 
 RESTART_WAIT = 120.0  # seconds to wait for Ray to bring a dead actor back before the run stops
 MAX_RESTARTS = 5  # per actor and run: past it the run stops, its steps left for a resume
@@ -84,29 +84,40 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
     """Ray for a run: the one this process is already connected to, the cluster at
     `address`, or (None) a local one started for the run in a temporary folder, bound to
     the loopback, stopped after it."""
-    # a cluster on this machine's loopback (a test's, or `ray start --node-ip-address 127.0.0.1`) too
-    ray = import_ray(local=address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost"))
+    ray = import_ray(local=_on_this_machine(address))
     if ray.is_initialized():
         yield ray
         return
-    folder = None
+    folder, reaper = None, None
     try:
         if address:
             ray.init(address=address, logging_level="warning")
         else:
-            folder = tempfile.mkdtemp(prefix="fleetrel-ray-")
-            ray.init(include_dashboard=False, _temp_dir=folder, logging_level="warning")
+            # Its folder is private to this user and reaped with its processes when this
+            # process ends, even by kill -9 (`fleetrel.rayreaper`); the dashboard is off (its
+            # agent cannot be, in Ray 2.60: the reaper ends it). Ray's token authentication
+            # (on by default for a local cluster since Ray 2.5x) is left as Ray sets it.
+            clean_stale_folders()
+            folder = private_folder()
+            reaper = start_reaper(folder)
+            ray.init(include_dashboard=False, _temp_dir=str(folder / "r"), logging_level="warning")
     except Exception as exc:  # noqa: BLE001 - Ray's own errors (connection, authentication, ...) say why
         if folder is not None:
             ray.shutdown()  # what did start of it
-            shutil.rmtree(folder, ignore_errors=True)
+            reaper.close()
         raise RaySetupError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        if reaper is not None:
+            reaper.close()  # what shutdown left (the raylet's agents), and the folder
+
+
+def _on_this_machine(address: str | None) -> bool:
+    """A local Ray: started for the run, or a cluster on this machine's loopback (a test's,
+    or `ray start --node-ip-address 127.0.0.1`)."""
+    return address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -154,7 +165,9 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
         ray = stack.enter_context(ray_cluster(address))
         count = actors or max(1, min(len(sizes), int(ray.cluster_resources().get("CPU", 1))))
         shard_of = assign(sizes, count)
-        pool = _Pool(ray, plan, shard_of, endpoint_url, options)
+        # on this machine, each actor stops sending the moment this process ends, however it ends
+        driver = DriverProcess.this() if _on_this_machine(address) else None
+        pool = _Pool(ray, plan, shard_of, endpoint_url, options, driver)
         stack.push_async_callback(pool.close)
         identities = await pool.connect()  # every target's account resolved and checked first
         if session is None:
@@ -186,7 +199,7 @@ class _Pool:
     """The run's actors, one per non-empty shard."""
 
     def __init__(self, ray: Any, plan: ReleasePlan, shard_of: dict[str, int], endpoint_url: str | None,
-                 options: RunOptions) -> None:
+                 options: RunOptions, driver: DriverProcess | None) -> None:
         self.ray = ray
         self.shard_of = shard_of
         worker = _actor_class(ray)
@@ -194,7 +207,7 @@ class _Pool:
         count = max(shard_of.values())
         # named so that an operator (`ray list actors`) or a test can find one shard's actor
         self.actors = {shard: worker.options(name=actor_name(plan, shard, count)).remote(
-            [t for t, s in shard_of.items() if s == shard], endpoint_url, options)
+            [t for t, s in shard_of.items() if s == shard], endpoint_url, options, driver)
             for shard in sorted(set(shard_of.values()))}
 
     async def connect(self) -> dict[str, dict[str, str]]:
@@ -326,7 +339,7 @@ class _Driver:
             tokens = {key: self.session.token(self.steps[key]) for key in keys}
             sent_here = 0
             try:
-                summary_ref = actor.run.remote(generation, self.session.run_id, keys, tokens)
+                summary_ref = actor.run.remote(generation, self.session.run_id, keys, tokens, self._done_before(keys))
                 done = False
                 while not done:
                     records, done = await actor.drain.remote(generation)
@@ -349,6 +362,21 @@ class _Driver:
                 self.request_stop("setup")
             return
 
+    def _done_before(self, keys: list[str]) -> list[str]:
+        """The version steps of the default steps in `keys` that the run has finished (in
+        this session, or journalled by an earlier one): the actor's engine lets those go."""
+        prior = self.session.prior.steps if self.session.prior is not None else {}
+        finished = (Outcome.SUCCEEDED, Outcome.SKIPPED)
+        out = []
+        for key in keys:
+            version = key.removesuffix(DEFAULT_KEY_SUFFIX)
+            if version == key:
+                continue
+            now, before = self.outcomes.get(version), prior.get(version)
+            if (now is not None and now.outcome in finished) or (before is not None and before.outcome in finished):
+                out.append(version)
+        return out
+
     async def _restarted(self, shard: int, actor: Any) -> bool:
         """Wait for Ray to bring the shard's actor back and its targets' clients up again;
         False (and the run stopped, its steps left for a resume) if it does not come back."""
@@ -367,6 +395,8 @@ class _Driver:
             except (AwsSetupError, self.pool.ray.exceptions.RayTaskError) as exc:
                 cause = getattr(exc, "cause", exc)
                 return self._lost(f"the restarted actor of shard {shard} could not set up its targets ({cause})")
+            except TargetChanged as exc:  # its clients now act elsewhere than the run's first calls went
+                return self._lost(f"the restarted actor of shard {shard} points elsewhere: {exc}")
 
     def _lost(self, why: str) -> bool:
         """A shard that cannot go on stops the run as a setup problem does: every step not

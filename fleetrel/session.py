@@ -177,12 +177,15 @@ class Session:
 def check_identity(session: Session, identity: dict[str, Any]) -> None:
     """Refuse (`TargetChanged`) to resume a run where its targets now point elsewhere, for a
     session opened before its targets' identities were resolved (open_session checks it
-    when they are given)."""
-    state = session.prior
-    if state is not None and identity and state.identity:
-        moved = _moved(state.identity, identity)
+    when they are given), and a target whose clients were built again mid-session (a
+    restarted Ray actor) pointing elsewhere than this session recorded, in a new run as in
+    a resume: `session.identity` holds the journal's places with what this session resolved."""
+    recorded = session.identity
+    if identity and recorded:
+        moved = _moved(recorded, identity)
         if moved:
-            raise TargetChanged(_target_changed(session.path, state, moved, identity))
+            raise TargetChanged(_target_changed(session.path, session.run_id, session.plan.plan, recorded, moved,
+                                                identity, resuming=session.prior is not None))
     session.identity = _merged(session.identity, identity)
 
 
@@ -261,7 +264,8 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         if state is not None and identity and state.identity:
             moved = _moved(state.identity, identity)
             if moved:
-                raise TargetChanged(_target_changed(journal_path, state, moved, identity))
+                raise TargetChanged(_target_changed(journal_path, state.run_id, state.header.get("plan"),
+                                                    state.identity, moved, identity))
         if state is None:
             key = new_run_key()
             write_run_key(journal_path, key)
@@ -401,20 +405,23 @@ def _moved(before: dict[str, Any], now: dict[str, Any]) -> list[str | None]:
     return [None] if not same_place(before, now) else []
 
 
-def _target_changed(path: Path, state: RunState, moved: list[str | None], identity: dict[str, Any]) -> str:
+def _target_changed(path: Path, run_id: str, plan: str | None, before: dict[str, Any], moved: list[str | None],
+                    identity: dict[str, Any], *, resuming: bool = True) -> str:
     def show(where: dict[str, str]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(where.items()) if v) or "the default AWS configuration"
 
-    before = state.identity or {}
+    before = before or {}
     if moved == [None]:
         what = f"was sent to {show(before)}, but this session would send it to {show(identity)}"
     else:
         name = moved[0]
         what = (f"sent target {name} to {show(before[name])}, but it now points at {show(identity[name])}"
                 + (f" (and {len(moved) - 1} more target(s) moved)" if len(moved) > 1 else ""))
-    return (f"{path}: run {state.run_id} of plan {state.header.get('plan')!r} {what}. Resuming would report steps as "
-            "done that were never sent there. Point the run at the same target again, or give the other target "
-            "its own run with another journal (--journal).")
+    why = ("Resuming would report steps as done that were never sent there" if resuming else
+           "Going on would send the rest of its steps to another place than the first ones (its clients were built "
+           "again, by a restarted actor)")
+    return (f"{path}: run {run_id} of plan {plan!r} {what}. {why}. Point the run at the same target again, or give "
+            "the other target its own run with another journal (--journal).")
 
 
 def _prior_state(path: Path, plan: ReleasePlan, steps: list[Step], *, new_run: bool) -> RunState | None:

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import anyio
 import pytest
+import yaml
 
 from fleetrel.where import Where
 from fleetrel.api import run
 from fleetrel.engine import Stop
-from fleetrel.events import TERMINAL, Event
+from fleetrel.events import PREVIOUS_DEFAULT, TERMINAL, Event
 from fleetrel.plan import load
 from fleetrel.shards import assign, target_sizes
 from support import journal_records, kill_after_successes
-from test_targets import ACCOUNTS, ENV, REGIONS, org_plan, seed, statuses, tokens_per_target_version
+from test_targets import ACCOUNTS, ENV, PKG, REGIONS, catalog, org_plan, seed, statuses, tokens_per_target_version
 
 ray = pytest.importorskip("ray")
 from fleetrel.raydriver import actor_name, ray_cluster, run_on_ray  # noqa: E402
@@ -200,3 +203,94 @@ def test_a_ray_run_stopped_part_way_ends_interrupted_and_resumes(ray_address, em
     assert set(terminal_counts(journal).values()) == {1} and len(terminal_counts(journal)) == 60
     assert all(len(t) == 1 for t in tokens_per_target_version(journal).values())
     assert all(len(set(t)) == 1 for t in accepted_tokens(emulator))
+
+
+def place_calls(emulator, account: str, region: str, operation: str) -> int:
+    place = emulator.record()["accounts"].get(account, {}).get(region, {})
+    return sum(place.get("operations", {}).get(operation, {}).values())
+
+
+def seed_defaults(url: str, account: str) -> None:
+    """In both regions of `account`: 1.0 published and the default, 2.0 a draft."""
+    for region in REGIONS:
+        iot = catalog(url, account, region)
+        iot.create_package(packageName=PKG)
+        for version in ("1.0", "2.0"):
+            iot.create_package_version(packageName=PKG, versionName=version)
+        iot.update_package_version(packageName=PKG, versionName="1.0", action="PUBLISH")
+        iot.update_package(packageName=PKG, defaultVersionName="1.0")
+
+
+def default_plan(path, account: str):
+    """Publish 2.0 and make it the default, in both regions of `account`: 4 steps."""
+    doc = {"plan": "org-default", "limits": {"rate": 50, "burst": 5, "concurrency": 2},
+           "targets": {"accounts": {"dev": account}, "regions": REGIONS, "role_name": "fleet-release"},
+           "versions": [{"package": PKG, "version": "2.0", "action": "PUBLISH", "default": True}]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load(path)
+
+
+def test_default_steps_left_by_an_earlier_session_go_over_ray(ray_address, emulator, tmp_path):
+    """Their version steps were finished by the session before (here one process, stopped
+    after them): the actors let the default steps go, as one process would."""
+    account = ACCOUNTS["dev"]
+    seed_defaults(emulator.url, account)
+    plan = default_plan(tmp_path / "org.yaml", account)
+    stop = Stop()
+    part = anyio.run(lambda: run(plan, Where(endpoint_url=emulator.url), listeners=[StopAfter(stop, 2)], stop=stop))
+    assert part.status == "interrupted" and part.succeeded == 2 and part.unfinished == 2
+    rest = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=2))
+    assert rest.status == "complete", [(o.key, o.outcome, o.code) for o in rest.outcomes]
+    assert all(catalog(emulator.url, account, r).get_package(packageName=PKG)["defaultVersionName"] == "2.0"
+               for r in REGIONS)
+
+
+def test_an_actor_killed_after_changing_a_default_unjournalled_leaves_undo_the_old_default(
+        ray_address, emulator, tmp_path):
+    """The actor reads the default (1.0), journals `step_started` into its buffer and changes the
+    default to 2.0; it dies before the driver drains that record. Its restarted self must not
+    journal 2.0 as the default it replaced (undo would restore it): the change waits for the
+    driver to have journalled the read, as one process writes it before sending."""
+    from fleetrel.undo import build_undo
+
+    account, region = ACCOUNTS["dev"], "us-east-1"
+    victim = f"dev-{region}"
+    seed_defaults(emulator.url, account)
+    plan = default_plan(tmp_path / "org.yaml", account)
+    default_key = f"{victim}:{PKG}/2.0#default"
+    name = actor_name(plan, assign(target_sizes(plan), 2)[victim], 2)
+    seen: dict = {}
+
+    class KillInTheWindow:
+        """On the victim's first record, with the driver held here (so it journals nothing
+        more): wait until the actor has changed the default, or holds the change until its
+        read is journalled; then kill its process."""
+
+        def on_event(self, record) -> None:
+            if record.get("target") != victim or seen.get("killed"):
+                return
+            actor = ray.get_actor(name)
+            seen["pid"] = ray.get(actor.__ray_call__.remote(lambda worker: os.getpid()))
+            for _ in range(3000):  # bounded: 30 s of polls for one of the two conditions
+                if place_calls(emulator, account, region, "UpdatePackage"):
+                    break
+                if ray.get(actor.__ray_call__.remote(lambda worker: bool(getattr(worker.buffer, "held", None)))):
+                    break
+                time.sleep(0.01)  # a poll of the emulator's record, not a synchronisation
+            else:
+                raise AssertionError("the actor neither changed the default nor held the change")
+            os.kill(seen["pid"], signal.SIGKILL)
+            seen["killed"] = True
+
+    result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=2, listeners=[KillInTheWindow()]))
+    assert seen.get("killed")
+    journal = tmp_path / "org.journal.jsonl"
+    records = journal_records(journal)
+    assert [r["event"] for r in records if r["event"] == Event.SHARD_RESTARTED] == [Event.SHARD_RESTARTED], [(r["event"], r.get("step"), r.get(PREVIOUS_DEFAULT), r.get("code")) for r in records]
+    started = [r for r in records if r["event"] == Event.STEP_STARTED and r["step"] == default_key]
+    assert started and started[0].get(PREVIOUS_DEFAULT) == "1.0", started
+    assert result.status == "complete", [(o.key, o.outcome, o.code) for o in result.outcomes]
+    assert catalog(emulator.url, account, region).get_package(packageName=PKG)["defaultVersionName"] == "2.0"
+    undo = build_undo(journal)
+    assert {"package": PKG, "version": "2.0", "action": "DEPRECATE", "then_default": "1.0",
+            "targets": [victim]} in undo.plan["versions"] or "1.0" in str(undo.plan), undo.text()
