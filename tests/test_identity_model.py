@@ -480,6 +480,20 @@ class IdentityModel(RuleBasedStateMachine):
         of its own so that sequences hold more resumes."""
         self.run_plan(layout, False, fault)
 
+    @rule(which=st.integers(0, 5), account=st.integers(0, len(ACCOUNTS) - 1), layout=LAYOUTS, fault=FAULTS)
+    def move_then_resume(self, which: int, account: int, layout: Whole | Subset | ShardOf,
+                         fault: Fault | None) -> None:
+        """The hazard itself, as one rule so that sequences meet it often: a target
+        pointed elsewhere, then the same command again."""
+        self.move_target(which, account)
+        self.run_plan(layout, False, fault)
+
+    @rule(which=st.integers(0, 5), account=st.integers(0, len(ACCOUNTS) - 1), pick=st.integers(0, 7))
+    def move_then_undo(self, which: int, account: int, pick: int) -> None:
+        """A target pointed elsewhere, then an undo built from the plan file as it is now."""
+        self.move_target(which, account)
+        self.undo(pick)
+
     def _check_complete(self, plan: ReleasePlan, scope: list[str], rule_no: int) -> None:
         """Invariant 5, at the moment the run finished."""
         where = {spec.name: (spec.account, spec.region) for spec in plan.target_specs()}
