@@ -314,6 +314,11 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         console.print(f"run for targets {', '.join(status['targets_run'])} only; not run yet: "
                       f"{', '.join(status['targets_not_run'])} (run them with --target, or leave --target out "
                       "for every target)")
+    if status.get("live"):  # a running journal (fleetrel.watch): where it is now
+        from fleetrel.watch import live_lines
+
+        for line in live_lines(status, status["live"]):
+            console.print(line)
     if "resume" in status:
         console.print("resume with:")
         console.print(status["resume"], soft_wrap=True)  # one line a script or a person can paste, never wrapped

@@ -47,6 +47,9 @@ def test_a_held_run_is_watched_until_it_ends(emulator, tmp_path):
         assert live["elapsed_s"] >= 0 and live["last_record_age_s"] >= 0 and live["rate"] > 0
         assert live["eta_s"] is not None and live["steps_per_s"] > 0
 
+        text = fleetrel("status", str(journal)).stdout  # people see the same
+        assert f"pid {runner.pid} on {socket.gethostname()}" in text and "wave 1/2" in text
+
         watcher = subprocess.Popen([sys.executable, "-m", "fleetrel", "status", str(journal), "--watch", "--json",
                                     "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = json.loads(watcher.stdout.readline())
