@@ -31,10 +31,19 @@ from fleetrel.raydriver import actor_name, ray_cluster, run_on_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def ray_address():
+def credentials_file(tmp_path_factory):
+    """A shared credentials file the actors read when they build a profile's client (a test
+    rewrites it to make a restarted actor's profile act in another account)."""
+    return tmp_path_factory.mktemp("aws") / "credentials"
+
+
+@pytest.fixture(scope="module")
+def ray_address(credentials_file):
     for name, value in ENV.items():
         if name.startswith("AWS_"):
             os.environ.setdefault(name, value)
+    credentials_file.write_text("")
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials_file)  # the cluster's workers inherit it
     with ray_cluster(None) as started:
         address = started.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:")  # loopback only
@@ -294,3 +303,53 @@ def test_an_actor_killed_after_changing_a_default_unjournalled_leaves_undo_the_o
     undo = build_undo(journal)
     assert {"package": PKG, "version": "2.0", "action": "DEPRECATE", "then_default": "1.0",
             "targets": [victim]} in undo.plan["versions"] or "1.0" in str(undo.plan), undo.text()
+
+
+def profile_in(url: str, account: str) -> str:
+    """A credentials-file profile `fleet` whose keys (from the emulator's STS) act in `account`."""
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/fleet-release", RoleSessionName="test")["Credentials"]
+    return (f"[fleet]\naws_access_key_id = {creds['AccessKeyId']}\naws_secret_access_key = {creds['SecretAccessKey']}\n"
+            f"aws_session_token = {creds['SessionToken']}\n")
+
+
+def test_a_restarted_actor_pointing_elsewhere_stops_a_new_run(ray_address, credentials_file, emulator, tmp_path):
+    """The target's profile acts in account 111111111111 when the run starts; its actor dies,
+    and the profile now acts in 222222222222: the restarted actor's place is checked against
+    the one this (new) run recorded, and the run stops, sending nothing to the other account."""
+    first, other = ACCOUNTS["dev"], ACCOUNTS["staging"]
+    versions = [f"8.5.{i}" for i in range(10)]
+    for account in (first, other):
+        iot = catalog(emulator.url, account, "us-east-1")
+        iot.create_package(packageName=PKG)
+        for version in versions:
+            iot.create_package_version(packageName=PKG, versionName=version)
+    credentials_file.write_text(profile_in(emulator.url, first))
+    doc = {"plan": "org-profile", "limits": {"rate": 4, "burst": 2, "concurrency": 1},
+           "targets": [{"name": "edge", "region": "us-east-1", "profile": "fleet"}],
+           "versions": [{"package": PKG, "versions": versions, "action": "PUBLISH"}]}
+    (tmp_path / "org.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = load(tmp_path / "org.yaml")
+    killed = {}
+
+    class MoveAndKill:
+        def on_event(self, record) -> None:
+            if record.event in TERMINAL and not killed:
+                credentials_file.write_text(profile_in(emulator.url, other))
+                actor = ray.get_actor(actor_name(plan, 1, 1))
+                killed["pid"] = ray.get(actor.__ray_call__.remote(lambda worker: os.getpid()))
+                os.kill(killed["pid"], signal.SIGKILL)  # Ray restarts it
+
+    try:
+        result = anyio.run(lambda: run_on_ray(plan, endpoint_url=emulator.url, actors=1, listeners=[MoveAndKill()]))
+    finally:
+        credentials_file.write_text("")
+    assert killed
+    assert result.status == "interrupted" and result.stopped_by == "setup" and result.unfinished > 0
+    assert "points elsewhere" in result.setup_error and other in result.setup_error, result.setup_error
+    assert place_calls(emulator, other, "us-east-1", "UpdatePackageVersion") == 0
+    header = journal_records(tmp_path / "org.journal.jsonl")[0]
+    assert header["identity"]["edge"]["account"] == first
