@@ -85,9 +85,10 @@ def read_gate(journal: Path | str) -> dict[str, Any] | None:
 
 def gate_environment(facts: Mapping[str, Any]) -> dict[str, str]:
     """The gate command's environment: ours, plus FLEETREL_<FACT> for every fact
-    (FLEETREL_RUN_ID, FLEETREL_JOURNAL, FLEETREL_PLAN, FLEETREL_WAVE, FLEETREL_WAVES,
-    FLEETREL_SUCCEEDED, FLEETREL_SKIPPED, FLEETREL_FAILED, FLEETREL_DONE_BEFORE,
-    FLEETREL_THROTTLES)."""
+    (FLEETREL_RUN_ID, FLEETREL_JOURNAL, FLEETREL_PLAN, FLEETREL_STEPS, FLEETREL_WAVE,
+    FLEETREL_WAVES; the whole run's FLEETREL_SUCCEEDED, FLEETREL_SKIPPED, FLEETREL_FAILED,
+    FLEETREL_UNFINISHED, FLEETREL_THROTTLES; this session's FLEETREL_SESSION_SUCCEEDED and
+    FLEETREL_SESSION_FAILED; FLEETREL_DONE_BEFORE)."""
     env = dict(os.environ)
     env.update({f"FLEETREL_{name.upper()}": str(value) for name, value in facts.items() if value is not None})
     return env
@@ -163,7 +164,7 @@ class WaveGates:
         if not await self._wait_while_held(record):
             return False
         if self.command is not None:
-            facts = {**self.facts, "wave": wave, "waves": waves, **self.counts, "throttles": self.throttles}
+            facts = {**self.facts, "wave": wave, "waves": waves, **await self._run_so_far()}
             code, timed_out, seconds = await run_gate_command(self.command, gate_environment(facts), self.timeout)
             go = code == 0
             record(decision="go" if go else "stop", by="command", who=who(), command=self.command,
@@ -175,6 +176,19 @@ class WaveGates:
             record(decision="go" if go else "stop", by=self.then_by, who=who())
             return go
         return True
+
+    async def _run_so_far(self) -> dict[str, Any]:
+        """The whole run's counts from its journal (every session's: the record, not this
+        session's listener), read in a worker thread (a second per 100k steps, once a wave)."""
+        from fleetrel.journal import JournalError
+        from fleetrel.replay import replay
+
+        try:
+            state = await anyio.to_thread.run_sync(replay, self.journal)
+        except JournalError:  # not where we were told: this session's own counts
+            return {**self.counts, "throttles": self.throttles}
+        return {**state.counts(), "throttles": state.throttles, "session_" + Outcome.SUCCEEDED.value:
+                self.counts[Outcome.SUCCEEDED.value], "session_" + Outcome.FAILED.value: self.counts[Outcome.FAILED.value]}
 
     async def _wait_while_held(self, record: Callable[..., None]) -> bool:
         """True once no hold stands (at once when there is none). Held: journalled once,

@@ -47,7 +47,11 @@ def test_a_gate_that_says_no_stops_before_wave_2_and_a_resume_asks_again(emulato
     assert (env["FLEETREL_WAVE"], env["FLEETREL_WAVES"], env["FLEETREL_SUCCEEDED"], env["FLEETREL_FAILED"]) == \
         ("2", "3", "2", "0")
 
-    yes = fleetrel(*run, "--wave-gate", "true")
+    yes = fleetrel(*run, "--wave-gate", f"env | grep ^FLEETREL_ > {facts}")
+    env = dict(line.split("=", 1) for line in facts.read_text().splitlines())
+    # the last gate, before wave 3 of the resumed session: the whole run's counts and the session's
+    assert (env["FLEETREL_WAVE"], env["FLEETREL_SUCCEEDED"], env["FLEETREL_UNFINISHED"],
+            env["FLEETREL_SESSION_SUCCEEDED"], env["FLEETREL_DONE_BEFORE"]) == ("3", "4", "2", "2", "2")
     assert yes.returncode == ExitCode.OK, yes.stderr
     decisions = [(g["wave"], g["decision"]) for g in gates(journal)]
     assert decisions == [(2, "stop"), (2, "go"), (3, "go")]  # the resume asked again, before wave 2
