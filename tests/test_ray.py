@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -23,7 +26,7 @@ from fleetrel.engine import Stop
 from fleetrel.events import PREVIOUS_DEFAULT, TERMINAL, Event
 from fleetrel.plan import load
 from fleetrel.shards import assign, target_sizes
-from support import journal_records, kill_after_successes
+from support import journal_records, kill_after_successes, update_calls
 from test_targets import ACCOUNTS, ENV, PKG, REGIONS, catalog, org_plan, seed, statuses, tokens_per_target_version
 
 ray = pytest.importorskip("ray")
@@ -353,3 +356,79 @@ def test_a_restarted_actor_pointing_elsewhere_stops_a_new_run(ray_address, crede
     assert place_calls(emulator, other, "us-east-1", "UpdatePackageVersion") == 0
     header = journal_records(tmp_path / "org.journal.jsonl")[0]
     assert header["identity"]["edge"]["account"] == first
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def listening_pids() -> set[int]:
+    """The processes with a listening TCP socket, as `ss -ltnp` shows them."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+
+
+def processes_in(folder: Path) -> set[int]:
+    """The processes with a file (log, socket) in `folder`: every process of a local Ray."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd).startswith(str(folder)) for fd in (proc / "fd").iterdir()):
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_drivers_local_ray_goes_with_it_and_its_actors_stop_sending(emulator, tmp_path):
+    """`fleetrel run --ray` on a local Ray of its own, killed with -9 mid-run: every process of
+    that Ray is gone (none listening on the loopback), its folder with it, and its actors send
+    nothing new once the driver is dead; a folder whose reaper died too goes at the next run."""
+    versions = [f"8.6.{i}" for i in range(40)]
+    seed(emulator.url, versions, skip={(a, r) for a in ACCOUNTS.values() for r in REGIONS if a != ACCOUNTS["dev"]})
+    # 2 targets, 80 steps, 20 calls/s each: 2 s of sending, killed after 10 successes
+    path = org_plan(tmp_path / "org.yaml", versions, pin={"dev": ACCOUNTS["dev"]}, rate=20, concurrency=2)
+    journal = tmp_path / "org.journal.jsonl"
+    env = {k: v for k, v in cli_env().items() if k != "RAY_ADDRESS"}  # a local Ray of its own
+    args = [sys.executable, "-m", "fleetrel", "run", str(path), "--endpoint-url", emulator.url, "--ray", "local",
+            "--actors", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    for _ in proc.stdout:  # a progress line at a time: the journal read in between, no sleep
+        if sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED) >= 10:
+            break
+    folders = list(Path(tempfile.gettempdir()).glob(f"fleetrel-ray-{proc.pid}-*"))
+    assert len(folders) == 1 and (folders[0].stat().st_mode & 0o777) == 0o700  # the user's alone
+    ray_processes = processes_in(folders[0]) - {proc.pid}
+    assert len(ray_processes) >= 4 and ray_processes & listening_pids()  # GCS, raylet, agents, actors
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    calls_at_kill = update_calls(emulator)
+    for _ in range(600):  # bounded: a minute of polls for every process of that Ray to be gone
+        left = {pid for pid in ray_processes if alive(pid)}
+        if not left and not ray_processes & listening_pids() and not folders[0].exists():
+            break
+        time.sleep(0.1)  # a poll of /proc, not a synchronisation
+    else:
+        raise AssertionError(f"left behind: processes {sorted(left)}, folder {folders[0].exists()}")
+    # what was in flight when the driver died may still land; nothing more is sent
+    assert update_calls(emulator) - calls_at_kill <= 2 * 2  # targets x concurrency
+    first = sum(1 for r in journal_records(journal) if r["event"] == Event.STEP_SUCCEEDED)
+    assert 10 <= first < 80
+
+    # a folder whose reaper was killed too (its process, here one that ran and ended, gone)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale = Path(tempfile.mkdtemp(prefix=f"fleetrel-ray-{ended.pid}-"))
+    (stale / "session.log").write_text("left by a run killed with its reaper\n")
+    out = subprocess.run(args + ["--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["succeeded"] == 80 and json.loads(out.stdout)["done_before"] == first
+    assert not stale.exists() and not folders[0].exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"fleetrel-ray-{proc.pid}-*"))
