@@ -5,19 +5,26 @@
     print_status(journal_status(replay(path)))     # `fleetrel status`
 
 rich writes no escape codes when its console is not a terminal, so the same tables serve
-a terminal and a CI log.
+a terminal and a CI log. Each is printed through `Fitted`: at 80 columns (a CI log), or 60,
+its cells wrap, then its least useful columns are dropped, never a name cut.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import os
 import sys
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.cells import cell_len
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from fleetrel.aws import without_userinfo
 from fleetrel.events import Outcome, Status
@@ -52,6 +59,82 @@ def _console(console: Console | None) -> Console:
     return console if console is not None else plain_console()
 
 
+# -- tables that fit a CI log ----------------------------------------------------------
+
+def name_column(table: Table, header: str, **options: Any) -> None:
+    """A column of names (step keys, targets, labels): never wrapped, and printed through
+    `Fitted` as wide as its longest name, so a name is never cut."""
+    table.add_column(header, no_wrap=True, overflow="fold", **options)
+
+
+def text_column(table: Table, header: str, **options: Any) -> None:
+    """A column that wraps at spaces and folds a word too long for it (rich's default,
+    an ellipsis, would cut a status or a path mid-word)."""
+    table.add_column(header, overflow="fold", **options)
+
+
+_WIDE = 10_000
+#: Words up to this long (statuses, error codes, "description") keep a column from being
+#: narrower; a longer word in a column that is not a name's folds rather than costing columns.
+FOLD_BEYOND = 20
+
+
+class Fitted:
+    """A table that fits its console's width without cutting a name: its cells wrap; if
+    its words still cannot fit, the columns in `drop` go, in that order, and a caption
+    names them; on a console too narrow even then, each row becomes a line.
+
+        console.print(Fitted(preview_table(preview), drop=("changes", "status")))
+    """
+
+    def __init__(self, table: Table, *, drop: Sequence[str] = ()) -> None:
+        self.table = table
+        self.drop = drop
+        for column in table.columns:
+            if column.no_wrap:  # a name's column: as wide as its longest name (its header included)
+                column.min_width = max((cell_len(str(cell)) for cell in (column.header, *column.cells)), default=1)
+
+    def without(self, dropped: Sequence[str], width: int) -> Table:
+        table = copy.copy(self.table)  # columns hold the cells: the copy shares them, lists a few
+        table.columns = [column for column in self.table.columns if column.header not in dropped]
+        note = f"not shown at {width} columns: {', '.join(dropped)} (a wider terminal or --json shows them)"
+        table.caption = f"{table.caption}; {note}" if table.caption else note
+        table.caption_justify = "left"
+        return table
+
+    @staticmethod
+    def minimum(console: Console, options: ConsoleOptions, table: Table) -> int:
+        """The narrowest `table` can be: each name's column as wide as its longest name,
+        each other column as its longest word, up to `FOLD_BEYOND` (a longer word, a path
+        say, folds: it would not fit a CI log in any column), and the borders."""
+        measured = copy.copy(table)
+        measured.columns = [column if column.no_wrap else dataclasses.replace(column, max_width=FOLD_BEYOND)
+                            for column in table.columns]
+        # on a wide console: rich measures within the width it is given
+        return Measurement.get(console, options.update_width(_WIDE), measured).minimum
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        width = options.max_width
+        for count in range(len(self.drop) + 1):
+            table = self.without(self.drop[:count], width) if count else self.table
+            if self.minimum(console, options, table) <= width:
+                yield table
+                return
+        yield from self.lines()
+
+    def lines(self) -> Iterator[RenderableType]:
+        """Row by row: the name on a line of its own, its other cells below it, indented."""
+        table = self.table
+        if table.title:
+            yield Text(str(table.title))
+        columns = [list(column.cells) for column in table.columns]
+        for row in range(table.row_count):
+            first, *rest = (str(cells[row]) if row < len(cells) else "" for cells in columns)
+            yield Text(first)
+            if rest:
+                yield Padding(Text(" | ".join(rest)), (0, 0, 0, 2))
+
+
 # -- after a run -----------------------------------------------------------------------
 
 def next_steps(result: RunResult) -> list[str]:
@@ -73,8 +156,8 @@ def next_steps(result: RunResult) -> list[str]:
 
 def summary_table(result: RunResult) -> Table:
     table = Table(title=f"{result.plan}: {result.status}", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value", justify="right")
+    name_column(table, "what", style="dim")
+    text_column(table, "value", justify="right")
     table.add_row("steps", str(result.steps))
     table.add_row("succeeded", str(result.succeeded))
     table.add_row("skipped (already done)", str(result.skipped))
@@ -96,19 +179,24 @@ def summary_table(result: RunResult) -> Table:
 
 def targets_table(counts: dict[str, dict[str, int]], title: str = "per target") -> Table:
     table = Table(title=title, title_justify="left")
-    for name in ("target", "succeeded", "skipped", "failed", "unfinished"):
-        table.add_column(name, justify="left" if name == "target" else "right")
+    name_column(table, "target")
+    for name in ("succeeded", "skipped", "failed", "unfinished"):
+        text_column(table, name, justify="right")
     for target, by_outcome in sorted(counts.items()):
         table.add_row(target, *(str(by_outcome.get(o, 0)) for o in ("succeeded", "skipped", "failed", "unfinished")))
     return table
+
+
+#: The columns of a per-target table given up first when it cannot fit.
+TARGETS_DROP = ("skipped", "unfinished")
 
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     """The final summary table (and one per target) and what to do next."""
     console = _console(console)
     if result.targets:
-        console.print(targets_table(result.targets))
-    console.print(summary_table(result))
+        console.print(Fitted(targets_table(result.targets), drop=TARGETS_DROP))
+    console.print(Fitted(summary_table(result)))
     if result.status != Status.COMPLETE:
         console.print(f"run {result.run_id}, journal {result.journal}")
     for hint in next_steps(result):
@@ -122,10 +210,9 @@ OUTCOME_STYLE = {"apply": "green", "unchanged": "dim", "blocked": "bold red"}
 
 def preview_table(preview: Preview) -> Table:
     table = Table(title=f"plan {preview.plan}: what would change", title_justify="left")
-    table.add_column("step")
-    table.add_column("status")
-    table.add_column("changes")
-    table.add_column("outcome")
+    name_column(table, "step")
+    for name in ("status", "changes", "outcome"):
+        text_column(table, name)
     for step in preview.steps[:MAX_ROWS]:
         status = f"{step.current or '-'} -> {step.planned or '-'}" if step.current != step.planned else (step.current or "-")
         outcome = step.outcome if step.outcome != "blocked" else f"blocked: {step.reason}"
@@ -154,7 +241,7 @@ def _more_rows(shown: int, total: int, what: str) -> str | None:
 
 def print_preview(preview: Preview, console: Console | None = None) -> None:
     console = _console(console)
-    console.print(preview_table(preview))
+    console.print(Fitted(preview_table(preview), drop=("changes", "status")))
     more = _more_rows(MAX_ROWS, len(preview.steps), "steps")
     if more:
         console.print(more)
@@ -172,12 +259,12 @@ def print_drift(report: DriftReport, console: Console | None = None) -> None:
         console.print(f"plan {report.plan}: all {len(report.steps)} versions match the plan")
         return
     table = Table(title=f"plan {report.plan}: drift", title_justify="left")
-    table.add_column("step")
-    table.add_column("differs from the plan")
     drifted = report.drifted
+    name_column(table, "step")
+    text_column(table, "differs from the plan")
     for step in drifted[:MAX_ROWS]:
         table.add_row(step.key, "; ".join(step.differences))
-    console.print(table)
+    console.print(Fitted(table))
     more = _more_rows(MAX_ROWS, len(drifted), "versions that differ")
     if more:
         console.print(more)
@@ -270,8 +357,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
     console = _console(console)
     counts = status["counts"]
     table = Table(title=f"run {status['run_id']} of plan {status['plan']}", show_header=False, title_justify="left")
-    table.add_column("what", style="dim")
-    table.add_column("value")
+    name_column(table, "what", style="dim")
+    text_column(table, "value")
     table.add_row("status", STATUS_MEANING.get(status["status"], status["status"]))
     if status.get("shard"):
         shard = status["shard"]
@@ -285,9 +372,9 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         table.add_row(f"  {outcome}", str(counts[outcome]))
     table.add_row("throttles", str(status["throttles"]))
     table.add_row("retries", str(status["retries"]))
-    console.print(table)
+    console.print(Fitted(table))
     if status.get("targets"):
-        console.print(targets_table(status["targets"]))
+        console.print(Fitted(targets_table(status["targets"]), drop=TARGETS_DROP))
     for code, keys in status["failures"].items():
         named = ", ".join(keys[:MAX_NAMED]) + (f", ... and {len(keys) - MAX_NAMED} more" if len(keys) > MAX_NAMED else "")
         console.print(f"failed with {code} ({len(keys)}): {named}")

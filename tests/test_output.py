@@ -4,7 +4,9 @@ operation it does not emulate."""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
+from rich.console import Console
 
+from fleetrel import load_plan, run
 from fleetrel.cli import main
 from fleetrel.emulator import Emulator
 from fleetrel.events import ExitCode, Status
+from fleetrel.replay import replay
+from fleetrel.report import journal_status, print_status, print_summary
+from fleetrel.testing import FakeIoT, run_virtual
+from fleetrel.where import Where
 from conftest import CREDENTIALS, REGION
 
 
@@ -73,3 +81,66 @@ def test_undo_says_the_versions_it_reverses_apart_from_the_fields_it_cannot_rest
     assert made.exit_code == 0, made.output
     assert made.stderr.strip() == (f"{tmp_path / 'undo.yaml'}: undo plan written: 2 entries put back the status of "
                                    "2 versions; 2 notes at its top on what it cannot restore")
+
+
+# -- tables at 80 columns (a CI log) and 60: wrap or drop columns, never cut a name ------
+
+def words(text: str) -> set[str]:
+    """What the output holds between spaces, table borders and commas: a name cut or
+    folded across lines is not among them."""
+    return {word.strip(",") for word in re.findall(r"[^\s│┃|]+", text)}
+
+
+def targets_plan(path: Path, regions: dict[str, str], versions: list[str]) -> Path:
+    path.write_text(json.dumps({
+        "plan": "org-cleanup", "abort": {"max_failure_ratio": 1.0},
+        "targets": [{"name": name, "region": region} for name, region in regions.items()],
+        "versions": [{"package": "thermostat-fw", "versions": versions[1:], "action": "PUBLISH",
+                      "description": "Retired: upgrade to 4.2", "attributes": {"channel": "stable"}},
+                     {"package": "thermostat-fw", "version": versions[0], "action": "PUBLISH", "default": True}]}))
+    return path
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_plan_at_a_ci_logs_width_prints_every_step_key_whole(emulator: Emulator, tmp_path: Path, width: int) -> None:
+    versions = ["4.1.10", "4.1.11", "4.1.12"]
+    emulator.seed([("thermostat-fw", v) for v in versions])
+    single = tmp_path / "cleanup.yaml"
+    single.write_text(json.dumps({"plan": "cleanup-thermostat-4.1", "versions": [
+        {"package": "thermostat-fw", "versions": versions[:-1], "action": "PUBLISH", "description": "Retired: upgrade to 4.2"},
+        {"package": "thermostat-fw", "version": versions[-1], "action": "PUBLISH", "default": True}]}))
+    regions = {"staging-eu-west-1": "eu-west-1", "production-us-east-1": "us-east-1"}
+    emulator.seed([("thermostat-fw", v) for v in versions], regions=list(regions.values()))
+    for plan in (single, targets_plan(tmp_path / "org.yaml", regions, versions)):
+        keys = [step["key"] for step in json.loads(
+            CliRunner().invoke(main, ["plan", str(plan), "--endpoint-url", emulator.url, "--json"]).stdout)["steps"]]
+        shown = CliRunner().invoke(main, ["plan", str(plan), "--endpoint-url", emulator.url],
+                                   env={"COLUMNS": str(width)})
+        assert shown.exit_code == 0, shown.output
+        assert max(map(len, shown.stdout.splitlines())) <= width
+        assert set(keys) <= words(shown.stdout), shown.stdout
+        assert "…" not in shown.stdout
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_the_run_summary_and_status_at_a_ci_logs_width_print_every_target_and_key_whole(
+        tmp_path: Path, width: int) -> None:
+    regions = {"production-eu-central-1": "eu-central-1", "staging-ap-southeast-2": "ap-southeast-2"}
+    versions = ["4.1.10", "4.1.11", "4.1.12", "4.1.99"]  # 4.1.99 is missing: it fails, and status names it
+    clients = {name: FakeIoT({f"thermostat-fw/{v}": "DRAFT" for v in versions[:-1]}) for name in regions}
+    journal = tmp_path / "org.journal.jsonl"
+    result = run_virtual(lambda: run(load_plan(targets_plan(tmp_path / "org.yaml", regions, versions)),
+                                     Where(journal_path=journal), client=clients))
+    assert result.failed == 2
+    summary = Console(width=width, file=io.StringIO())
+    print_summary(result, summary)
+    status = Console(width=width, file=io.StringIO())
+    print_status(journal_status(replay(journal)), status)
+    for out in (summary.file.getvalue(), status.file.getvalue()):
+        # (but the resume command: one line to paste, never wrapped)
+        assert max(len(line) for line in out.splitlines() if not line.startswith("fleetrel run")) <= width
+        assert set(regions) <= words(out), out
+        assert "…" not in out
+    failed = [f"{t}:thermostat-fw/4.1.99" for t in regions]
+    assert set(failed) <= words(status.file.getvalue())
+    assert "finished in earlier sessions" not in summary.file.getvalue()  # (a label, whole when shown)
