@@ -19,10 +19,11 @@ from rich.console import Console
 from fleetrel import load_plan, run
 from fleetrel.cli import main
 from fleetrel.emulator import Emulator
-from fleetrel.events import ExitCode, Status
+from fleetrel.events import Event, ExitCode, Record, Status
+from fleetrel.progress import PlainLog
 from fleetrel.replay import replay
 from fleetrel.report import journal_status, print_status, print_summary
-from fleetrel.testing import FakeIoT, run_virtual
+from fleetrel.testing import FakeClock, FakeIoT, run_virtual
 from fleetrel.where import Where
 from conftest import CREDENTIALS, REGION
 
@@ -144,3 +145,45 @@ def test_the_run_summary_and_status_at_a_ci_logs_width_print_every_target_and_ke
     failed = [f"{t}:thermostat-fw/4.1.99" for t in regions]
     assert set(failed) <= words(status.file.getvalue())
     assert "finished in earlier sessions" not in summary.file.getvalue()  # (a label, whole when shown)
+
+
+# -- progress: the ETA from the paced rate, the rate of the targets running ----------------
+
+class View:
+    """A session's read-only view (`fleetrel.events.SessionView`), as a display gets it."""
+
+    def __init__(self, to_do: int, rate: float, ceiling: float,
+                 targets: dict[str, tuple[int, float, float]] | None = None) -> None:
+        self.to_do, self.rate, self.ceiling, self._targets = to_do, rate, ceiling, targets or {}
+
+    def targets(self) -> dict[str, tuple[int, float, float]]:
+        return self._targets
+
+
+def test_the_eta_leaves_the_first_burst_out() -> None:
+    clock, lines = FakeClock(), []
+    log = PlainLog(lines.append, every_fraction=0.05, clock=clock)
+    log.on_start(View(to_do=89, rate=10.0, ceiling=10.0))
+    clock.advance(0.1)  # the bucket's burst of 8 answered at once
+    for i in range(8):
+        log.on_event(Record.of(Event.STEP_SUCCEEDED, step=f"p/{i}"))
+    assert log.snapshot().eta == pytest.approx(81 / 10)  # not 81 * 0.1 / 8, about 1 s
+    assert lines[-1].startswith("[    0s] 8/89 (9%)") and lines[-1].endswith("ETA 8s")
+    clock.advance(60)  # latency, not the bucket, holds it back: the throughput so far is the slower
+    log.on_event(Record.of(Event.STEP_SUCCEEDED, step="p/8"))
+    assert log.snapshot().eta == pytest.approx(80 * 60.1 / 9)
+
+
+def test_a_wave_of_one_target_shows_that_targets_rate_and_the_eta_its_slowest_target() -> None:
+    clock, lines = FakeClock(), []
+    targets = {f"t{i}": (10, 10.0, 10.0) for i in range(6)}
+    targets["t5"] = (40, 5.0, 10.0)
+    log = PlainLog(lines.append, every_fraction=1.0, every_seconds=1e9, clock=clock)
+    log.on_start(View(to_do=90, rate=55.0, ceiling=60.0, targets=targets))
+    log.on_event(Record.of(Event.STEP_STARTED, step="t0:p/1", target="t0"))
+    snapshot = log.snapshot()
+    assert (snapshot.rate, snapshot.ceiling) == (10.0, 10.0)  # t0 alone runs: not 55/60
+    assert "rate 10.0/10 per s" in snapshot.line()
+    assert snapshot.eta == pytest.approx(40 / 5.0)  # t5: 40 steps at 5/s
+    log.on_event(Record.of(Event.STEP_SUCCEEDED, step="t0:p/1", target="t0"))
+    assert log.snapshot().rate == 55.0  # between steps: every target with steps left
