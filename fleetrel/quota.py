@@ -27,9 +27,10 @@ quota: what to send at now. Three things keep a shared quota shared well:
   run's own bound (or guess) would measure its luck in the race for the first ten
   tokens and freeze that split (AIMD's fairness argument, Chiu and Jain 1989: equal
   multiplicative cuts keep equal rates equal, and the probe below, in proportion to
-  each run's estimate, adds the same to equal runs). Runs started apart are not
-  helped by this: the later one halves, the earlier one measures its bound, and the
-  probe keeps their ratio (`benchmarks/README.md`, simulate.py --stagger);
+  each run's estimate, adds the same to equal runs). A run started apart from
+  another (0.1-1 s later) halves too and holds half for a few seconds whatever its
+  bound says (`Tuning.start_hold`), so that the earlier run's bound takes it down to
+  the other half, where following both bounds froze a 2:1 split;
 - the probe never stops: above the last estimate it grows, so what another caller
   frees is taken back; and a run squeezed far under its ceiling climbs towards it in
   calls/s once its throttles stop (`Tuning.climb`), the smaller share faster, so a
@@ -138,6 +139,16 @@ class Tuning:
     #: whose first burst met a bucket someone else had emptied is put here too (it
     #: cannot tell), and its bound takes it down if the other caller stays.
     start_share: float = 0.5
+    #: ... and hold it this many seconds whatever a bound says. A run that started
+    #: 0.1-1 s after another meets a bucket the other keeps empty at its full rate: its
+    #: bound measured then is its share of 15/s sent into 10 (a third), and the other's
+    #: two thirds; following both froze a 2:1 split for the whole run (simulate.py
+    #: --stagger: fairness 0.52-0.59). Held at half, the late run leaves the earlier one
+    #: a bound that takes it down to the other half within seconds: fairness 0.85-0.86,
+    #: E 1.05-1.06 (was 1.13-1.29), at θ 5.0-5.5 % (4.2-4.5). Runs started together are
+    #: both at the share already (θ 3.60 -> 3.7 %); three runs started together overload
+    #: the quota for the hold (θ 10.2 -> 11.5 %; 13.7 % at 8 s).
+    start_hold: float = 5.0
 
 
 class QuotaEstimator:
@@ -166,6 +177,7 @@ class QuotaEstimator:
         "_shared_start",
         "_climbing",
         "_dropped_at",
+        "_hold_until",
         "burst_bound",
         "ceiling",
         "decreases_ignored",
@@ -199,6 +211,7 @@ class QuotaEstimator:
         self._peak = 0  # the most the service admitted us in a second, seen at a throttle
         self._shared_start = False  # the start share applied: other runs started with us
         self._climbing = False  # climbing towards the scale until the next throttle
+        self._hold_until = -math.inf  # the start share holds until then
         self._dropped_at = -math.inf  # when a throttle last cut the estimate by a third or more
 
     def accepted(self, now: float) -> None:
@@ -241,6 +254,7 @@ class QuotaEstimator:
             # cool-down.
             self._guessing = False
             self._shared_start = True
+            self._hold_until = now + t.start_hold
             estimate = share
         elif (
             lifted is not None
@@ -257,7 +271,13 @@ class QuotaEstimator:
             # the service's burst at once (32 into 10) is lifted above the quota until
             # its bound measures it: a few throttles, where a run that lost the race
             # and stayed on its guess kept a fifth of the quota for the whole run.
+            self._hold_until = now + t.start_hold
             estimate = lifted
+        elif now < self._hold_until:
+            # The share holds for `start_hold` seconds: a bound measured now measures
+            # the other run's rate too, before it has reacted (see `Tuning.start_hold`).
+            self.decreases_ignored += 1
+            return self.rate
         elif bound is not None and bound < self.rate * (1 - t.margin):
             # Overload: since an earlier throttle of this episode the service admitted
             # clearly less than we send (the start, a quota that dropped). The bound is

@@ -354,6 +354,22 @@ def test_runs_started_together_share_whatever_their_first_burst_guessed():
     assert start(admitted=2) == start(admitted=8) == pytest.approx(10.0 * 0.5 * 0.95)
 
 
+def test_a_run_halved_at_the_start_holds_half_against_its_bound_for_a_while():
+    # a run that started into a bucket another run keeps empty: its first burst throttled
+    hold = Tuning().start_hold
+    estimator = QuotaEstimator(ceiling=10.0, floor=0.5)
+    for k in range(10):
+        estimator.probe(0.001 * k, waited_at=-math.inf)  # the first burst leaves
+    estimator.throttled(0.05, waited=False, first_burst=True)
+    assert estimator.throttled(0.05, waited=False, first_burst=True) == pytest.approx(4.75)  # half, less the margin
+    now = accept(estimator, 0.05, rate=3.0, seconds=1.5)  # the other run still sends at 10/s: a third
+    assert estimator.throttled(now) == pytest.approx(4.75)  # held, not 3/s
+    now = accept(estimator, now, rate=3.0, seconds=hold)
+    estimator.throttled(now)  # the hold is over: a touch (a new episode) ...
+    now = accept(estimator, now, rate=3.0, seconds=1.0)
+    assert estimator.throttled(now) == pytest.approx(4.0 * 0.95)  # ... and the bound applies again
+
+
 def test_a_lone_overstated_burst_keeps_its_guess_above_the_share_of_what_it_sent():
     """Told 100/s and a burst of 100, 16 calls out: the service (10 a second, burst 10)
     admits 10. That is a cluster of first-burst throttles too, but the share may lift a
