@@ -27,7 +27,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetrel.aws import without_userinfo
-from fleetrel.events import Outcome, Status
+from fleetrel.events import ExitCode, Outcome, Status
+from fleetrel.result import result_document
 
 if TYPE_CHECKING:
     from fleetrel.replay import RunState
@@ -314,24 +315,22 @@ def journal_status(state: RunState) -> dict[str, Any]:
                 "reason": rec.get("reason"), **({"target": rec["target"]} if "target" in rec else {})}
                for rec in state.rate_changes]
     status = state.status
-    out: dict[str, Any] = {
-        "journal": str(state.path),
-        "plan": state.header.get("plan"),
+    # the keys a run's result JSON always holds (`run --json` too), then the journal's own
+    out: dict[str, Any] = result_document(
+        run_id=state.run_id, plan=state.header.get("plan"), journal=str(state.path), status=status,
+        exit_code=ExitCode.for_status(status), failures=failures, targets=state.counts_per_target(),
+        steps=len(state.planned_keys()) if state.shard or state.scope is not None else state.header.get("steps"),
+        counts=state.counts())
+    out.update({
         "plan_file": state.header.get("plan_file"),
-        "run_id": state.run_id,
-        "status": status,
         "started": state.started,
         "ended": state.ended if state.ending else None,  # an earlier session's end is not this one's
         "sessions": state.sessions,
-        "steps": len(state.planned_keys()) if state.shard or state.scope is not None else state.header.get("steps"),
-        "counts": state.counts(),
-        "targets": state.counts_per_target(),
-        "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
         "throttles": state.throttles,
         "retries": state.retries,
         "rate_changes": changes,
         "torn_tail": state.torn_tail,
-    }
+    })
     if state.gate_decisions:  # fleetrel.gates: who or what held, stopped or let a wave go, and when
         out["gates"] = [{k: v for k, v in rec.items() if k != "event"} for rec in state.gate_decisions]
     if state.shard:

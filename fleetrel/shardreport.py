@@ -19,11 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleetrel.events import Outcome, Status
+from fleetrel.events import ExitCode, Outcome, Status
 from fleetrel.journal import JournalError
 from fleetrel.replay import RunState
 from fleetrel.report import MAX_NAMED, STATUS_MEANING, _console, journal_status, targets_table
-from fleetrel.shards import JOURNAL_SUFFIX, shard_journals
+from fleetrel.result import result_document
+from fleetrel.shards import JOURNAL_SUFFIX, shard_journals, shard_of_path
 
 # The least finished first: a merged run is as far as its least finished shard.
 _PRECEDENCE = [Status.RUNNING, Status.INTERRUPTED, Status.ABORTED, Status.FAILED, Status.COMPLETE]
@@ -84,15 +85,16 @@ def sharded_status(states: list[RunState]) -> dict[str, Any]:
             per_target[Outcome.UNFINISHED.value] += 1
     statuses = [Status(s["status"]) for s in shards.values()] + [Status.INTERRUPTED] * len(missing)
     status = next(s for s in _PRECEDENCE if s in statuses)
-    return {
-        "plan": first.header.get("plan"),
-        "plan_file": first.header.get("plan_file"),
-        "status": status,
+    named = shard_of_path(first.path)
+    # the keys of every run's result JSON (`fleetrel.result`), then the shards'
+    out = result_document(
+        run_id=first.run_id, plan=first.header.get("plan"), journal=str(named[0] if named else first.path),
+        status=status, exit_code=ExitCode.for_status(status), counts=counts, failures=failures, targets=targets,
         # None: shards with a selection of their own are missing, so how many steps is unknown
-        "steps": None if selecting and missing else len(covered) if selecting else len(planned),
-        "counts": counts,
-        "targets": dict(sorted(targets.items())),
-        "failures": {code: sorted(keys) for code, keys in sorted(failures.items())},
+        steps=None if selecting and missing else len(covered) if selecting else len(planned))
+    return {
+        **out,
+        "plan_file": first.header.get("plan_file"),
         "throttles": sum(s["throttles"] for s in shards.values()),
         "retries": sum(s["retries"] for s in shards.values()),
         "shard_count": count,

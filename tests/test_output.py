@@ -187,3 +187,30 @@ def test_a_wave_of_one_target_shows_that_targets_rate_and_the_eta_its_slowest_ta
     assert snapshot.eta == pytest.approx(40 / 5.0)  # t5: 40 steps at 5/s
     log.on_event(Record.of(Event.STEP_SUCCEEDED, step="t0:p/1", target="t0"))
     assert log.snapshot().rate == 55.0  # between steps: every target with steps left
+
+
+# -- one JSON shape for a run's result, from run --json or status --json ---------------------
+
+CORE = ("schema_version", "run_id", "plan", "journal", "status", "exit_code", "steps", "counts", "failures",
+        "failures_by_code", "targets")
+
+
+def test_run_json_and_status_json_give_a_runs_result_one_shape(emulator: Emulator, tmp_path: Path) -> None:
+    versions = ["1.0", "1.1", "1.2"]
+    emulator.seed([("fw", v) for v in versions[:2]])  # 1.2 is missing: it fails
+    plan = tmp_path / "p.yaml"
+    plan.write_text(json.dumps({"plan": "p", "abort": {"max_failure_ratio": 1.0},
+                                "versions": [{"package": "fw", "versions": versions, "action": "PUBLISH"}]}))
+    journal = tmp_path / "j.jsonl"
+    ran = CliRunner().invoke(main, ["run", str(plan), "--journal", str(journal), "--endpoint-url", emulator.url,
+                                    "--json"])
+    status = CliRunner().invoke(main, ["status", str(journal), "--json"])
+    run_doc, status_doc = json.loads(ran.stdout), json.loads(status.stdout)
+    assert ran.exit_code == status.exit_code == 1
+    assert {k: run_doc[k] for k in CORE} == {k: status_doc[k] for k in CORE} == {
+        "schema_version": 1, "run_id": run_doc["run_id"], "plan": "p", "journal": str(journal), "status": "failed",
+        "exit_code": 1, "steps": 3, "counts": {"succeeded": 2, "skipped": 0, "failed": 1, "unfinished": 0},
+        "failures": {"ResourceNotFoundException": ["fw/1.2"]}, "failures_by_code": {"ResourceNotFoundException": 1},
+        "targets": {}}
+    # kept for the scripts that read them: the counts flat in run --json
+    assert (run_doc["succeeded"], run_doc["failed"]) == (2, 1)
