@@ -18,7 +18,13 @@ Failures:
   the steps of its shard that have no terminal record in the journal yet, with the same
   clientTokens, so a call it sent without the driver hearing the answer is answered by the
   service as the same call;
-- a killed driver takes its actors with it (they are owned by it); running the same
+- a default step's change (UpdatePackage) waits until the driver has journalled its
+  `step_started`, with the default read before it (`fleetrel.shardworker`): a restarted
+  actor never journals the new default as the one it replaced;
+- a restarted actor whose targets resolve elsewhere now stops the run (`check_identity`);
+- a killed driver takes its actors with it: on its machine they stop sending the moment
+  its process ends (a pidfd), and a local Ray's processes and folder are reaped by a
+  process of their own (`fleetrel.rayreaper`), `kill -9` included; running the same
   command again resumes from the journal, as any run does.
 
 The engine knows nothing of Ray; only this module imports it (`fleetrel[ray]`).
@@ -82,8 +88,8 @@ def import_ray(*, local: bool) -> Any:
 @contextmanager
 def ray_cluster(address: str | None) -> Iterator[Any]:
     """Ray for a run: the one this process is already connected to, the cluster at
-    `address`, or (None) a local one started for the run in a temporary folder, bound to
-    the loopback, stopped after it."""
+    `address`, or (None) a local one started for the run in a private folder, bound to
+    the loopback, stopped after it and reaped however this process ends."""
     ray = import_ray(local=_on_this_machine(address))
     if ray.is_initialized():
         yield ray
