@@ -213,6 +213,9 @@ def test_the_walkthroughs_of_a_page_run_as_written(page: Path, tmp_path: Path) -
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns(
             "*.journal.jsonl*", "*-report.*", "*-undo.yaml", "*.key", "__pycache__"))
     env = shell_env()
+    for tool in ("curl", "jq"):
+        if re.search(rf"\| {tool} |^\$ {tool} ", page.read_text(), re.M) and shutil.which(tool) is None:
+            pytest.fail(f"{page.name}'s walkthrough needs {tool}: install it (.ci/run does)")
     emulator: Emulator | None = None
     try:
         for command in walkthrough(page.read_text()):
