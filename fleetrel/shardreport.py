@@ -22,7 +22,8 @@ from typing import Any
 from fleetrel.events import ExitCode, Outcome, Status
 from fleetrel.journal import JournalError
 from fleetrel.replay import RunState
-from fleetrel.report import MAX_NAMED, STATUS_MEANING, _console, journal_status, targets_table
+from fleetrel.report import (MAX_NAMED, STATUS_MEANING, TARGETS_DROP, Fitted, _console, journal_status,
+                             name_column, targets_table, text_column)
 from fleetrel.result import result_document
 from fleetrel.shards import JOURNAL_SUFFIX, shard_journals, shard_of_path
 
@@ -111,8 +112,10 @@ def print_sharded_status(status: dict[str, Any], console: Any = None) -> None:
     console = _console(console)
     count = status["shard_count"]
     table = Table(title=f"plan {status['plan']}: {count} shards", title_justify="left")
-    for name in ("shard", "status", "succeeded", "skipped", "failed", "unfinished", "journal"):
-        table.add_column(name, justify="right" if name not in ("status", "journal") else "left")
+    name_column(table, "shard", justify="right")
+    for name in ("status", "succeeded", "skipped", "failed", "unfinished"):
+        text_column(table, name, justify="right" if name != "status" else "left")
+    name_column(table, "journal")
     for index in range(1, count + 1):
         shard = status["shards"].get(str(index))
         if shard is None:
@@ -121,9 +124,9 @@ def print_sharded_status(status: dict[str, Any], console: Any = None) -> None:
         c = shard["counts"]
         table.add_row(f"{index}/{count}", str(shard["status"]), *(str(c[o]) for o in
                       ("succeeded", "skipped", "failed", "unfinished")), shard["journal"])
-    console.print(table)
+    console.print(Fitted(table, drop=(*TARGETS_DROP, "succeeded", "failed")))
     if status["targets"]:
-        console.print(targets_table(status["targets"]))
+        console.print(Fitted(targets_table(status["targets"]), drop=TARGETS_DROP))
     c = status["counts"]
     console.print(f"status: {STATUS_MEANING.get(status['status'], status['status'])}")
     steps = (f"{status['steps']} steps" if status["steps"] is not None else

@@ -214,3 +214,20 @@ def test_run_json_and_status_json_give_a_runs_result_one_shape(emulator: Emulato
         "targets": {}}
     # kept for the scripts that read them: the counts flat in run --json
     assert (run_doc["succeeded"], run_doc["failed"]) == (2, 1)
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_a_sharded_runs_status_prints_every_shards_journal_whole(width: int) -> None:
+    from fleetrel.shardreport import print_sharded_status
+
+    counts = {"succeeded": 55, "skipped": 0, "failed": 0, "unfinished": 0}
+    journals = [f"org-shards.shard-{i}-of-2.journal.jsonl" for i in (1, 2)]
+    status = {"plan": "org-spring-release-2026", "shard_count": 2, "status": "complete", "steps": 110,
+              "counts": counts, "targets": {"production-eu-central-1": counts}, "throttles": 0, "retries": 0,
+              "failures": {}, "missing_shards": [], "unfinished_shards": [],
+              "shards": {str(i): {"status": "complete", "counts": counts, "journal": journals[i - 1]} for i in (1, 2)}}
+    console = Console(width=width, file=io.StringIO())
+    print_sharded_status(status, console)
+    out = console.file.getvalue()
+    assert max(map(len, out.splitlines())) <= width
+    assert {*journals, "production-eu-central-1"} <= words(out) and "…" not in out
