@@ -266,6 +266,8 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
             if moved:
                 raise TargetChanged(_target_changed(journal_path, state.run_id, state.header.get("plan"),
                                                     state.identity, moved, identity))
+        if identity and not new_run:
+            _refuse_places_of_other_targets(journal_path, plan, identity, others)
         if state is None:
             key = new_run_key()
             write_run_key(journal_path, key)
@@ -291,6 +293,30 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         if created and not opened and journal_path.exists() and not journal_path.stat().st_size:
             journal_path.unlink()  # refused before it held anything: leave no empty journal behind
         journal.close()
+
+
+def _refuse_places_of_other_targets(path: Path, plan: ReleasePlan, identity: dict[str, Any],
+                                    others: list[tuple[Path, RunState | None]]) -> None:
+    """Refuse (`TargetChanged`) a target that now points where another journal of this run
+    (another shard's, same plan) recorded another target: the run already acted there,
+    under that target's steps and tokens, and would act again under these."""
+    if not all(isinstance(v, dict) for v in identity.values()):
+        return  # one target: nothing else of the run can point at its place
+    claimed: dict[str, tuple[str, Path]] = {}
+    for other_path, other in others:
+        if other is None or other.plan_digest != plan.digest or not other.identity:
+            continue
+        for name, place in other.identity.items():
+            if isinstance(place, dict) and place.get("account"):
+                claimed.setdefault(place_id(place), (name, other_path))
+    for name, place in identity.items():
+        found = claimed.get(place_id(place)) if place.get("account") else None
+        if found is not None and found[0] != name:
+            raise TargetChanged(
+                f"{path}: target {name} now points at account {place['account']} in {place.get('region')}, where "
+                f"this run already sent target {found[0]}'s steps ({found[1]}). One place, two targets: the same "
+                "versions would be sent there again under other clientTokens. Point each target where it went, "
+                "or start a new run (--new-run)")
 
 
 def _replayed(path: Path) -> RunState | None:

@@ -680,8 +680,6 @@ def test_an_undo_acts_where_the_run_acted_or_not_at_all():
                  ("move_target", dict(which=0, account=0)), ("undo", dict(pick=0)), seed=seed)
 
 
-@pytest.mark.xfail(reason="issue 21: a shard sends a place another shard of the run finished there under "
-                          "another clientToken (shard journals have their own run ids and keys)", strict=False)
 def test_a_shard_does_not_send_a_place_another_shard_finished_under_another_token():
     # a (account 222) is shard 1/2, b (111) shard 2/2; shard 1 publishes fw/1 in 222; then a
     # points at 333 and b at 222: shard 2 sends fw/1 to 222 again, with a token of its own
