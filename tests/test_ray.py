@@ -392,8 +392,8 @@ def test_a_killed_drivers_local_ray_goes_with_it_and_its_actors_stop_sending(emu
     nothing new once the driver is dead; a folder whose reaper died too goes at the next run."""
     versions = [f"8.6.{i}" for i in range(40)]
     seed(emulator.url, versions, skip={(a, r) for a in ACCOUNTS.values() for r in REGIONS if a != ACCOUNTS["dev"]})
-    # 2 targets, 80 steps, 20 calls/s each: 2 s of sending, killed after 10 successes
-    path = org_plan(tmp_path / "org.yaml", versions, pin={"dev": ACCOUNTS["dev"]}, rate=20, concurrency=2)
+    # 2 targets, 80 steps, 10 calls/s each: 4 s of sending, killed after 10 successes
+    path = org_plan(tmp_path / "org.yaml", versions, pin={"dev": ACCOUNTS["dev"]}, rate=10, concurrency=2)
     journal = tmp_path / "org.journal.jsonl"
     env = {k: v for k, v in cli_env().items() if k != "RAY_ADDRESS"}  # a local Ray of its own
     args = [sys.executable, "-m", "fleetrel", "run", str(path), "--endpoint-url", emulator.url, "--ray", "local",
