@@ -624,10 +624,7 @@ IdentityModel.TestCase.settings = settings(
     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     print_blob=True)
 
-TestIdentityModel = pytest.mark.timeout(900)(pytest.mark.xfail(
-    reason="issue 21: tokens keyed by target name, layout switches neither refused nor carrying tokens, "
-           "undo acting where the plan file points now, journals with fake clients recording no place",
-    strict=False)(IdentityModel.TestCase))
+TestIdentityModel = pytest.mark.timeout(900)(IdentityModel.TestCase)
 
 
 # ---------------------------------------------------------------------------------------
