@@ -32,6 +32,7 @@ The engine knows nothing of Ray; only this module imports it (`fleetrel[ray]`).
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -101,11 +102,11 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
         else:
             # Its folder is private to this user and reaped with its processes when this
             # process ends, even by kill -9 (`fleetrel.rayreaper`); the dashboard is off (its
-            # agent cannot be, in Ray 2.60: the reaper ends it). Ray's token authentication
-            # (on by default for a local cluster since Ray 2.5x) is left as Ray sets it.
+            # agent cannot be, in Ray 2.60: the reaper ends it).
             clean_stale_folders()
             folder = private_folder()
             reaper = start_reaper(folder)
+            _private_token(ray, folder)
             ray.init(include_dashboard=False, _temp_dir=str(folder / "r"), logging_level="warning")
     except Exception as exc:  # noqa: BLE001 - Ray's own errors (connection, authentication, ...) say why
         if folder is not None:
@@ -118,6 +119,24 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
         ray.shutdown()
         if reaper is not None:
             reaper.close()  # what shutdown left (the raylet's agents), and the folder
+
+
+def _private_token(ray: Any, folder: Path) -> None:
+    """Ray's token authentication (its default for a local cluster since Ray 2.5x: the GCS
+    refuses a client without the token) with a token of this run's own, in its private
+    folder, rather than the user's shared `~/.ray/auth_token`, which Ray writes readable by
+    all. Left off when the user switched it off (RAY_AUTH_MODE=disabled)."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    token = folder / "auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)  # the cluster's processes inherit it, and read it
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # Ray read its settings at import: read them again (as Ray does when it turns this on)
+    AuthenticationTokenLoader.instance().reset_cache()  # a token this process read before is not this one
 
 
 def _on_this_machine(address: str | None) -> bool:

@@ -50,6 +50,10 @@ def ray_address(credentials_file):
     with ray_cluster(None) as started:
         address = started.get_runtime_context().gcs_address
         assert address.startswith("127.0.0.1:")  # loopback only
+        # Ray's token authentication, with a token of this cluster's own in its private folder
+        token = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+        assert os.environ["RAY_AUTH_MODE"] == "token" and token.parent.name.startswith(f"fleetrel-ray-{os.getpid()}-")
+        assert (token.stat().st_mode & 0o777, token.parent.stat().st_mode & 0o777) == (0o600, 0o700)
         yield address
 
 
