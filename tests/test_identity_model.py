@@ -641,11 +641,7 @@ IdentityModel.TestCase.settings = settings(
     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     print_blob=True)
 
-TestIdentityModel = pytest.mark.timeout(900)(pytest.mark.xfail(
-    reason="issue 21: a shard with no journal yet starts a run of a changed plan beside the run's other shards "
-           "and sends a place another shard finished under another clientToken (see "
-           "test_a_new_shard_of_a_changed_plan_does_not_send_a_place_another_shard_finished)",
-    strict=False)(IdentityModel.TestCase))
+TestIdentityModel = pytest.mark.timeout(900)(IdentityModel.TestCase)
 
 
 # ---------------------------------------------------------------------------------------
