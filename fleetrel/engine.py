@@ -27,16 +27,15 @@ from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protoc
 import anyio
 from botocore.exceptions import ClientError
 
-from fleetrel import errors
-from fleetrel.events import (PREREQUISITE_FAILED, PREVIOUS_DEFAULT, Ending, Event, Listener, Outcome, Record,
-                             StartListener, ending_for, run_status, terminal_event)
-from fleetrel.journal import FORMAT_VERSION, SYNC_INTERVAL, fields_for_journal
+from fleetrel import defaultsteps, errors
+from fleetrel.events import Event, Listener, Outcome, Record, StartListener, terminal_event
+from fleetrel.journal import SYNC_INTERVAL, fields_for_journal
 from fleetrel.plan import ReleasePlan, Step
-from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
 from fleetrel.ratecontrol import RateController, bucket
-from fleetrel.reads import ReadError, read_default, read_version
+from fleetrel.reads import read_version
 from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
+from fleetrel.sessionrecords import end_record, session_result, start_record
 from fleetrel.state import drift_of
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
@@ -277,29 +276,18 @@ class _Execution:
         previous: dict[str, Any] = {}
         if step.is_default:
             send = lane.client.update_package
-            # The default before this step, journalled before anything is sent: `fleetrel
-            # undo` restores it (a resume reads the new default again: the first record wins).
-            current = await read_default(lane.client, lane.read_limiter, step)
-            if not isinstance(current, ReadError):
-                previous = {PREVIOUS_DEFAULT: current}
+            current, previous = await defaultsteps.read_previous(lane.client, lane.read_limiter, step)
         self.emit(Event.STEP_STARTED, **base, attempt=1, **previous,
                   request=fields_for_journal(request, sensitive=self.options.journal_sensitive, key=self.session.key))
         if step.is_default:
-            if isinstance(current, ReadError) and current.code in _CREDENTIAL_READ_CODES:
+            verdict = defaultsteps.before_sending(step, current, previous, self.outcomes, self.session.prior)
+            if verdict is not None and verdict.setup_error:
                 # as for an update: nothing is wrong with the step; resume with fresh credentials
                 self.request_stop("setup")
-                self.setup_error = self.setup_error or f"{current.code}: {current.message}"
+                self.setup_error = self.setup_error or verdict.setup_error
                 return self._unfinished(step, 0)
-            if isinstance(current, ReadError):
-                return self._finish(lane, step, Outcome.FAILED, 0, base, code=current.code, message=current.message,
-                                    permanent=current.missing)
-            waiting_for = self._unfinished_prerequisite(step)
-            if waiting_for is not None:
-                return self._finish(lane, step, Outcome.FAILED, 0, base, code=PREREQUISITE_FAILED, permanent=False,
-                                    message=f"{waiting_for} did not succeed, so the default was left as it is")
-            if current == step.default_version:
-                return self._finish(lane, step, Outcome.SKIPPED, 0, base, message="already in the desired state",
-                                    **previous)
+            if verdict is not None:
+                return self._finish(lane, step, verdict.outcome, 0, base, **verdict.detail)
         policy = self.options.policy
         attempt = 0
         while True:
@@ -349,19 +337,11 @@ class _Execution:
                 lane.controller.on_success()
                 return self._finish(lane, step, Outcome.SUCCEEDED, attempt, base, **previous)
 
-    def _unfinished_prerequisite(self, step: Step) -> str | None:
-        """A default step's version step, if it has not succeeded (nor was already done)."""
-        key = step.key.removesuffix(DEFAULT_KEY_SUFFIX)
-        outcome = self.outcomes.get(key)
-        if outcome is None and self.session.prior is not None and key in self.session.prior.steps:
-            return None if self.session.prior.steps[key].outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) else key
-        return None if outcome is not None and outcome.outcome in (Outcome.SUCCEEDED, Outcome.SKIPPED) else key
-
     async def _already_done(self, lane: _Lane, step: Step) -> bool:
         """After a refusal: is the version already as the step wants it (PUBLISH on a
         PUBLISHED version, or an earlier session's call that went through)?"""
         if step.is_default:
-            return await read_default(lane.client, lane.read_limiter, step) == step.default_version
+            return await defaultsteps.is_default_already(lane.client, lane.read_limiter, step)
         if step.action is None:
             return False
         # the same read and the same rules `fleetrel verify` applies: skipped means verify agrees
@@ -405,72 +385,6 @@ class _Execution:
                               final_rate=sum(lane.controller.rate for lane in self.lanes.values()),
                               stop_reason=self.stop_reason, setup_error=self.setup_error,
                               per_target=None not in self.lanes)
-
-
-def session_result(session: Session, outcomes_now: Mapping[str, StepOutcome], *, elapsed: float, attempts: int,
-                   throttles: int, retries: int, final_rate: float, stop_reason: str | None,
-                   setup_error: str | None, per_target: bool) -> RunResult:
-    """What a session did: its steps' outcomes now (`outcomes_now`, by step key) over what
-    earlier sessions journalled. One rule for the engine and for a driver that executes a
-    session elsewhere (`fleetrel.raydriver`)."""
-    prior = session.prior.steps if session.prior else {}
-    sent_now = {s.key for s in session.todo}
-    outcomes: list[StepOutcome] = []
-    counts = {o.value: 0 for o in Outcome}
-    done_before = 0
-    unfinished, failed = Outcome.UNFINISHED, Outcome.FAILED
-    by_code: dict[str, int] = {}
-    scope = session.in_scope
-    for step in scope:
-        key = step.key
-        outcome = outcomes_now.get(key)
-        if outcome is None:
-            rec = prior.get(key)
-            if rec is not None and rec.outcome is not None and key not in sent_now:
-                done_before += 1
-                outcome = StepOutcome(key, rec.outcome, rec.attempts, rec.code, rec.message)
-            else:
-                outcome = StepOutcome(key, unfinished)
-        counts[outcome.outcome] += 1
-        outcomes.append(outcome)
-        if outcome.outcome == failed:
-            by_code[outcome.code or "unknown"] = by_code.get(outcome.code or "unknown", 0) + 1
-    # a failed wave ends the session as finished: the run is failed, not interrupted
-    if stop_reason in ("interrupted", "setup") and not counts[unfinished]:
-        stop_reason = None  # a stop (SIGTERM, a declined wave) that came after every step ended changed nothing
-    ending = {"aborted": Ending.ABORTED, "interrupted": Ending.INTERRUPTED,
-              "setup": Ending.INTERRUPTED}.get(stop_reason or "", Ending.FINISHED)
-    return RunResult(
-        run_id=session.run_id, plan=session.plan.plan, journal=str(session.path),
-        status=run_status(ending, counts), steps=len(scope), done_before=done_before,
-        attempts=attempts, throttles=throttles, retries=retries, elapsed=elapsed,
-        final_rate=final_rate, failures_by_code=by_code,
-        outcomes=outcomes, targets=_per_target(scope, outcomes) if per_target else {},
-        stopped_by=stop_reason, setup_error=setup_error, **counts,
-    )
-
-
-def start_record(session: Session, options: RunOptions) -> tuple[Event, dict[str, Any]]:
-    """The record that opens a session in its journal: `run_started` (the header) or `run_resumed`."""
-    rate, burst, concurrency, _ = options.limits(session.plan)
-    header = session.header(rate=rate, burst=burst, concurrency=concurrency)
-    if session.resumed:
-        return Event.RUN_RESUMED, header
-    from fleetrel import __version__
-
-    return Event.RUN_STARTED, {"format": FORMAT_VERSION, "fleetrel_version": __version__, **header}
-
-
-def end_record(result: RunResult) -> tuple[Event, dict[str, Any]] | None:
-    """The record that closes a session that reached `result` (None: `run_aborted` was
-    journalled when the threshold tripped)."""
-    ending = ending_for(result.status)
-    if ending is Ending.ABORTED:
-        return None
-    reason = {"reason": result.stopped_by} if ending is Ending.INTERRUPTED and result.stopped_by else {}
-    return Event(ending.value), dict(succeeded=result.succeeded, skipped=result.skipped, failed=result.failed,
-                                     unfinished=result.unfinished, attempts=result.attempts,
-                                     throttles=result.throttles, elapsed=round(result.elapsed, 3), **reason)
 
 
 class _View:
@@ -547,23 +461,9 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     return result
 
 
-#: A default step's GetPackage read that failed for want of credentials (the read keeps the
-#: code, not the exception: the service's codes, and botocore's credential errors by name).
-_CREDENTIAL_READ_CODES = errors.CREDENTIAL_CODES | {"NoCredentialsError", "CredentialRetrievalError",
-                                                    "PartialCredentialsError"}
-
-
 def _target(target: str | None) -> dict[str, str]:
     """The `target` field of a record, for a plan with targets (none for a single-target plan)."""
     return {"target": target} if target is not None else {}
-
-
-def _per_target(steps: list[Step], outcomes: list[StepOutcome]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for step, outcome in zip(steps, outcomes):
-        counts = out.setdefault(step.target or "", {o.value: 0 for o in Outcome})
-        counts[outcome.outcome] += 1
-    return out
 
 
 async def _sync_journal(session: Session) -> None:

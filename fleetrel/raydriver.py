@@ -41,7 +41,8 @@ from typing import Any, Iterable, Iterator
 import anyio
 
 from fleetrel.aws import AwsSetupError, without_userinfo
-from fleetrel.engine import (BeforeWave, RunOptions, Stop, end_record, execute, session_result, start_record)
+from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
+from fleetrel.sessionrecords import end_record, session_result, start_record
 from fleetrel.events import TERMINAL, Event, Listener, Outcome, Record, StartListener
 from fleetrel.journal import SYNC_INTERVAL, default_journal_path, fields_for_journal
 from fleetrel.plan import ReleasePlan

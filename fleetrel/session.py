@@ -257,6 +257,18 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
             state = None
         elif state is None and clashing:
             raise LayoutChanged(_layout_changed(journal_path, shard, clashing))
+        elif state is None:
+            # a shard's first session beside its siblings: they hold the run, so its plan is theirs
+            changed = [(path, other) for path, other in others if other is not None and other.plan_digest != plan.digest]
+            if changed:
+                path, other = changed[0]
+                diffs = plan_differences(other, steps)
+                raise PlanChanged(
+                    f"{journal_path}: this run's other shards hold another version of plan {plan.plan!r} "
+                    f"({path}, run {other.run_id}): {'; '.join(diffs[:5]) or 'changed'}"
+                    f"{f' and {len(diffs) - 5} more' if len(diffs) > 5 else ''}. A shard that started now would "
+                    "send what they finished again, under other clientTokens, where targets moved between shards. "
+                    "Restore the plan to run it, or start a new run of every shard (--new-run)")
         if state is not None:
             mismatch = _shard_mismatch(journal_path, state.header.get("shard"), shard)
             if mismatch:
