@@ -36,7 +36,7 @@ import anyio  # noqa: E402
 import yaml  # noqa: E402
 
 from fleetrel import RunOptions, load_plan, run  # noqa: E402
-from fleetrel.events import Event, Record  # noqa: E402
+from fleetrel.events import Record  # noqa: E402
 from fleetrel.eventstream import EventStream  # noqa: E402
 from fleetrel.metrics import RunMetrics  # noqa: E402
 from fleetrel.testing import FakeIoT, run_virtual  # noqa: E402
