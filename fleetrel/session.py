@@ -235,7 +235,11 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
     try:
         state = _prior_state(journal_path, plan, steps, new_run=new_run)
         layout = layout_of(journal_path, shard)
-        others = [(path, _replayed(path)) for path in run_journals(journal_path) if path != journal_path]
+        # the run's other journals: read whole when this session starts a run (it carries their
+        # open steps' tokens), only their headers for a resume (their plan and places), so a
+        # shard's resume does not replay every sibling's journal
+        read = _replayed if state is None or new_run else _header_only
+        others = [(path, read(path)) for path in run_journals(journal_path) if path != journal_path]
         clashing = [path for path, _ in others if path in other_layouts(journal_path, layout)]
         carried: dict[str, str] = {}
         if state is None or new_run:
@@ -336,6 +340,23 @@ def _replayed(path: Path) -> RunState | None:
         return replay(path)
     except JournalError:
         return None  # damaged or not a journal: nothing to carry from it
+
+
+def _header_only(path: Path) -> RunState | None:
+    """A journal's header as a RunState (its plan digest and the places its first session
+    recorded), without reading its records."""
+    import orjson
+
+    from fleetrel.replay import is_header
+
+    try:
+        with path.open("rb") as file:
+            header = orjson.loads(file.readline())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(header, dict) or not is_header(header):
+        return None
+    return RunState(path=path, header=header, identity=header.get("identity"))
 
 
 def _set_aside(path: Path, run_id: str) -> None:
