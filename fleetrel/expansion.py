@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 
 import anyio
-import orjson
 
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.rules import plural
@@ -280,11 +279,9 @@ def selection_lines(plan: ReleasePlan) -> list[str]:
 def frozen_selection(journal: Path, plan: ReleasePlan) -> Selection | None:
     """The selection frozen in `journal`'s header when it holds a run of this very plan
     (same digest: same listed steps and selector definitions); None otherwise."""
-    try:
-        with journal.open("rb") as file:
-            header = orjson.loads(file.readline())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(header, dict) or header.get("plan_digest") != plan.digest or "selection" not in header:
+    from fleetrel.replay import read_header
+
+    header = read_header(journal)
+    if header is None or header.get("plan_digest") != plan.digest or "selection" not in header:
         return None
     return Selection.from_json(header["selection"])

@@ -184,6 +184,17 @@ def is_header(record: dict[str, Any]) -> bool:
     return record.get("event") == Event.RUN_STARTED and record.get("format") == FORMAT_VERSION
 
 
+def read_header(path: Path) -> dict[str, Any] | None:
+    """A journal's first record, when it is a header; None for no journal (or not one).
+    Only the first line is read: what a run's other journals say of their plan and places."""
+    try:
+        with open(path, "rb") as file:
+            header = parse_line(file.readline())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) and is_header(header) else None
+
+
 def _replay_lines(path: Path, file: IO[bytes]) -> RunState | None:
     """The run a journal's lines tell, or None when its first line is not a header."""
     state: RunState | None = None
@@ -210,13 +221,17 @@ _ATTEMPT_FAILED = str(Event.ATTEMPT_FAILED)
 _WAVE_GATE = str(Event.WAVE_GATE)
 
 
-def _merged_identity(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A session of some targets of a plan records where those point: keep the others'."""
-    if now is None:
-        return before
-    if before and all(isinstance(v, dict) for v in (*before.values(), *now.values())):
-        return {**before, **now}
-    return now
+def merged_places(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's places (`fleetrel.where`) with a later session's on top: a session of some
+    targets records where those point, and the others' stay; a target's own fields merge
+    (a resume's declared region and endpoint over the journal's resolved account)."""
+    if not now:
+        return dict(before or {})
+    if not before:
+        return dict(now)
+    if all(isinstance(v, dict) for v in (*before.values(), *now.values())):
+        return {**before, **{name: {**before.get(name, {}), **place} for name, place in now.items()}}
+    return {**before, **now}
 
 
 def _apply(state: RunState, record: dict[str, Any]) -> None:
@@ -225,7 +240,7 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
         state.sessions += 1
         state.ending = None
         state.target = record.get("target", {})
-        state.identity = _merged_identity(state.identity, record.get("identity"))
+        state.identity = merged_places(state.identity, record.get("identity")) or None
         only = record.get("only")
         if state.sessions == 1 or state.scope is not None:  # a session of every target makes it all
             state.scope = None if only is None else (state.scope or set()) | set(only)

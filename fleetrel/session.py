@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from fleetrel.events import Outcome
 from fleetrel.journal import Journal, JournalError, is_locked, read_run_key, run_key_path, write_run_key
-from fleetrel.replay import RunState, replay
+from fleetrel.replay import RunState, merged_places, read_header, replay
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.plan.steps import parse_step_key
 from fleetrel.shards import layout_of, other_layouts, run_journals
@@ -132,7 +132,7 @@ class Session:
         found = {target: client_identity(client, None) for target, client in clients.items()
                  if client is not None and not place_of(self.identity, target)}
         if found:
-            self.identity = _merged(self.identity, found[None] if list(found) == [None] else found)
+            self.identity = merged_places(self.identity, found[None] if list(found) == [None] else found)
 
     @property
     def path(self) -> Path:
@@ -186,7 +186,7 @@ def check_identity(session: Session, identity: dict[str, Any]) -> None:
         if moved:
             raise TargetChanged(_target_changed(session.path, session.run_id, session.plan.plan, recorded, moved,
                                                 identity, resuming=session.prior is not None))
-    session.identity = _merged(session.identity, identity)
+    session.identity = merged_places(session.identity, identity)
 
 
 def step_digests(steps: list[Step]) -> dict[str, str]:
@@ -298,7 +298,7 @@ def open_session(plan: ReleasePlan, journal_path: Path, *, new_run: bool = False
         failed_before = {k for k, r in state.steps.items() if r.outcome == failed} - retried if state else set()
         session = Session(plan=plan, steps=steps, journal=journal, run_id=state.run_id if state else str(uuid.uuid4()),
                           prior=state, todo=todo, failed_before=failed_before, target=dict(target or {}),
-                          identity=_merged(state.identity if state else None, identity), key=key,
+                          identity=merged_places(state.identity if state else None, identity), key=key,
                           carried=carried if state is None else dict(state.header.get("carried_tokens", {})),
                           only=only, shard=shard, scheme=scheme)
         if state is not None:
@@ -345,18 +345,8 @@ def _replayed(path: Path) -> RunState | None:
 def _header_only(path: Path) -> RunState | None:
     """A journal's header as a RunState (its plan digest and the places its first session
     recorded), without reading its records."""
-    import orjson
-
-    from fleetrel.replay import is_header
-
-    try:
-        with path.open("rb") as file:
-            header = orjson.loads(file.readline())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    if not isinstance(header, dict) or not is_header(header):
-        return None
-    return RunState(path=path, header=header, identity=header.get("identity"))
+    header = read_header(path)
+    return None if header is None else RunState(path=path, header=header, identity=header.get("identity"))
 
 
 def _set_aside(path: Path, run_id: str) -> None:
@@ -379,17 +369,6 @@ def _layout_changed(path: Path, shard: dict[str, Any] | None, clashing: list[Pat
             "would send again what those journals finished, and their unfinished steps under other clientTokens. "
             "Resume it as it was started (the same --shard, or none), or start a new run with --new-run "
             "(those journals are kept aside, and every step they left unfinished keeps its clientToken)")
-
-
-def _merged(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any]:
-    """A run's places: what the journal recorded, with this session's targets on top."""
-    if not now:
-        return dict(before or {})
-    if not before:
-        return dict(now)
-    if all(isinstance(v, dict) for v in (*before.values(), *now.values())):
-        return {**before, **{name: {**before.get(name, {}), **place} for name, place in now.items()}}
-    return {**before, **now}
 
 
 def _finished(state: RunState | None, retry_failed: bool) -> set[str]:

@@ -44,7 +44,7 @@ from fleetrel.events import PREVIOUS_DEFAULT, SESSION_STARTS, TERMINAL, Event, O
 from fleetrel.journal import FORMAT_VERSION, JournalError, is_locked
 from fleetrel.plan.steps import parse_step_key
 from fleetrel.plan.rules import MAX_PLAN_NAME
-from fleetrel.replay import JournalLines, collector_paused, is_header, open_journal
+from fleetrel.replay import JournalLines, collector_paused, is_header, merged_places, open_journal
 
 REVERSE = {"PUBLISH": "DEPRECATE", "DEPRECATE": "PUBLISH"}
 DATA_FIELDS = ("description", "attributes", "artifact", "recipe")
@@ -119,7 +119,7 @@ def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, _StepSeen]]:
         header.pop("step_digests", None)
         for record in records:
             if record["event"] in SESSION_STARTS:
-                header["identity"] = _merged(header.get("identity"), record.get("identity"))
+                header["identity"] = merged_places(header.get("identity"), record.get("identity")) or None
                 continue
             key = record.get("step")
             if key is None:
@@ -199,12 +199,6 @@ def build_undo(path: Path, original: Any = None) -> Undo:
         plan["versions"] = entries
         undo.plan = plan
     return undo
-
-
-def _merged(before: dict[str, Any] | None, now: dict[str, Any] | None) -> dict[str, Any] | None:
-    from fleetrel.session import _merged as merged
-
-    return merged(before, now) or None if (before or now) else None
 
 
 _AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
