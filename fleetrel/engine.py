@@ -62,6 +62,9 @@ class RunOptions:
     :param retry_failed: on resume, send again the steps that failed in earlier sessions.
     :param journal_sensitive: keep description, attributes and recipe in clear in the journal.
     :param policy: attempts and backoff per kind of failure.
+    :param guard_max_devices: refuse to DEPRECATE a version more things run (over the plan's
+        `guard.deprecate_max_devices`); `allow_in_use` lets it go, `fleet_check` False reads
+        no fleet counts at all (`fleetrel.fleetcheck`). Both decisions are journalled.
     """
 
     rate: float | None = None
@@ -73,6 +76,9 @@ class RunOptions:
     journal_sensitive: bool = False
     policy: errors.RetryPolicy = field(default_factory=errors.RetryPolicy)
     total_concurrency: int | None = None  # calls in flight across all targets (default: concurrency per target)
+    guard_max_devices: int | None = None
+    allow_in_use: bool = False
+    fleet_check: bool = True
 
     def limits(self, plan: ReleasePlan) -> tuple[float, int, int, bool]:
         """(rate, burst, concurrency, adaptive) with the plan's limits under these options."""
