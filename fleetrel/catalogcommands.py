@@ -15,6 +15,19 @@ from fleetrel.cli import _load_or_fail, _print_for_a_reader_that_may_leave, _pro
 from fleetrel.events import ExitCode
 
 
+def _fleet_options(command):
+    """--guard-max-devices, --allow-in-use, --no-fleet-check: the fleet guard (`fleetrel.fleetcheck`)."""
+    command = click.option("--no-fleet-check", "no_fleet_check", is_flag=True,
+                           help="Read no device counts (a fleet without indexing): the guard is not applied, a "
+                                "devices: filter matches nothing; journalled.")(command)
+    command = click.option("--allow-in-use", is_flag=True,
+                           help="Deprecate versions the guard refuses (more devices run them than it allows); "
+                                "journalled.")(command)
+    return click.option("--guard-max-devices", type=click.IntRange(min=0), metavar="N",
+                        help="Refuse to DEPRECATE a version more than N devices run, before anything is sent "
+                             "(overrides the plan's guard.deprecate_max_devices; 0: only unused versions).")(command)
+
+
 @click.command("run")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--journal", "journal_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,13 +74,15 @@ from fleetrel.events import ExitCode
               help="Address the metrics server binds (0.0.0.0: every interface, e.g. in a Kubernetes pod).")
 @click.option("--metrics-linger", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
               help="After the run, keep serving until one scrape has read the final numbers, at most this long.")
+@_fleet_options
 def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | None, region: str | None,
                 profile: str | None, rate: float | None, burst: int | None, concurrency: int | None,
                 new_run: bool, retry_failed: bool, journal_sensitive: bool, dry_run: bool, json_output: bool,
                 yes: bool, verify_after: bool, targets: tuple[str, ...], wave_pause: float | None,
                 shard_text: str | None, ray_address: str | None, actors: int | None,
                 wave_gate: str | None = None, wave_gate_timeout: float = 600.0, events_path: str | None = None,
-                metrics_port: int | None = None, metrics_host: str = "127.0.0.1", metrics_linger: float = 0.0) -> None:
+                metrics_port: int | None = None, metrics_host: str = "127.0.0.1", metrics_linger: float = 0.0,
+                guard_max_devices: int | None = None, allow_in_use: bool = False, no_fleet_check: bool = False) -> None:
     """Apply a release plan: one UpdatePackageVersion per step, rate-limited, journalled.
 
     Run the same command again after a crash or Ctrl-C: it resumes from the journal,
@@ -81,7 +96,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     Exit codes:
       0    all steps succeeded or were already done (and --verify found no drift)
       1    some steps failed, or --verify found drift
-      2    invalid input; --dry-run found blocked steps; confirmation declined
+      2    invalid input; --dry-run found blocked steps; confirmation declined;
+           the fleet guard refused a DEPRECATE of a version in use, or could not read the fleet
       3    aborted by the plan's failure threshold (abort:)
       130  interrupted (Ctrl-C, SIGTERM, or declined to start the next wave)
     """
@@ -91,6 +107,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.aws import AwsSetupError
     from fleetrel.engine import RunOptions
     from fleetrel.expansion import ExpansionError
+    from fleetrel.fleet import FleetUnavailable
+    from fleetrel.fleetcheck import FleetRefused
     from fleetrel.interrupts import ask, with_signals
     from fleetrel.journal import JournalError
     from fleetrel.plan import PlanError
@@ -117,8 +135,9 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         click.echo(f"fleetrel: shard {shard} of plan {plan.plan} has no targets (the plan has "
                    f"{len(plan.target_specs())}): nothing to {'preview' if dry_run else 'send'}", err=True)
         sys.exit(ExitCode.OK)
+    fleet = {"guard": guard_max_devices, "allow_in_use": allow_in_use, "fleet_check": not no_fleet_check}
     if dry_run:
-        _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets)
+        _preview_and_exit(plan, endpoint_url, region, profile, json_output, targets, **fleet)
     if events_path == "-" and json_output:
         fail("--events - and --json both want stdout: give --events a file")
     # Everything for people goes to stderr under --json, so stdout parses.
@@ -153,7 +172,9 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
         return True
 
     options = RunOptions(rate=rate, burst=burst, concurrency=concurrency, new_run=new_run,
-                         retry_failed=retry_failed, journal_sensitive=journal_sensitive)
+                         retry_failed=retry_failed, journal_sensitive=journal_sensitive,
+                         guard_max_devices=guard_max_devices, allow_in_use=allow_in_use,
+                         fleet_check=not no_fleet_check)
     display = _progress_display(console, plan.plan, to_stderr=json_output or events_path == "-")
     from fleetrel.observe import ObserveError, Observers, journal_of
 
@@ -182,6 +203,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
                     options=options, listeners=[display, *observers.listeners], before_wave=before_wave, stop=stop,
                     notice=console.print)))
     except PlanError as exc:  # a selector matched a version another entry names
+        fail(str(exc))
+    except (FleetRefused, FleetUnavailable) as exc:  # before anything was sent
         fail(str(exc))
     except ExpansionError as exc:
         fail(str(exc), ExitCode.FAILED)
@@ -214,8 +237,11 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
 
 
 def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profile: str | None,
-                      json_output: bool, targets: tuple[str, ...] = ()) -> NoReturn:
+                      json_output: bool, targets: tuple[str, ...] = (), *, guard: int | None = None,
+                      allow_in_use: bool = False, fleet_check: bool = True) -> NoReturn:
     """`fleetrel plan` and `run --dry-run`: exit 0 when every step can be applied, 2 if not."""
+    from fleetrel.fleet import FleetUnavailable
+    from fleetrel.fleetcheck import guard_limit
     import anyio
 
     from fleetrel.aws import AwsSetupError
@@ -227,13 +253,15 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     try:
         if plan.needs_expansion:
             plan = anyio.run(lambda: expand_plan(plan, endpoint_url=endpoint_url, region=region, profile=profile,
-                                                 targets=chosen))
+                                                 targets=chosen, fleet_check=fleet_check))
             problems = selection_problems(plan)
             if problems:
                 fail("\n".join(f"{plan.source or plan.plan}: {p}" for p in problems))
+        limit = guard_limit(plan, guard) if fleet_check else None
         preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile,
-                                                 targets=chosen))
-    except AwsSetupError as exc:
+                                                 targets=chosen, fleet_check=fleet_check, guard=limit,
+                                                 allow_in_use=allow_in_use))
+    except (AwsSetupError, FleetUnavailable) as exc:
         fail(str(exc))
     except ExpansionError as exc:
         fail(str(exc), ExitCode.FAILED)
@@ -290,11 +318,15 @@ def _target_options(command):
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @_target_options
 @click.option("--json", "json_output", is_flag=True, help="Print the preview as JSON.")
+@_fleet_options
 def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, profile: str | None,
-                 targets: tuple[str, ...], json_output: bool) -> None:
+                 targets: tuple[str, ...], json_output: bool, guard_max_devices: int | None = None,
+                 allow_in_use: bool = False, no_fleet_check: bool = False) -> None:
     """Preview a release plan: read every planned version (GetPackageVersion, at the
     plan's rate), show what each step would change, and which steps cannot succeed and
-    why. Sends no update.
+    why. Sends no update. Each step also shows how many devices report its version
+    (fleet indexing's $package shadow: one GetBucketsAggregation per target and package);
+    the plan's guard (or --guard-max-devices) blocks a DEPRECATE of a version in use.
 
     `select:` entries are expanded first (ListPackages, ListPackageVersions, and
     GetPackage / GetPackageVersion when a filter needs them): each selector is shown with
@@ -307,10 +339,13 @@ def plan_command(plan_path: Path, endpoint_url: str | None, region: str | None, 
       0  every step can be applied (or is already as planned and will be skipped)
       1  the catalog could not be read to expand the plan's select: entries
       2  invalid plan, or some steps are blocked (missing version or package,
-         DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, ...),
-         or a selector matched a version another entry names
+         DRAFT -> DEPRECATE, DRAFT-only fields on a non-DRAFT version, a
+         DEPRECATE the fleet guard refuses, ...), or a selector matched a version
+         another entry names, or the fleet's counts that a guard or a devices:
+         filter needs could not be read
     """
-    _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output, targets)
+    _preview_and_exit(_load_or_fail(plan_path), endpoint_url, region, profile, json_output, targets,
+                      guard=guard_max_devices, allow_in_use=allow_in_use, fleet_check=not no_fleet_check)
 
 
 @click.command("verify")

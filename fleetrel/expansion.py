@@ -18,11 +18,14 @@ catalog changed since. `fleetrel plan` expands afresh every time.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 
 import anyio
 
+from fleetrel.fleet import OPERATION as FLEET_OPERATION
+from fleetrel.fleet import Distribution, FleetUnavailable, distribution, fleet_buckets
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.rules import plural
 from fleetrel.plan.selectors import (
@@ -36,7 +39,7 @@ from fleetrel.plan.selectors import (
     match_package,
     packages_matching,
 )
-from fleetrel.reads import ReadBuckets, ReadError, bounded, pages, read
+from fleetrel.reads import ReadBuckets, ReadError, bounded, first_error, pages, read
 
 
 class ExpansionError(Exception):
@@ -44,13 +47,18 @@ class ExpansionError(Exception):
 
 
 async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: float = 10.0, burst: int = 1,
-                 concurrency: int = 16) -> Selection:
+                 concurrency: int = 16, fleet_check: bool = True) -> Selection:
     """What every selector of `plan` matches, per target in `clients` (the key None for a
-    plan without `targets:`). Targets are read at once, each through its own bucket."""
+    plan without `targets:`). Targets are read at once, each through its own bucket.
+
+    A `devices:` filter reads the package's fleet distribution (`fleetrel.fleet`, one
+    aggregation per target and package); FleetUnavailable when it cannot. With
+    `fleet_check` False nothing is read from the fleet, and a `devices:` filter matches no
+    version (an unknown count is never within bounds)."""
     matches: dict[tuple[int, str | None], SelectorMatch] = {}
 
     async def expand_target(target: str | None, client: Any) -> None:
-        reader = _Reader(client, ReadBuckets(rate=rate, burst=burst), target, concurrency)
+        reader = _Reader(client, ReadBuckets(rate=rate, burst=burst), target, concurrency, fleet_check)
         for index, entry in plan.selectors():
             if target is not None and entry.targets is not None and target not in entry.targets:
                 continue
@@ -65,9 +73,10 @@ async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: 
             await bounded(packages, concurrency, one)
             matches[(index, target)] = SelectorMatch(index, target, sorted(found, key=lambda p: p.package))
 
-    async with anyio.create_task_group() as tg:
-        for target, client in clients.items():
-            tg.start_soon(expand_target, target, client)
+    with first_error():
+        async with anyio.create_task_group() as tg:
+            for target, client in clients.items():
+                tg.start_soon(expand_target, target, client)
     # target-major, entries in plan order: the order the steps are in
     order = {name: position for position, name in enumerate([spec.name for spec in plan.target_specs()] or [None])}
     return Selection([matches[key] for key in sorted(matches, key=lambda key: (order[key[1]], key[0]))])
@@ -77,9 +86,13 @@ class _Reader:
     """One target's catalog reads, each through the target's bucket for its operation, retried as the
     preview's reads are."""
 
-    def __init__(self, client: Any, buckets: ReadBuckets, target: str | None, concurrency: int) -> None:
+    def __init__(self, client: Any, buckets: ReadBuckets, target: str | None, concurrency: int,
+                 fleet_check: bool = True) -> None:
         self.client, self.buckets, self.target, self.concurrency = client, buckets, target, concurrency
+        self.fleet_check = fleet_check
+        self.fleet_buckets = fleet_buckets()
         self._package_names: list[str] | None = None
+        self._distributions: dict[str, Distribution] = {}  # one aggregation per package, whatever the selectors
 
     async def _call(self, call: str, **request: Any) -> dict[str, Any] | None:
         """The answer, or None when what was asked for does not exist."""
@@ -133,17 +146,28 @@ class _Reader:
 
             await bounded(sorted(wanted), self.concurrency, detail)
             versions = [VersionFacts(v.name, v.status, v.created, details.get(v.name)) for v in versions]
+        if select.devices is not None and self.fleet_check:
+            counts = await self.distribution(package)
+            versions = [replace(v, devices=counts.count(v.name)) for v in versions]
         return match_package(select, package, versions, default)
+
+    async def distribution(self, package: str) -> Distribution:
+        if package not in self._distributions:
+            self._distributions[package] = await distribution(
+                self.client, self.fleet_buckets[FLEET_OPERATION], package, target=self.target)
+        return self._distributions[package]
 
 
 async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, region: str | None = None,
-                      profile: str | None = None, targets: set[str] | None = None) -> ReleasePlan:
+                      profile: str | None = None, targets: set[str] | None = None,
+                      fleet_check: bool = True) -> ReleasePlan:
     """`plan` with its selectors expanded afresh (as `fleetrel plan` does), through clients
     built as the preview builds them (a plan with `targets:`: those in `targets`, or all)."""
     from fleetrel.aws import iot_client, target_settings
 
     limits = plan.limits
-    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency),
+             "fleet_check": fleet_check}
     specs = plan.target_specs()
     if not specs:
         async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
@@ -158,14 +182,15 @@ async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, reg
 
 
 async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *, frozen: bool,
-                         notice: Callable[[str], None] | None = None) -> ReleasePlan:
+                         notice: Callable[[str], None] | None = None, fleet_check: bool = True) -> ReleasePlan:
     """At a run's start: `plan` expanded through `clients` (PlanError when the result
     names a version twice or its waves do not fit), or, when its selection was `frozen` in
     the journal, the plan as it is, the catalog listed again only to tell `notice` what
     would be selected now. `notice` also hears of selectors that matched nothing."""
     tell = notice or (lambda line: None)
     limits = plan.limits
-    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency)}
+    reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency),
+             "fleet_check": fleet_check}
     if plan.needs_expansion:
         expanded = plan.expanded(await expand(plan, clients, **reads))
         problems = selection_problems(expanded)
@@ -174,12 +199,14 @@ async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *
             raise PlanError(where, [f"{where}: {problem}" for problem in problems])
         for line in empty_warnings(expanded):
             tell(line)
+        if not fleet_check and any(entry.select.devices is not None for _, entry in plan.selectors()):
+            tell("--no-fleet-check: a devices: filter matched no version (the fleet's counts were not read)")
         return expanded
     if not frozen or plan.selection is None:
         return plan
     try:
         now = await expand(plan, clients, **reads)
-    except ExpansionError as exc:
+    except (ExpansionError, FleetUnavailable) as exc:
         tell(f"the selection is frozen in the journal; listing the catalog again failed ({exc})")
         return plan
     changes = plan.selection.differences(now)
@@ -246,6 +273,7 @@ def selection_report(plan: ReleasePlan) -> list[dict[str, Any]]:
             for found in plan.selection.matches]
 
 
+
 def empty_warnings(plan: ReleasePlan) -> list[str]:
     """A selector that matched nothing is a warning, not an error."""
     assert plan.selection is not None
@@ -269,6 +297,13 @@ def selection_lines(plan: ReleasePlan) -> list[str]:
                 line += f"; kept newest: {', '.join(package['kept'])}"
             if package.get("default_version"):
                 line += f"; default {package['default_version']} left alone"
+            devices = package.get("devices")
+            if devices is not None:  # what the devices: filter alone left out, with the counts it saw
+                outside = [f"{name} ({'?' if devices.get(name) is None else devices.get(name)})"
+                           for name in package.get("outside_devices", [])]
+                if outside:
+                    line += f"; in use, left alone: {', '.join(outside[:10])}" + (
+                        f", … {len(outside) - 10} more" if len(outside) > 10 else "")
             lines.append(line)
     return lines
 

@@ -188,6 +188,8 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
         if not steps:  # a shard with no targets (more shards than targets): nothing to send
             session = session or stack.enter_context(session_for({}))
             return await execute(session, {}, options, listeners=listeners, stop=stop)
+        # the fleet guard, before any actor starts: nothing is sent when it refuses
+        fleet = await _guarded(plan, session.todo if session is not None else steps, endpoint_url, options)
         ray = stack.enter_context(ray_cluster(address))
         count = actors or max(1, min(len(sizes), int(ray.cluster_resources().get("CPU", 1))))
         shard_of = assign(sizes, count)
@@ -201,6 +203,7 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
         else:
             check_identity(session, identities)
             session.identity = identities
+        session.fleet_check = fleet
         return await _Driver(session, pool, options, list(listeners)).run(before_wave, stop)
 
 
@@ -213,7 +216,26 @@ async def _expanded(plan: ReleasePlan, only: set[str] | None, endpoint_url: str 
     chosen = [spec for spec in plan.target_specs() if only is None or spec.name in only]
     async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
                               concurrency=options.limits(plan)[2]) as (clients, _):
-        return await select_for_run(plan, clients, frozen=False)
+        return await select_for_run(plan, clients, frozen=False, fleet_check=options.fleet_check)
+
+
+async def _guarded(plan: ReleasePlan, steps: list[Any], endpoint_url: str | None,
+                   options: RunOptions) -> dict[str, Any] | None:
+    """The fleet guard (`fleetrel.api.guard_fleet`) through the driver's own clients for the
+    targets of `steps`, built only when there are counts to read."""
+    from fleetrel.api import guard_fleet
+    from fleetrel.fleetcheck import deprecations, guard_limit
+
+    wanted = deprecations(steps)
+    if guard_limit(plan, options.guard_max_devices) is None or not options.fleet_check or not wanted:
+        return await guard_fleet(plan, wanted, {}, options)  # nothing to read: at most the record of a skip
+    from fleetrel.credentials import target_clients
+
+    targets = {step.target for step in wanted}
+    chosen = [spec for spec in plan.target_specs() if spec.name in targets]
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
+                              concurrency=options.limits(plan)[2]) as (clients, _):
+        return await guard_fleet(plan, wanted, clients, options)
 
 
 def actor_name(plan: ReleasePlan, shard: int, count: int, pid: int | None = None) -> str:

@@ -20,8 +20,9 @@ plan.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import anyio
 
@@ -105,6 +106,19 @@ async def pages(client: Any, limiter: Any, call: str, items: str, *, policy: err
             return out, False
 
 
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Around a task group: its first error raised as itself, not inside the ExceptionGroup
+    anyio wraps it in, so a caller's `except ExpansionError` still catches it."""
+    try:
+        yield
+    except ExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
+
+
 async def bounded(items: Iterable[Any], concurrency: int, work: Callable[[Any], Awaitable[None]]) -> None:
     """`work(item)` for every item, at most `concurrency` at a time, with that many tasks
     (not one per item: 100k steps would be 100k tasks)."""
@@ -114,9 +128,10 @@ async def bounded(items: Iterable[Any], concurrency: int, work: Callable[[Any], 
         for item in queue:
             await work(item)
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(max(1, concurrency)):
-            tg.start_soon(worker)
+    with first_error():
+        async with anyio.create_task_group() as tg:
+            for _ in range(max(1, concurrency)):
+                tg.start_soon(worker)
 
 
 # -- what a version and a package are now ------------------------------------------

@@ -212,14 +212,19 @@ OUTCOME_STYLE = {"apply": "green", "unchanged": "dim", "blocked": "bold red"}
 def preview_table(preview: Preview) -> Table:
     table = Table(title=f"plan {preview.plan}: what would change", title_justify="left")
     name_column(table, "step")
-    for name in ("status", "changes", "outcome"):
+    for name in ("status", "changes"):
         text_column(table, name)
+    if preview.fleet:  # things that report the version now (fleet indexing's $package shadow)
+        table.add_column("devices", justify="right", no_wrap=True)
+    text_column(table, "outcome")
     for step in preview.steps[:MAX_ROWS]:
         status = f"{step.current or '-'} -> {step.planned or '-'}" if step.current != step.planned else (step.current or "-")
         outcome = step.outcome if step.outcome != "blocked" else f"blocked: {step.reason}"
         if step.outcome == "unchanged":
             outcome = f"unchanged: {step.reason}"
-        table.add_row(step.key, status, ", ".join(step.changes) or "-", outcome, style=OUTCOME_STYLE[step.outcome])
+        devices = ["-" if step.devices is None else str(step.devices)] if preview.fleet else []
+        table.add_row(step.key, status, ", ".join(step.changes) or "-", *devices, outcome,
+                      style=OUTCOME_STYLE[step.outcome])
     return table
 
 
@@ -250,6 +255,8 @@ def print_preview(preview: Preview, console: Console | None = None) -> None:
         console.print(line)
     for step in preview.warnings[:MAX_ROWS]:
         console.print(f"warning: {step.key}: {step.warning}")
+    if preview.fleet_note:
+        console.print(f"note: {preview.fleet_note}")
 
 
 # -- verify ----------------------------------------------------------------------------

@@ -90,6 +90,7 @@ class Session:
     only: set[str] | None = None  # the targets this session is about (None: all)
     shard: dict[str, Any] | None = None  # a shard's journal: {index, count, targets} (fleetrel.shards)
     scheme: int | None = PLACE_SCHEME  # the journal's token_scheme (fleetrel.tokens)
+    fleet_check: dict[str, Any] | None = None  # what the fleet guard found and decided (fleetrel.fleetcheck)
 
     @property
     def in_scope(self) -> list[Step]:
@@ -157,6 +158,8 @@ class Session:
             fields["target"] = dict(self.target)
         if self.identity:
             fields["identity"] = dict(self.identity)
+        if self.fleet_check is not None:  # journalled: --allow-in-use, --no-fleet-check, and the counts seen
+            fields["fleet_check"] = dict(self.fleet_check)
         if self.shard is not None:
             fields["shard"] = dict(self.shard)
         elif self.only is not None:  # `--target`: what this session answers for (status, its resume command)

@@ -22,7 +22,7 @@ import anyio
 
 from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
-from fleetrel.reads import PackageState, ReadError, VersionState, read_versions
+from fleetrel.reads import PackageState, ReadError, VersionState, first_error, read_versions
 # The lifecycle (what each action leaves a version in, the transitions allowed, the
 # DRAFT-only fields) is the service's: defined once, with its sources, in fleetrel.service.
 from fleetrel.service import ALLOWED_TRANSITIONS
@@ -37,6 +37,7 @@ APPLY, UNCHANGED, BLOCKED = "apply", "unchanged", "blocked"
 MISSING_PACKAGE = "package-missing"
 MISSING_VERSION = "version-missing"
 DRAFT_TO_DEPRECATED = "draft-to-deprecate"
+IN_USE = "in-use"  # a DEPRECATE the fleet guard refuses: more things run the version than it allows
 REFUSED_TRANSITION = "refused-transition"
 DRAFT_ONLY_FIELDS = "fields-need-draft"
 ALREADY_WITH_CHANGES = "already-in-status"
@@ -56,14 +57,18 @@ class StepPreview:
     blocked: str | None = None  # one of the reason codes above
     reason: str | None = None  # for people: why it is blocked or unchanged
     warning: str | None = None  # it will be applied, but look: e.g. it deprecates the package's default
+    devices: int | None = None  # things that report this version (fleet indexing); None: not read or unknown
 
 
 @dataclass
 class Preview:
-    """Every step of a plan, previewed. `can_apply`: no step will be refused."""
+    """Every step of a plan, previewed. `can_apply`: no step will be refused. `fleet`:
+    whether device counts were read, and if not why (`fleet_note`)."""
 
     plan: str
     steps: list[StepPreview]
+    fleet: bool = False
+    fleet_note: str | None = None
 
     def _with(self, outcome: str) -> list[StepPreview]:
         return [s for s in self.steps if s.outcome == outcome]
@@ -96,8 +101,11 @@ class Preview:
         return [s for s in self.steps if s.warning]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan, "can_apply": self.can_apply, "totals": self.totals(),
-                "steps": [asdict(s) for s in self.steps]}
+        out = {"plan": self.plan, "can_apply": self.can_apply, "totals": self.totals(),
+               "steps": [asdict(s) for s in self.steps], "fleet": self.fleet}
+        if self.fleet_note:
+            out["fleet_note"] = self.fleet_note
+        return out
 
 
 @dataclass
@@ -268,19 +276,35 @@ def _limits(plan: Any) -> dict[str, Any]:
 
 
 async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, profile: str | None,
-                     targets: set[str] | None, *, warn_default: bool = True
-                     ) -> tuple[list[Step], dict[str, VersionState | ReadError], set[tuple]]:
-    """Every planned version as it is, and the (target, package) pairs found missing. A
-    plan with `targets:` is read target by target, all at once, each through its own
-    client (its role, its account checked) and its own read bucket."""
+                     targets: set[str] | None, *, warn_default: bool = True, fleet: bool = False
+                     ) -> tuple[list[Step], dict[str, VersionState | ReadError], set[tuple], Any]:
+    """Every planned version as it is, the (target, package) pairs found missing, and with
+    `fleet` the things on each version ({target: {package: Distribution}}, one aggregation
+    per target and package, and the FleetUnavailable that said why not, if one did). A plan with
+    `targets:` is read target by target, all at once, each through its own client (its
+    role, its account checked) and its own read bucket."""
     limits = _limits(plan)
     specs = plan.target_specs()
+    counts: dict[str | None, Any] = {}
+    unavailable: list[Exception] = []
+
+    async def read_fleet(name: str | None, client: Any, steps: list[Step]) -> None:
+        from fleetrel.fleet import FleetUnavailable, distributions
+
+        if not fleet:
+            return
+        try:
+            counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name)
+        except FleetUnavailable as exc:
+            unavailable.append(exc)
+
     if not specs:
         steps = plan.steps()
         async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
                               concurrency=limits["concurrency"]) as client:
             found, missing = await read_versions(client, steps, warn_default=warn_default, **limits)
-        return steps, found, {(None, name) for name in missing}
+            await read_fleet(None, client, steps)
+        return steps, found, {(None, name) for name in missing}, (counts, unavailable[0] if unavailable else None)
     from fleetrel.credentials import target_clients
 
     steps = [s for s in plan.steps() if not targets or s.target in targets]
@@ -290,28 +314,69 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
     async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
                               concurrency=limits["concurrency"]) as (clients, _):
         async def read_target(name: str) -> None:
-            got, missing = await read_versions(clients[name], [s for s in steps if s.target == name],
-                                               warn_default=warn_default, **limits)
+            mine = [s for s in steps if s.target == name]
+            got, missing = await read_versions(clients[name], mine, warn_default=warn_default, **limits)
             found.update(got)
             missing_pairs.update((name, package) for package in missing)
+            await read_fleet(name, clients[name], mine)
 
-        async with anyio.create_task_group() as tg:
-            for name in clients:
-                tg.start_soon(read_target, name)
-    return steps, found, missing_pairs
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                for name in clients:
+                    tg.start_soon(read_target, name)
+    return steps, found, missing_pairs, (counts, unavailable[0] if unavailable else None)
 
 
 async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
-                       profile: str | None = None, targets: set[str] | None = None) -> Preview:
+                       profile: str | None = None, targets: set[str] | None = None, fleet_check: bool = True,
+                       guard: int | None = None, allow_in_use: bool = False) -> Preview:
     """Read every planned version and say what the plan would do to it. Sends no update.
 
         preview = await read_preview(load_plan("plans/demo.yaml"), endpoint_url=url)
         print(preview.totals())    # {"steps": 200, "apply": 180, "unchanged": 12, "blocked": 8, ...}
+
+    With `fleet_check` (the default) each step also says how many things report its
+    version (`devices`, fleet indexing: one aggregation per target and package). When the
+    counts cannot be read the preview says why (`fleet_note`), unless a `guard` limit needs
+    them: then FleetUnavailable. A DEPRECATE of a version more than `guard` things run is
+    blocked (`in-use`), or, with `allow_in_use`, a warning.
     """
-    steps, found, missing = await _read_plan(plan, endpoint_url, region, profile, targets)
+    from fleetrel.fleet import FleetUnavailable
+
+    steps, found, missing, (counts, unavailable) = await _read_plan(plan, endpoint_url, region, profile, targets,
+                                                                    fleet=fleet_check)
+    if unavailable is not None and guard is not None:
+        from fleetrel.fleetcheck import NO_FLEET_CHECK_HINT
+
+        raise FleetUnavailable(f"{unavailable}; the guard needs them: {NO_FLEET_CHECK_HINT}")
     handled = {(s.target, s.package) for s in steps if s.is_default}
-    return Preview(plan.plan, [diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing,
-                                         default_handled=(s.target, s.package) in handled) for s in steps])
+    previews = []
+    for s in steps:
+        step = diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing,
+                         default_handled=(s.target, s.package) in handled)
+        if not s.is_default and s.target in counts:
+            step.devices = counts[s.target][s.package].count(s.version)
+            if guard is not None and s.action == "DEPRECATE" and step.outcome == APPLY:
+                in_use(step, guard, allow_in_use)
+        previews.append(step)
+    note = None
+    if not fleet_check:
+        note = "device counts not read (--no-fleet-check)"
+    elif unavailable is not None:
+        note = f"device counts not shown: {unavailable}"
+    return Preview(plan.plan, previews, fleet=bool(counts), fleet_note=note)
+
+
+def in_use(step: StepPreview, limit: int, allow: bool) -> None:
+    """Apply the fleet guard to a DEPRECATE step that would otherwise apply."""
+    if step.devices is not None and step.devices <= limit:
+        return
+    count = "an unknown number of" if step.devices is None else str(step.devices)
+    why = f"{count} device(s) run it, more than the guard's {limit}"
+    if allow:
+        step.warning = f"{why} (--allow-in-use)"
+    else:
+        step.outcome, step.blocked, step.reason = BLOCKED, IN_USE, why + ": --allow-in-use to deprecate it anyway"
 
 
 async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
@@ -321,5 +386,5 @@ async def read_drift(plan: Any, *, endpoint_url: str | None = None, region: str 
         report = await read_drift(load_plan("plans/demo.yaml"), endpoint_url=url)
         print(report.matches, [d.key for d in report.drifted])
     """
-    steps, found, _ = await _read_plan(plan, endpoint_url, region, profile, targets, warn_default=False)
+    steps, found, _, _ = await _read_plan(plan, endpoint_url, region, profile, targets, warn_default=False)
     return DriftReport(plan.plan, [StepDrift(s.key, drift_of(s, found[s.key])) for s in steps])

@@ -62,6 +62,9 @@ class FakeIoT:
     :param defaults: `{"package": "version"}`: the packages' default versions.
     :param account: the AWS account the fake stands for (`self.account`), so that a test
         with several fakes can tell one (account, region) from another.
+    :param devices: `{"package/version": N}`: how many things report each version in the
+        `$package` shadow (GetBucketsAggregation, as fleet indexing counts them); None: fleet
+        indexing is off (the aggregation is refused, as AWS refuses it).
 
     UpdatePackage calls are counted and scripted under the key `package#default`.
     `log` holds every update call in the order received: `{"key", "token", "request",
@@ -70,8 +73,11 @@ class FakeIoT:
 
     def __init__(self, versions: dict[str, str] | None = None, *, latency: float = 0.0,
                  endpoint_url: str = "https://iot.fake.invalid", region: str = "us-east-1",
-                 defaults: dict[str, str] | None = None, account: str | None = None) -> None:
+                 defaults: dict[str, str] | None = None, account: str | None = None,
+                 devices: dict[str, int] | None = None) -> None:
         self.latency = latency
+        self.devices = None if devices is None else dict(devices)
+        self.aggregations: Counter[str] = Counter()  # GetBucketsAggregation calls per package
         self.account = account
         # what aiobotocore clients expose, and fleetrel records as a run's target
         self.meta = SimpleNamespace(endpoint_url=endpoint_url, region_name=region)
@@ -192,6 +198,24 @@ class FakeIoT:
         if len(names) > maxResults:
             out["nextToken"] = page[-1]
         return out
+
+    async def get_buckets_aggregation(self, *, queryString: str, aggregationField: str,
+                                      bucketsAggregationType: dict[str, Any], indexName: str = "AWS_Things",
+                                      **_: Any) -> dict[str, Any]:
+        """Things per version of the package `aggregationField` names
+        (`shadow.name.$package.reported.<package>.version`), most first."""
+        self.reads += 1
+        package = aggregationField.removeprefix("shadow.name.$package.reported.").removesuffix(".version")
+        self.aggregations[package] += 1
+        if self.devices is None:
+            raise service_error("ResourceNotFoundException", 404, "Index AWS_Things does not exist",
+                                "GetBucketsAggregation")
+        counts = {key.split("/", 1)[1]: n for key, n in self.devices.items()
+                  if key.split("/", 1)[0] == package and n > 0}
+        most = int(bucketsAggregationType.get("termsAggregation", {}).get("maxBuckets", 10))
+        buckets = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:most]
+        return {"totalCount": sum(self.devices.values()),
+                "buckets": [{"keyValue": name, "count": n} for name, n in buckets]}
 
     async def get_package(self, *, packageName: str) -> dict[str, Any]:
         self.reads += 1

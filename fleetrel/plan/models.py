@@ -91,6 +91,14 @@ class Abort(PlanModel):
     min_finished: Annotated[int, Field(ge=0, strict=True)] = 20
 
 
+class Guard(PlanModel):
+    """What a run refuses before it sends anything (`--allow-in-use` overrides it, journalled)."""
+
+    deprecate_max_devices: Annotated[int, Field(ge=0, strict=True, description=(
+        "refuse to DEPRECATE a version that more than this many things report in the $package "
+        "shadow (fleet indexing); 0: only versions no thing runs"))] | None = None
+
+
 class ReleasePlan(PlanModel):
     """A validated release plan. Build it with `load(path)` (which names the file in
     every problem) or `ReleasePlan.model_validate(data)`:
@@ -112,6 +120,7 @@ class ReleasePlan(PlanModel):
                                     "matrix {accounts, regions, role_name}; not beside 'target'")
     limits: Limits = Field(default_factory=Limits)
     abort: Abort = Field(default_factory=Abort)
+    guard: Guard = Field(default_factory=Guard)
     defaults: Defaults = Field(default_factory=Defaults)
     versions: Annotated[list[Entry], BeforeValidator(as_list), Field(min_length=1)]
     waves: Annotated[list[Wave], BeforeValidator(as_list), Field(min_length=1)] | None = Field(

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema, model_validator
 
 from fleetrel.plan.rules import (
     Action,
@@ -119,6 +119,32 @@ Status = Annotated[str, PlainValidator(_status), WithJsonSchema({"enum": list(ST
 Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
+class Devices(PlanModel):
+    """How many things may report a version (fleet indexing's `$package` shadow): both bounds inclusive."""
+
+    max: Annotated[int, Field(ge=0, strict=True, description="at most this many things report it")] | None = None
+    min: Annotated[int, Field(ge=0, strict=True, description="at least this many things report it")] | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Devices:
+        if self.max is None and self.min is None:
+            raise plan_rule("give max, min or both: devices: {max: 0} selects versions no thing runs")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise plan_rule(f"min {self.min} is above max {self.max}: no version could match")
+        return self
+
+    def admits(self, count: int | None) -> bool:
+        """Whether `count` things is within the bounds; an unknown count never is."""
+        if count is None:
+            return False
+        return (self.max is None or count <= self.max) and (self.min is None or count >= self.min)
+
+    def describe(self) -> str:
+        if self.max is not None and self.min is not None:
+            return f"on {self.min}-{self.max} devices"
+        return f"on at most {self.max} devices" if self.max is not None else f"on at least {self.min} devices"
+
+
 class Select(PlanModel):
     """Which versions a `select:` entry chooses; every filter given must hold."""
 
@@ -133,6 +159,8 @@ class Select(PlanModel):
     attributes: Attributes | None = Field(default=None, description="only versions whose attributes have these values")
     created_before: Moment | None = None
     created_after: Moment | None = None
+    devices: Devices | None = Field(default=None, description="only versions this many things report "
+                                    "(fleet indexing's $package shadow; the counts are frozen with the selection)")
 
     def bounds(self) -> list[str]:
         return [b for b in (self.below, self.above, self.from_, self.to) if b is not None]
@@ -151,6 +179,8 @@ class Select(PlanModel):
         for name, value in (("created before", self.created_before), ("created from", self.created_after)):
             if value is not None:
                 parts.append(f"{name} {value.isoformat()}")
+        if self.devices is not None:
+            parts.append(self.devices.describe())
         if self.except_default:
             parts.append("except default")
         if self.keep_newest:
@@ -193,6 +223,7 @@ class VersionFacts:
     status: str
     created: datetime | None = None
     attributes: dict[str, str] | None = None
+    devices: int | None = None  # things that report it (fleet indexing), when a filter needed it; None: unknown
 
 
 # A release number's numbers, with an optional leading v; what follows is its suffix.
@@ -273,6 +304,10 @@ class PackageMatch:
     matched: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     default_version: str | None = None
+    # {version: things that report it} for every version listed, when a `devices:` filter
+    # read them: the evidence of what was decided, frozen with the selection (None: unknown)
+    devices: dict[str, int | None] | None = None
+    outside_devices: list[str] = field(default_factory=list)  # matched every filter but `devices:`
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"package": self.package, "compared": self.compared, "matched": list(self.matched)}
@@ -280,12 +315,16 @@ class PackageMatch:
             out["kept"] = list(self.kept)
         if self.default_version is not None:
             out["default_version"] = self.default_version
+        if self.devices is not None:
+            out["devices"] = dict(self.devices)
+        if self.outside_devices:
+            out["outside_devices"] = list(self.outside_devices)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PackageMatch:
         return cls(data["package"], data["compared"], list(data["matched"]), list(data.get("kept", [])),
-                   data.get("default_version"))
+                   data.get("default_version"), data.get("devices"), list(data.get("outside_devices", [])))
 
 
 def match_package(select: Select, package: str, versions: list[VersionFacts],
@@ -297,7 +336,7 @@ def match_package(select: Select, package: str, versions: list[VersionFacts],
     bound = {name: version_key(value) for name, value in (("below", select.below), ("above", select.above),
                                                   ("from", select.from_), ("to", select.to)) if value is not None}
 
-    def chosen(version: VersionFacts) -> bool:
+    def chosen(version: VersionFacts, devices: bool = True) -> bool:
         if select.status is not None and version.status != select.status:
             return False
         at = version_key(version.name)  # no tie-break on the text: 4.0.0 is not above 4.0
@@ -321,13 +360,20 @@ def match_package(select: Select, package: str, versions: list[VersionFacts],
             have = version.attributes or {}
             if any(have.get(k) != v for k, v in select.attributes.items()):
                 return False
+        if devices and select.devices is not None and not select.devices.admits(version.devices):
+            return False
         return True
 
     matched = [v.name for v in ordered if chosen(v)]
+    # what the devices: filter alone left out, with its count: the preview names them
+    outside = ({v.name: v.devices for v in ordered if chosen(v, devices=False) and v.name not in matched}
+               if select.devices is not None else {})
     kept: list[str] = []
     if select.keep_newest:
         matched, kept = matched[:-select.keep_newest], matched[-select.keep_newest:]
-    return PackageMatch(package, compared, matched, kept, default_version if select.except_default else None)
+    devices = {v.name: v.devices for v in ordered} if select.devices is not None else None
+    return PackageMatch(package, compared, matched, kept, default_version if select.except_default else None, devices,
+                        sorted(outside, key=sort_key))
 
 
 def packages_matching(pattern: str, names: list[str]) -> list[str]:

@@ -1,0 +1,119 @@
+"""What the fleet runs: how many things report each package version, from fleet indexing.
+
+    counts = await distributions(client, ["thermostat-fw"], rate=5.0)
+    counts["thermostat-fw"].count("3.0.0")     # 1234 things report 3.0.0
+    counts["thermostat-fw"].share("3.0.0")     # 0.12 of the things that report the package
+
+Devices (or jobs with `versionUpdateByJobsConfig`) report the versions they run in the
+`$package` reserved named shadow, `{"state": {"reported": {"<package>": {"version":
+"1.0.0"}}}}`. With fleet indexing on and `$package` among its named shadows, one
+GetBucketsAggregation (a terms aggregation over `shadow.name.$package.reported.<package>.version`)
+counts the things on every version of a package: one call per (target, package), never
+one per version, whatever the number of versions or things. The AWS console draws the
+same aggregation as its version distribution chart.
+
+A version no bucket names is run by no thing, as long as the answer holds every bucket
+(fewer than `MAX_BUCKETS`, the model's maximum). If it holds that many, the versions left
+out are unknown (`count` is None), and neither a `devices:` filter nor the guard treats an
+unknown count as zero.
+
+Sources: AWS IoT developer guide, "Preparing fleet indexing" (the `$package` shadow as
+a fleet-indexing source, its field names) and "Querying for aggregate data"
+(GetBucketsAggregation); botocore's IoT model for the request and TermsAggregation's
+maxBuckets range (1-10000).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from fleetrel.reads import ReadBuckets, ReadError, bounded, read
+
+PACKAGE_SHADOW = "$package"
+INDEX = "AWS_Things"  # the things index fleet indexing keeps
+QUERY = "thingName:*"  # every indexed thing; the buckets then count those reporting the package
+MAX_BUCKETS = 10_000  # model: TermsAggregation maxBuckets, 1-10000
+OPERATION = "get_buckets_aggregation"
+# The read bucket for the aggregation: AWS throttles fleet-indexing reads apart from the
+# catalog's, and lower. ours: 5/s, below the documented quota, shared with nobody here.
+FLEET_READ_RATE = 5.0
+FLEET_READ_BURST = 1
+
+
+def version_field(package: str) -> str:
+    """The indexed field that holds the version of `package` a thing reports."""
+    return f"shadow.name.{PACKAGE_SHADOW}.reported.{package}.version"
+
+
+class FleetUnavailable(Exception):
+    """The fleet's counts cannot be read: indexing off, `$package` not indexed, no
+    permission, or the reads failed. The message says which and how to go on."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How many things report each version of one package (in one target)."""
+
+    package: str
+    counts: dict[str, int] = field(default_factory=dict)
+    complete: bool = True  # False: the answer was cut at MAX_BUCKETS; versions left out are unknown
+
+    @property
+    def total(self) -> int:
+        """Things that report this package, whatever version."""
+        return sum(self.counts.values())
+
+    def count(self, version: str) -> int | None:
+        """Things that report `version`; None when the answer was cut and left it out."""
+        if version in self.counts:
+            return self.counts[version]
+        return 0 if self.complete else None
+
+    def share(self, version: str) -> float | None:
+        count = self.count(version)
+        if count is None or not self.total:
+            return None if count is None else 0.0
+        return count / self.total
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"package": self.package, "counts": dict(self.counts), "things": self.total}
+        if not self.complete:
+            out["complete"] = False
+        return out
+
+
+def unavailable_message(where: str, failure: ReadError) -> str:
+    return (f"{where}cannot read the fleet's package versions: GetBucketsAggregation answered "
+            f"{failure.code}: {failure.message}. Fleet indexing must be on with the $package named "
+            f"shadow indexed (AWS IoT console: Settings, Manage indexing, Add named shadows, Add device "
+            f"software packages and versions)")
+
+
+async def distribution(client: Any, limiter: Any, package: str, *, target: str | None = None) -> Distribution:
+    """One GetBucketsAggregation: the things on each version of `package`."""
+    answer = await read(client, limiter, OPERATION, indexName=INDEX, queryString=QUERY,
+                        aggregationField=version_field(package),
+                        bucketsAggregationType={"termsAggregation": {"maxBuckets": MAX_BUCKETS}})
+    if isinstance(answer, ReadError):
+        raise FleetUnavailable(unavailable_message(f"target {target}: " if target else "", answer))
+    buckets = answer.get("buckets") or []
+    counts = {str(b["keyValue"]): int(b["count"]) for b in buckets if b.get("keyValue") is not None}
+    return Distribution(package, counts, complete=len(buckets) < MAX_BUCKETS)
+
+
+async def distributions(client: Any, packages: Iterable[str], *, target: str | None = None,
+                        buckets: ReadBuckets | None = None, concurrency: int = 4) -> dict[str, Distribution]:
+    """Each package's distribution, one aggregation each, through the fleet read bucket."""
+    limiter = (buckets or fleet_buckets())[OPERATION]
+    found: dict[str, Distribution] = {}
+
+    async def one(package: str) -> None:
+        found[package] = await distribution(client, limiter, package, target=target)
+
+    await bounded(sorted(set(packages)), concurrency, one)
+    return found
+
+
+def fleet_buckets() -> ReadBuckets:
+    """A target's read buckets for fleet indexing (a bucket per operation, at its rate)."""
+    return ReadBuckets(rate=FLEET_READ_RATE, burst=FLEET_READ_BURST)
