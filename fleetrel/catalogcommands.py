@@ -371,3 +371,92 @@ def verify_command(plan_path: Path, endpoint_url: str | None, region: str | None
     else:
         print_drift(drift)
     sys.exit(ExitCode.OK if drift.matches else ExitCode.FAILED)
+
+
+@click.command("fleet")
+@click.argument("plan_path", metavar="[PLAN]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--package", "packages", multiple=True, metavar="NAME",
+              help="A package to show (repeatable); default: the plan's packages (its selectors' globs listed).")
+@_target_options
+@click.option("--json", "json_output", is_flag=True, help="Print the distributions as JSON.")
+def fleet_command(plan_path: Path | None, packages: tuple[str, ...], endpoint_url: str | None, region: str | None,
+                  profile: str | None, targets: tuple[str, ...], json_output: bool) -> None:
+    """Show which package versions the devices run: per package and target, every
+    version with the devices that report it (fleet indexing's $package shadow), its
+    share, its catalog status and the default. One GetBucketsAggregation per package
+    and target, whatever the number of versions or devices.
+
+    \b
+      fleetrel fleet plans/cleanup.yaml            # the plan's packages, each target
+      fleetrel fleet --package thermostat-fw --endpoint-url http://127.0.0.1:5000
+
+    \b
+    Exit codes:
+      0  shown
+      2  invalid input, or fleet indexing is off or does not index the $package shadow
+    """
+    import anyio
+
+    from fleetrel.aws import AwsSetupError
+    from fleetrel.fleet import FleetUnavailable
+    from fleetrel.report import echo_json, print_fleet
+
+    if plan_path is None and not packages:
+        fail("give a PLAN, or --package NAME (with --endpoint-url/--region/--profile)")
+    if plan_path is None and targets:
+        fail("--target names a plan's targets: give the PLAN too")
+    plan = _load_or_fail(plan_path) if plan_path is not None else None
+    try:
+        fleets = anyio.run(lambda: _read_fleets(plan, packages, endpoint_url, region, profile, set(targets)))
+    except (AwsSetupError, FleetUnavailable) as exc:
+        fail(str(exc))
+    if json_output:
+        echo_json({"schema_version": 1, "packages": [fleet.to_json() for fleet in fleets]})
+    else:
+        _print_for_a_reader_that_may_leave(lambda: print_fleet(fleets))
+    sys.exit(ExitCode.OK)
+
+
+async def _read_fleets(plan, packages: tuple[str, ...], endpoint_url: str | None, region: str | None,
+                       profile: str | None, targets: set[str]):
+    """Every (target, package) distribution `fleetrel fleet` shows, target by target."""
+    import anyio
+
+    from fleetrel.aws import iot_client, target_settings
+    from fleetrel.fleet import package_fleets
+    from fleetrel.plan import Target
+    from fleetrel.plan.selectors import is_glob, packages_matching
+    from fleetrel.reads import ReadBuckets, ReadError, first_error, pages
+
+    async def for_target(name: str | None, client) -> list:
+        wanted = set(packages)
+        if plan is not None and not packages:
+            # the packages its entries name (a selector's glob: those the catalog has)
+            mine = [entry for entry in plan.versions if name is None or entry.targets is None or name in entry.targets]
+            patterns = {getattr(entry, "select", entry).package for entry in mine}
+            wanted = {p for p in patterns if not is_glob(p)}
+            if any(is_glob(p) for p in patterns):
+                listed = await pages(client, ReadBuckets()["list_packages"], "list_packages", "packageSummaries")
+                names = [] if isinstance(listed, ReadError) else [p["packageName"] for p in listed[0]]
+                for pattern in filter(is_glob, patterns):
+                    wanted |= set(packages_matching(pattern, names))
+        return await package_fleets(client, wanted, target=name)
+
+    specs = plan.target_specs() if plan is not None else []
+    if not specs:
+        target = plan.target if plan is not None else Target()
+        async with iot_client(**target_settings(target, endpoint_url, region, profile)) as client:
+            return await for_target(None, client)
+    from fleetrel.credentials import target_clients
+
+    chosen = [spec for spec in specs if not targets or spec.name in targets]
+    found: dict[str, list] = {}
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url) as (clients, _):
+        async def one(name: str) -> None:
+            found[name] = await for_target(name, clients[name])
+
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                for name in clients:
+                    tg.start_soon(one, name)
+    return [fleet for spec in chosen for fleet in found.get(spec.name, [])]

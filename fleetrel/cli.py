@@ -34,6 +34,7 @@ class _Commands(click.Group):
                      "run": ("fleetrel.catalogcommands", "run_command"),
                      "plan": ("fleetrel.catalogcommands", "plan_command"),
                      "verify": ("fleetrel.catalogcommands", "verify_command"),
+                     "fleet": ("fleetrel.catalogcommands", "fleet_command"),
                      # the commands that act from a run's journal
                      "status": ("fleetrel.journalcommands", "status_command"),
                      "report": ("fleetrel.journalcommands", "report_command"),

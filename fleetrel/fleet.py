@@ -117,3 +117,57 @@ async def distributions(client: Any, packages: Iterable[str], *, target: str | N
 def fleet_buckets() -> ReadBuckets:
     """A target's read buckets for fleet indexing (a bucket per operation, at its rate)."""
     return ReadBuckets(rate=FLEET_READ_RATE, burst=FLEET_READ_BURST)
+
+
+# --- the version distribution of packages, as `fleetrel fleet` shows it ---------------------
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    devices: int | None
+    share: float | None
+    status: str | None  # the catalog's; None: things report a version the catalog does not have
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class PackageFleet:
+    """One package in one target: every version the catalog or the fleet knows, newest first."""
+
+    target: str | None
+    package: str
+    things: int  # things that report the package
+    complete: bool
+    rows: list[VersionRow]
+    exists: bool = True  # False: the catalog has no such package
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "package": self.package, "things": self.things, "complete": self.complete,
+                "exists": self.exists, "versions": [vars(row) for row in self.rows]}
+
+
+async def package_fleets(client: Any, packages: Iterable[str], *, target: str | None = None, rate: float = 10.0,
+                         burst: int = 10, concurrency: int = 4) -> list[PackageFleet]:
+    """For each package: its versions' statuses (ListPackageVersions), its default
+    (GetPackage) and the things on each version (one GetBucketsAggregation)."""
+    from fleetrel.plan.selectors import sort_key
+    from fleetrel.reads import pages
+
+    catalog_reads = ReadBuckets(rate=rate, burst=burst)
+    counts = await distributions(client, packages, target=target, concurrency=concurrency)
+    out: dict[str, PackageFleet] = {}
+
+    async def one(package: str) -> None:
+        listed = await pages(client, catalog_reads["list_package_versions"], "list_package_versions",
+                             "packageVersionSummaries", packageName=package)
+        described = await read(client, catalog_reads["get_package"], "get_package", packageName=package)
+        statuses = {} if isinstance(listed, ReadError) else {v["versionName"]: v["status"] for v in listed[0]}
+        default = None if isinstance(described, ReadError) else described.get("defaultVersionName")
+        seen = counts[package]
+        rows = [VersionRow(name, seen.count(name), seen.share(name), statuses.get(name), name == default)
+                for name in sorted(set(statuses) | set(seen.counts), key=sort_key, reverse=True)]
+        exists = not (isinstance(described, ReadError) and described.missing)
+        out[package] = PackageFleet(target, package, seen.total, seen.complete, rows, exists)
+
+    await bounded(sorted(counts), concurrency, one)
+    return [out[name] for name in sorted(out)]

@@ -31,6 +31,7 @@ from fleetrel.events import ExitCode, Outcome, Status
 from fleetrel.result import result_document
 
 if TYPE_CHECKING:
+    from fleetrel.fleet import PackageFleet
     from fleetrel.replay import RunState
     from fleetrel.result import RunResult
     from fleetrel.state import DriftReport, Preview
@@ -257,6 +258,43 @@ def print_preview(preview: Preview, console: Console | None = None) -> None:
         console.print(f"warning: {step.key}: {step.warning}")
     if preview.fleet_note:
         console.print(f"note: {preview.fleet_note}")
+
+
+# -- fleet (`fleetrel fleet`) -----------------------------------------------------------
+
+BAR = 20  # cells of the longest bar
+
+
+def fleet_table(fleet: PackageFleet) -> Table:
+    where = f" in {fleet.target}" if fleet.target else ""
+    title = f"{fleet.package}{where}: {fleet.things} device(s) report it"
+    if not fleet.exists:
+        title += " (no such package in the catalog)"
+    table = Table(title=title, title_justify="left")
+    name_column(table, "version")
+    table.add_column("devices", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
+    text_column(table, "status")
+    table.add_column("", no_wrap=True)  # the bar: share of the most-run version
+    most = max((row.devices or 0 for row in fleet.rows), default=0)
+    for row in fleet.rows:
+        devices = "?" if row.devices is None else str(row.devices)
+        share = "?" if row.share is None else f"{row.share:.1%}"
+        status = (row.status or "not in catalog") + (" (default)" if row.default else "")
+        bar = "█" * round(BAR * (row.devices or 0) / most) if most else ""
+        table.add_row(row.version, devices, share, status, bar)
+    return table
+
+
+def print_fleet(fleets: Sequence[PackageFleet], console: Console | None = None) -> None:
+    console = _console(console)
+    for fleet in fleets:
+        console.print(Fitted(fleet_table(fleet), drop=("",)))
+        if not fleet.complete:
+            from fleetrel.fleet import MAX_BUCKETS
+
+            console.print(f"note: more versions than fleet indexing answers in one call ({MAX_BUCKETS}): "
+                          "the others show '?'")
 
 
 # -- verify ----------------------------------------------------------------------------
