@@ -248,6 +248,8 @@ def _more_rows(shown: int, total: int, what: str) -> str | None:
 
 def print_preview(preview: Preview, console: Console | None = None) -> None:
     console = _console(console)
+    if preview.fleet_note:  # first: the last lines stay the totals, for a reader who tails them
+        console.print(f"note: {preview.fleet_note}")
     console.print(Fitted(preview_table(preview), drop=("changes", "status")))
     more = _more_rows(MAX_ROWS, len(preview.steps), "steps")
     if more:
@@ -256,8 +258,6 @@ def print_preview(preview: Preview, console: Console | None = None) -> None:
         console.print(line)
     for step in preview.warnings[:MAX_ROWS]:
         console.print(f"warning: {step.key}: {step.warning}")
-    if preview.fleet_note:
-        console.print(f"note: {preview.fleet_note}")
 
 
 # -- fleet (`fleetrel fleet`) -----------------------------------------------------------
