@@ -54,6 +54,7 @@ class RunState:
     identity: dict[str, Any] | None = None  # where the calls went: {endpoint, region, ...}, or per target
     scope: set[str] | None = None  # the targets its sessions were run for (`--target`); None: all of them
     gate_decisions: list[dict[str, Any]] = field(default_factory=list)  # `wave_gate` records (fleetrel.gates)
+    fleet_checks: list[dict[str, Any]] = field(default_factory=list)  # each session's `fleet_check` (fleetrel.fleetcheck)
 
     @property
     def run_id(self) -> str:
@@ -241,6 +242,8 @@ def _apply(state: RunState, record: dict[str, Any]) -> None:
         state.ending = None
         state.target = record.get("target", {})
         state.identity = merged_places(state.identity, record.get("identity")) or None
+        if record.get("fleet_check") is not None:
+            state.fleet_checks.append({"ts": record.get("ts"), **record["fleet_check"]})
         only = record.get("only")
         if state.sessions == 1 or state.scope is not None:  # a session of every target makes it all
             state.scope = None if only is None else (state.scope or set()) | set(only)

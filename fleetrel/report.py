@@ -378,6 +378,8 @@ def journal_status(state: RunState) -> dict[str, Any]:
     })
     if state.gate_decisions:  # fleetrel.gates: who or what held, stopped or let a wave go, and when
         out["gates"] = [{k: v for k, v in rec.items() if k != "event"} for rec in state.gate_decisions]
+    if state.fleet_checks:  # fleetrel.fleetcheck: the guard's counts and what overrode it, per session
+        out["fleet_checks"] = list(state.fleet_checks)
     if state.shard:
         out["shard"] = dict(state.shard)
     if state.targets_not_run():  # a `--target` run: the others wait for their own command
@@ -395,6 +397,22 @@ STATUS_MEANING = {
     Status.INTERRUPTED: "interrupted: stopped or killed before every step finished",
     Status.RUNNING: "running: a fleetrel run holds this journal now",
 }
+
+
+def fleet_check_line(check: dict[str, Any]) -> str:
+    """One session's fleet decision, for people."""
+    at = f" at {check['ts']}" if check.get("ts") else ""
+    if check.get("devices_filter_unread"):
+        return f"fleet: not read (--no-fleet-check){at}: a devices: filter matched no version"
+    if check.get("skipped"):
+        return f"fleet: not read (--no-fleet-check){at}: the guard (at most {check.get('limit')} devices) was not applied"
+    in_use = check.get("in_use") or []
+    line = f"fleet guard{at}: {check.get('checked', 0)} DEPRECATE step(s) counted, at most {check.get('limit')} devices"
+    if in_use:
+        named = ", ".join(f"{(i['target'] + ': ') if i.get('target') else ''}{i['package']}/{i['version']} "
+                          f"({'?' if i.get('devices') is None else i['devices']})" for i in in_use[:5])
+        line += f"; deprecated in use with --allow-in-use: {named}" + (f" … {len(in_use) - 5} more" if len(in_use) > 5 else "")
+    return line
 
 
 def print_status(status: dict[str, Any], console: Console | None = None) -> None:
@@ -432,6 +450,8 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
             at = f"{change['at']:7.1f}s" if change["at"] is not None else "      ?"
             where = f"{change['target']}: " if change.get("target") else ""
             console.print(f"  {at}  {where}{change['old']} -> {change['new']} /s ({change['reason']})")
+    for check in status.get("fleet_checks", ()):
+        console.print(fleet_check_line(check))
     for gate in status.get("gates", ()):
         console.print(f"wave {gate.get('wave')}/{gate.get('waves')}: {gate.get('decision')} by {gate.get('by')}"
                       + (f" ({gate['who']})" if gate.get("who") else "") + f" at {gate.get('ts')}"

@@ -165,3 +165,17 @@ def test_a_resume_guards_only_the_steps_it_still_sends(tmp_path):
     assert second.succeeded == 2
     resumed = [json.loads(line) for line in journal.read_text().splitlines() if '"run_resumed"' in line]
     assert resumed[-1]["fleet_check"]["in_use"] == [] and resumed[-1]["fleet_check"]["checked"] == 1
+
+
+def test_status_says_what_the_guard_saw_and_what_overrode_it(tmp_path):
+    from fleetrel.replay import replay
+    from fleetrel.report import fleet_check_line, journal_status
+
+    iot = FakeIoT(VERSIONS, devices=DEVICES)
+    journal = tmp_path / "j.jsonl"
+    anyio.run(lambda: run(deprecate("1.0", "2.0", guard={"deprecate_max_devices": 0}),
+                          Where(journal_path=journal), client=iot, options=RunOptions(allow_in_use=True)))
+    [check] = journal_status(replay(journal))["fleet_checks"]
+    assert check["in_use"][0]["version"] == "2.0"
+    line = fleet_check_line(check)
+    assert "2 DEPRECATE step(s) counted, at most 0 devices" in line and "with --allow-in-use: fw/2.0 (40)" in line
