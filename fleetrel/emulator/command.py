@@ -54,10 +54,18 @@ from fleetrel.events import ExitCode
               metavar="PLAN", help="Create every package version of this release plan "
                                    "(as DRAFT) in every emulated account and region "
                                    "before serving.")
+@click.option("--fleet", "fleet", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Seed N things (device-000000, ...) whose $package shadows report the "
+                   "--seed plan's versions, skewed as real fleets are, in every emulated "
+                   "account and region, with fleet indexing of $package turned on. "
+                   "Needs --seed.")
+@click.option("--fleet-seed", type=int, default=0, show_default=True, metavar="S",
+              help="Seed of the --fleet dice: the same seed gives the same fleet.")
 def emulator(host: str, port: int, rate: float | None, burst: float | None, fail_rate: float,
              drop_rate: float, latency_ms: float, jitter_ms: float, random_seed: int | None,
              accounts: str, regions: str, session_seconds: int | None,
-             place_rates: tuple[str, ...], seed_plan: str | None) -> None:
+             place_rates: tuple[str, ...], seed_plan: str | None, fleet: int | None,
+             fleet_seed: int) -> None:
     """Serve a local AWS IoT Software Package Catalog (moto) that throttles like AWS.
 
     Prints its URL as the first line of stdout; point a plan's target.endpoint_url (or
@@ -83,6 +91,11 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
     if problem := missing_extra("emulator", "`fleetrel emulator`"):
         click.echo(f"fleetrel: {problem}", err=True)
         sys.exit(ExitCode.INVALID)
+    if fleet is not None and seed_plan is None:
+        click.echo("fleetrel emulator: --fleet needs --seed PLAN: the things report the "
+                   "versions of the plan's packages (give both, like "
+                   "--seed plan.yaml --fleet 1000)", err=True)
+        sys.exit(ExitCode.INVALID)
     from fleetrel.emulator.server import serve
     from fleetrel.emulator.settings import EmulatorSettings, SettingsError, place_limits
 
@@ -107,4 +120,5 @@ def emulator(host: str, port: int, rate: float | None, burst: float | None, fail
             click.echo(f"fleetrel emulator: cannot seed from {seed_plan}:\n{error}", err=True)
             sys.exit(ExitCode.INVALID)
         versions = [{"package": step.package, "version": step.version} for step in steps]
-    sys.exit(serve(settings, host=host, port=port, versions=versions))
+    sys.exit(serve(settings, host=host, port=port, versions=versions, fleet=fleet,
+                   fleet_seed=fleet_seed))

@@ -8,6 +8,13 @@ moto untouched (STS included, which moto_glue wraps), except that an operation m
 not implement is answered as AWS answers an operation it does not know, 400
 UnknownOperationException naming it, not with moto's 500 (which clients retry).
 
+The fleet's calls (`FLEET_ROUTES`: fleet indexing's reads and configuration, the device
+shadow data plane) pass the caller check and their own bucket (AWS's rate, see
+`settings.FLEET_RATES`; --rate is the catalog's), then go to the fleet ($package shadows,
+GetBucketsAggregation, GetStatistics, SearchIndex: never moto's search_index) or to moto
+(the indexing configuration, other named shadows); all are counted in the record. A
+DeleteThing that moto answers 2xx takes the thing's $package shadow out of the counts.
+
 Paths under /_fleetrel/ are the control endpoints; they are never delayed, throttled or
 faulted, and answer only requests whose Host is a loopback name (403 otherwise: DNS rebinding), POSTs only as
 application/json (415 otherwise: a web page's cross-origin text/plain POST):
@@ -21,9 +28,17 @@ application/json (415 otherwise: a web page's cross-origin text/plain POST):
                                      "existing"}, counted per account and region)
     GET  /_fleetrel/record          what was received (see `Record.snapshot`)
     POST /_fleetrel/reset-record    start a new record
-    POST /_fleetrel/reset           forget all packages, the record and setting changes
+    POST /_fleetrel/reset           forget all packages, the fleet (things, $package
+                                    shadows, indexing configuration), the record and
+                                    setting changes
     GET  /_fleetrel/state?package=P&version=V[&region=R&account=A]   one version, or 404
                                     (default: the first emulated account and region)
+    POST /_fleetrel/fleet           {"things": N, "seed": S, "accounts": [...],
+                                     "regions": [...]}: replace the fleet with N things
+                                     over the catalog's versions there now; answers
+                                     {"things", "seed", "accounts": {account: {region:
+                                     {package: {version: count}}}}}
+    GET  /_fleetrel/fleet[?account=A&region=R]   the index: {package: {version: count}}
 
     app = EmulatorApp(moto_glue.moto_server_app(), EmulatorSettings(rate=10))
 """
@@ -44,6 +59,7 @@ from fleetrel.emulator import moto_glue
 from fleetrel.emulator.access import Access
 from fleetrel.emulator.bucket import TokenBucket
 from fleetrel.emulator.catalog import CatalogError, CatalogRules
+from fleetrel.emulator.fleet import PACKAGE_SHADOW
 from fleetrel.emulator.record import Record
 from fleetrel.emulator.settings import EmulatorSettings, SettingsError
 
@@ -64,6 +80,25 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("PATCH", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "UpdatePackageVersion"),
     ("DELETE", re.compile(rf"^/packages/{_NAME}/versions/{_NAME}$"), "DeletePackageVersion"),
 )
+
+# The fleet's calls (see `fleet_route`): fleet indexing's reads and configuration (IoT),
+# the device shadow data plane (IoT Data Plane, the same paths whatever the shadow).
+FLEET_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"^/indices/buckets/?$"), "GetBucketsAggregation"),
+    ("POST", re.compile(r"^/indices/statistics/?$"), "GetStatistics"),
+    ("POST", re.compile(r"^/indices/search/?$"), "SearchIndex"),
+    ("GET", re.compile(r"^/indexing/config/?$"), "GetIndexingConfiguration"),
+    ("POST", re.compile(r"^/indexing/config/?$"), "UpdateIndexingConfiguration"),
+    ("POST", re.compile(rf"^/things/{_NAME}/shadow/?$"), "UpdateThingShadow"),
+    ("GET", re.compile(rf"^/things/{_NAME}/shadow/?$"), "GetThingShadow"),
+    ("DELETE", re.compile(rf"^/things/{_NAME}/shadow/?$"), "DeleteThingShadow"),
+    # Not throttled here (moto answers it): a deleted thing's shadow leaves the counts.
+    ("DELETE", re.compile(rf"^/things/{_NAME}/?$"), "DeleteThing"),
+)
+FLEET_PREFIXES = ("/indices/", "/indexing/", "/things/")
+# The IoT Data Plane's throttle is 429 (its model; the shadow service's "Too Many
+# Requests"), the IoT control plane's 400.
+DATA_PLANE = frozenset({"UpdateThingShadow", "GetThingShadow", "DeleteThingShadow"})
 
 # AWS's answer to a call over quota (rest-json): 400, not 429, with the type in a header.
 THROTTLE_BODY = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
@@ -90,6 +125,20 @@ def route(method: str, path: str) -> tuple[str, tuple[str, ...]] | None:
                 # PATH_INFO is the path's bytes as latin-1 (PEP 3333); names are UTF-8.
                 return operation, tuple(name.encode("latin-1").decode("utf-8", "replace")
                                         for name in match.groups())
+    return None
+
+
+def fleet_route(method: str, path: str) -> tuple[str, str | None] | None:
+    """(operation, thing name or None) of a fleet call, or None for anything else."""
+    if not path.startswith(FLEET_PREFIXES):
+        return None
+    for route_method, pattern, operation in FLEET_ROUTES:
+        if route_method == method:
+            match = pattern.match(path)
+            if match:
+                names = match.groups()
+                return operation, (names[0].encode("latin-1").decode("utf-8", "replace")
+                                   if names else None)
     return None
 
 
@@ -183,6 +232,7 @@ class EmulatorApp:
 
     def reset(self) -> None:
         moto_glue.reset_catalogs()
+        moto_glue.reset_fleets()
         self.record.clear()
         self._apply(self.initial)
 
@@ -194,6 +244,9 @@ class EmulatorApp:
             return self.control(environ, start_response, path[len("/_fleetrel/"):])
         routed = route(environ.get("REQUEST_METHOD", "GET"), path)
         if routed is None:
+            fleet = fleet_route(environ.get("REQUEST_METHOD", "GET"), path)
+            if fleet is not None:
+                return self.fleet_call(environ, start_response, *fleet)
             try:
                 return self.moto_app(environ, start_response)
             except NotImplementedError as error:  # moto knows the operation, implements none of it
@@ -270,6 +323,61 @@ class EmulatorApp:
                         ("x-amzn-RequestId", str(uuid.uuid4()))])
         return [data]
 
+    def fleet_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                   operation: str, thing: str | None) -> Any:
+        """A fleet call: the caller check and the operation's own bucket (AWS's rate, not
+        --rate), then the fleet ($package shadows, the reads) or moto (the indexing
+        configuration, other shadows); counted in the record. No faults or latency: those
+        are the catalog's."""
+        account, region, access_key = moto_glue.caller_of(
+            lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
+        if operation == "DeleteThing":
+            return self.moto_call(environ, start_response, on_success=functools.partial(
+                moto_glue.forget_thing, account, region, thing or ""))
+        place, record = (account, region), self.record
+        refusal = self.access.refusal(access_key, account, region)
+        if refusal is not None:
+            record.answered(operation, 403, place=place, refused=refusal.code)
+            return aws_error(start_response, "403 Forbidden", refusal.code,
+                             json.dumps({"__type": refusal.code, "message": refusal.message}))
+        bucket = self.bucket(account, region, operation)
+        if bucket is not None and not bucket.take():
+            status = 429 if operation in DATA_PLANE else 400
+            record.answered(operation, status, place=place, throttled=True)
+            return aws_error(start_response, f"{status} {HTTPStatus(status).phrase}",
+                             "ThrottlingException", THROTTLE_BODY)
+        shadow = parse_qs(environ.get("QUERY_STRING", "")).get("name", [None])[0]
+        if operation in moto_glue.FLEET_READS or (operation in DATA_PLANE
+                                                   and shadow == PACKAGE_SHADOW):
+            text, headers = moto_glue.fleet_answer(operation, account, region,
+                                                   read_body(environ), thing, time.time())
+            status = headers.pop("status")
+            record.answered(operation, status, place=place)
+            data = text.encode()
+            start_response(f"{status} {HTTPStatus(status).phrase}",
+                           [*headers.items(), ("Content-Length", str(len(data))),
+                            ("x-amzn-RequestId", str(uuid.uuid4()))])
+            return [data]
+        return self.moto_call(environ, start_response, on_answer=functools.partial(
+            record.answered, operation, place=place))
+
+    def moto_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                  on_answer: Callable[[int], None] | None = None,
+                  on_success: Callable[[], None] | None = None) -> Any:
+        """moto's answer, telling `on_answer` its status (and `on_success` a 2xx)."""
+        def starting(status: str, headers: Any, *exc: Any) -> Any:
+            code = int(status.split(" ", 1)[0])
+            if on_answer is not None:
+                on_answer(code)
+            if on_success is not None and 200 <= code < 300:
+                on_success()
+            return start_response(status, headers, *exc)
+
+        try:
+            return self.moto_app(environ, starting)
+        except NotImplementedError as error:
+            return self.not_emulated(environ, start_response, error)
+
     # -- control --------------------------------------------------------------------
 
     def control(self, environ: dict[str, Any], start_response: Callable[..., Any],
@@ -311,6 +419,15 @@ class EmulatorApp:
             return 200, self.seed(payload.get("versions") or [],
                                   accounts=payload.get("accounts"),
                                   regions=payload.get("regions"))
+        if (method, action) == ("POST", "fleet"):
+            return 200, self.seed_fleet(payload.get("things"), payload.get("seed", 0),
+                                        accounts=payload.get("accounts"),
+                                        regions=payload.get("regions"))
+        if (method, action) == ("GET", "fleet"):
+            first = {key: values[0] for key, values in query.items()}
+            account, region = self.access.default_place()
+            return 200, moto_glue.fleet_for(first.get("account", account),
+                                            first.get("region", region)).index()
         if (method, action) == ("GET", "state"):
             first = {key: values[0] for key, values in query.items()}
             account, region = self.access.default_place()
@@ -340,6 +457,23 @@ class EmulatorApp:
                 else:
                     existing += 1
         return {"created": created, "existing": existing}
+
+
+    def seed_fleet(self, things: Any, seed: Any = 0, accounts: list[str] | None = None,
+                   regions: list[str] | None = None) -> dict[str, Any]:
+        """Seed `things` things in every (account, region) of accounts × regions (default:
+        all emulated ones) over the catalog versions there now (see `fleetseed`):
+        {"things": N, "seed": S, "accounts": {account: {region: {package: {version: n}}}}}."""
+        if not isinstance(things, int) or isinstance(things, bool) or things < 0:
+            raise ValueError(f"fleet: things must be a whole number >= 0, not {things!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"fleet: seed must be a whole number, not {seed!r}")
+        places = self.access.places(accounts, regions)
+        counts: dict[str, dict[str, Any]] = {}
+        for account, region in places:
+            counts.setdefault(account, {})[region] = moto_glue.seed_fleet(
+                account, region, things, seed, time.time())
+        return {"things": things, "seed": seed, "accounts": counts}
 
 
 # Host names a control request may carry: a browser on this machine reaches the emulator

@@ -8,6 +8,11 @@ the operations. The emulator's server skips moto's routing for them (it costs mo
 the call): the middleware routes them and calls `catalog_answer` with the account and
 region `caller_of` reads from the request, by moto's own rules.
 
+The fleet lives beside: things are moto's (seeded ones too, so DescribeThing, ListThings
+and DeleteThing see them), each place's `$package` shadows and their counts are a `Fleet`
+kept on moto's IoT backend (`fleet_for`), and fleet indexing's reads run over both
+(`fleet_answer`), reading the indexing configuration moto keeps.
+
 `install()` also wraps moto's STS (see `fleetrel.emulator.access`): AssumeRole and
 GetSessionToken sessions last at most `session_seconds`, every key they issue is
 reported with its expiry, AssumeRole into an account that is not emulated is refused,
@@ -35,15 +40,18 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import AccessDeniedError
 from moto.core.responses import ActionResult, BaseResponse
 from moto.iam.models import get_account_id_from, iam_backends
-from moto.iot.models import IoTBackend, iot_backends
+from moto.iot.models import FakeIndexingConfiguration, FakeThing, IoTBackend, iot_backends
 from moto.iot.responses import IoTResponse
 from moto.sts.models import STSBackend
 from moto.sts.responses import TokenResponse
 from moto.sts.utils import random_session_token
-from moto.utilities.utils import ARN_PARTITION_REGEX
+from moto.utilities.utils import ARN_PARTITION_REGEX, get_partition
 
 from fleetrel.emulator.access import Access
 from fleetrel.emulator.catalog import CatalogError, CatalogRules, PackageCatalog
+from fleetrel.emulator.fleet import PACKAGE_SHADOW, Fleet
+from fleetrel.emulator.fleetindex import IndexReads, version_field
+from fleetrel.emulator.fleetseed import fleet_plan
 
 # Which request fields each operation reads from the query string (the model's
 # "location": "querystring"); path fields come from moto's router, the rest from the body.
@@ -145,6 +153,172 @@ def catalog_answer(operation: str, account: str, region: str, body: bytes | str,
     except CatalogError as error:
         return error_answer(error)
     return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
+
+
+# -- the fleet: things (moto's registry), $package shadows and fleet indexing's reads -------
+
+# Fleet operations moto answers itself (the middleware throttles and records them): the
+# indexing configuration is moto's, and so are shadows other than $package.
+FLEET_READS = {"GetBucketsAggregation": "buckets", "GetStatistics": "statistics",
+               "SearchIndex": "search"}
+SHADOW_CALLS = {"UpdateThingShadow": "update", "GetThingShadow": "get",
+                "DeleteThingShadow": "delete"}
+
+
+def fleet_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> Fleet:
+    """The `$package` shadows of (account, region), kept on moto's IoT backend beside
+    its things (moto's own reset rebuilds both)."""
+    backend: IoTBackend = iot_backends[account][region]
+    fleet = backend.__dict__.get("_fleetrel_fleet")
+    if fleet is None:
+        with _catalogs_lock:
+            fleet = backend.__dict__.get("_fleetrel_fleet")
+            if fleet is None:
+                fleet = backend.__dict__["_fleetrel_fleet"] = Fleet()
+    return fleet
+
+
+class RegistryThings:
+    """moto's things of one (account, region), as fleet indexing reads them. Looked up
+    by ARN (moto's key): moto's describe_thing scans every thing."""
+
+    def __init__(self, account: str, region: str) -> None:
+        self.backend: IoTBackend = iot_backends[account][region]
+        self.prefix = f"arn:{get_partition(region)}:iot:{region}:{account}:thing/"
+
+    def count(self) -> int:
+        return len(self.backend.things)
+
+    def names(self) -> list[str]:
+        return [thing.thing_name for thing in list(self.backend.things.values())]
+
+    def get(self, name: str) -> FakeThing | None:
+        return self.backend.things.get(self.prefix + name)
+
+    def exists(self, name: str) -> bool:
+        return self.prefix + name in self.backend.things
+
+    def version(self, name: str) -> int:
+        thing = self.get(name)
+        return thing.version if thing is not None else 0
+
+    def document(self, name: str) -> dict[str, Any]:
+        thing = self.get(name)
+        if thing is None:
+            return {"thingName": name}
+        out: dict[str, Any] = {"thingName": thing.thing_name, "thingId": thing.thing_id,
+                               "attributes": dict(thing.attributes or {})}
+        if thing.thing_type is not None:
+            out["thingTypeName"] = thing.thing_type.thing_type_name
+        return out
+
+
+def thing_indexing(account: str, region: str) -> dict[str, Any]:
+    """GetIndexingConfiguration's thingIndexingConfiguration, as moto keeps it."""
+    backend: IoTBackend = iot_backends[account][region]
+    return backend.indexing_configuration.to_dict()["thingIndexingConfiguration"]
+
+
+def index_packages(account: str, region: str, packages: list[str]) -> None:
+    """Turn on what the console's "Add device software packages and versions" turns on
+    (REGISTRY_AND_SHADOW, named shadows ON, "$package" in the filter), and a String
+    custom field per package, which GetBucketsAggregation on its version needs."""
+    configuration = thing_indexing(account, region)
+    fields = [dict(item) for item in configuration.get("customFields") or []]
+    known = {item.get("name") for item in fields}
+    fields += [{"name": version_field(name), "type": "String"}
+               for name in packages if version_field(name) not in known]
+    shadow_filter = dict(configuration.get("filter") or {})
+    names = list(shadow_filter.get("namedShadowNames") or [])
+    if PACKAGE_SHADOW not in names:
+        names.append(PACKAGE_SHADOW)
+    shadow_filter["namedShadowNames"] = names
+    iot_backends[account][region].update_indexing_configuration(
+        {"thingIndexingMode": "REGISTRY_AND_SHADOW", "namedShadowIndexingMode": "ON",
+         "customFields": fields, "filter": shadow_filter}, {})
+
+
+def fleet_answer(operation: str, account: str, region: str, body: bytes | str,
+                 thing: str | None, now: float) -> tuple[str, dict[str, Any]]:
+    """Run a $package shadow call or a fleet-indexing read on (account, region): (JSON
+    body, headers with "status"), as `catalog_answer`."""
+    fleet = fleet_for(account, region)
+    try:
+        if operation in SHADOW_CALLS:
+            registry = RegistryThings(account, region)
+            if thing is None or not registry.exists(thing):
+                raise CatalogError("ResourceNotFoundException", 404, "Thing not found")
+            if operation == "UpdateThingShadow":
+                answer = fleet.update(thing, body or b"", now)
+            elif operation == "GetThingShadow":
+                answer = fleet.get(thing)
+            else:
+                answer = fleet.delete(thing, now)
+        else:
+            try:
+                request = json.loads(body) if body else {}
+            except ValueError:
+                raise CatalogError("InvalidRequestException", 400,
+                                   "The request body is not valid JSON") from None
+            if not isinstance(request, dict):
+                raise CatalogError("InvalidRequestException", 400,
+                                   "The request body must be a JSON object")
+            reads = IndexReads(fleet, RegistryThings(account, region),
+                               thing_indexing(account, region))
+            answer = getattr(reads, FLEET_READS[operation])(request)
+    except CatalogError as error:
+        return error_answer(error)
+    return json.dumps(answer), {"status": 200, "Content-Type": "application/json"}
+
+
+def forget_thing(account: str, region: str, name: str) -> None:
+    """A thing was deleted (DeleteThing answered 2xx): its $package shadow goes too."""
+    fleet_for(account, region).forget(name)
+
+
+def catalog_versions(account: str, region: str) -> dict[str, list[str]]:
+    """{package: [version, ...]} existing now in (account, region)'s catalog."""
+    catalog = catalog_for(account, region)
+    with catalog._lock:
+        return {name: list(package.versions) for name, package in catalog.packages.items()}
+
+
+def seed_fleet(account: str, region: str, things: int, seed: int,
+               now: float) -> dict[str, dict[str, int]]:
+    """Replace (account, region)'s fleet with `things` new things (device-000000, ...)
+    running the catalog's versions (see `fleetseed`), index $package, and return the
+    index: {package: {version: things}}. Things seeded before are deleted, and every
+    $package shadow there is forgotten: the counts are the seed's alone."""
+    versions = catalog_versions(account, region)
+    plan = fleet_plan(things, versions, seed, (account, region))
+    backend: IoTBackend = iot_backends[account][region]
+    fleet = fleet_for(account, region)
+    registry = RegistryThings(account, region)
+    with _catalogs_lock:
+        for name in backend.__dict__.pop("_fleetrel_seeded", []):
+            backend.things.pop(registry.prefix + name, None)
+        fleet.clear()
+        for name, _ in plan:
+            # moto's create_thing, without its per-call scan of the thing types.
+            thing = FakeThing(name, None, {}, account, region)
+            backend.things[thing.arn] = thing
+        backend.__dict__["_fleetrel_seeded"] = [name for name, _ in plan]
+    fleet.report(plan, now)
+    index_packages(account, region, sorted(versions))
+    return fleet.index()
+
+
+def reset_fleets() -> None:
+    """Forget every fleet: the things, every $package shadow and the indexing
+    configuration, in every account and region (a fresh account's indexing is OFF)."""
+    with _catalogs_lock:
+        for account_backends in list(iot_backends.values()):
+            for backend in list(account_backends.values()):
+                backend.__dict__.pop("_fleetrel_fleet", None)
+                backend.__dict__.pop("_fleetrel_seeded", None)
+                backend.things.clear()
+                backend.indexing_configuration = FakeIndexingConfiguration(
+                    backend.region_name, backend.account_id)
 
 
 class Caller(NamedTuple):

@@ -91,6 +91,32 @@ class Emulator:
         return self._call("POST", "seed", {"versions": entries, "accounts": names(accounts),
                                            "regions": names(regions)})
 
+    def seed_fleet(self, things: int, seed: int = 0, *,
+                   accounts: str | Iterable[str] | None = None,
+                   regions: str | Iterable[str] | None = None) -> dict[str, Any]:
+        """Replace the fleet with `things` things (device-000000, ...) reporting the
+        catalog's versions in their `$package` shadow, skewed as fleets are and
+        deterministic per seed, and turn on fleet indexing of `$package`; in every
+        emulated (account, region) unless narrowed. Returns the exact counts:
+        {"things", "seed", "accounts": {account: {region: {package: {version: n}}}}}.
+
+            emu.seed([("fw", "1.0.0"), ("fw", "2.0.0")])
+            emu.seed_fleet(1000, seed=7)["accounts"]["123456789012"]["us-east-1"]["fw"]
+        """
+        return self._call("POST", "fleet", {"things": things, "seed": seed,
+                                            "accounts": names(accounts),
+                                            "regions": names(regions)},
+                          timeout=600.0)
+
+    def fleet(self, *, account: str | None = None,
+              region: str | None = None) -> dict[str, dict[str, int]]:
+        """The fleet index of (account, region), unthrottled: {package: {version: things
+        reporting it}} (the ground truth GetBucketsAggregation must equal). Default: the
+        first emulated account and region."""
+        query = {name: value for name, value in (("account", account), ("region", region))
+                 if value is not None}
+        return self._call("GET", "fleet", query=query)
+
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings at run time (see `EmulatorSettings`); returns all settings."""
         return self._call("POST", "configure", changes)
@@ -106,7 +132,8 @@ class Emulator:
         self._call("POST", "reset-record", {})
 
     def reset(self) -> None:
-        """Forget every package, the record and setting changes since start-up."""
+        """Forget every package, the fleet (things, `$package` shadows, the indexing
+        configuration), the record and setting changes since start-up."""
         self._call("POST", "reset", {})
 
     def state(self, package: str, version: str, *, account: str | None = None,

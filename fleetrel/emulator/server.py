@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from typing import Any, Iterable, TextIO
 
 from cheroot import wsgi
@@ -119,15 +120,22 @@ class EmulatorServer:
 
 def serve(settings: EmulatorSettings | None = None, host: str = "127.0.0.1", port: int = 0,
           versions: Iterable[dict[str, Any]] = (), out: TextIO = sys.stdout,
-          err: TextIO = sys.stderr) -> int:
+          err: TextIO = sys.stderr, fleet: int | None = None, fleet_seed: int = 0) -> int:
     """Serve until SIGINT or SIGTERM; print the URL first. Returns the exit code (0).
 
     `versions` are seeded (as for POST /_fleetrel/seed: in every emulated account and
-    region) before the URL is printed, so a client that reads the URL finds them.
+    region) before the URL is printed, so a client that reads the URL finds them; then
+    `fleet` things over those versions (as POST /_fleetrel/fleet, seeded by `fleet_seed`).
     """
     server = EmulatorServer(settings, host, port)
     versions = list(versions)
     seeded = server.app.seed(versions)
+    if fleet is not None:
+        started = time.monotonic()
+        server.app.seed_fleet(fleet, fleet_seed)
+        print(f"fleetrel emulator: {fleet} thing(s) seeded in each account and region "
+              f"(seed {fleet_seed}) in {time.monotonic() - started:.1f} s",
+              file=err, flush=True)
     print(server.url, file=out, flush=True)
     scope = ("loopback only: not reachable from other machines" if host in LOOPBACK
              else f"{host}: REACHABLE FROM OTHER MACHINES, with no authentication")

@@ -19,6 +19,26 @@ OPERATIONS = (
     "CreatePackageVersion", "GetPackageVersion", "UpdatePackageVersion",
     "DeletePackageVersion", "ListPackageVersions",
 )
+# The fleet's calls: fleet indexing's reads and configuration, and the device shadow
+# data plane. Each has a token bucket per (account, region) at AWS's default rate (calls
+# per second; burst the same), whatever `rate` says (that is the catalog's);
+# `operations` overrides them as it does the catalog's. Sources: AWS IoT Device
+# Management quotas, fleet indexing (https://docs.aws.amazon.com/general/latest/gr/
+# iot_device_management.html#fleet-indexing-limits) and AWS IoT Core quotas, Device
+# Shadow (https://docs.aws.amazon.com/general/latest/gr/iot-core.html#device-shadow-limits;
+# 4,000 is the large regions' figure, smaller regions have less). The stored copies
+# searched for this work did not reach those tables' rows: the figures are the pages' as
+# remembered, to be checked against them.
+FLEET_RATES: dict[str, float] = {
+    "SearchIndex": 15.0,
+    "GetStatistics": 5.0,
+    "GetBucketsAggregation": 5.0,
+    "GetIndexingConfiguration": 20.0,
+    "UpdateIndexingConfiguration": 1.0,
+    "UpdateThingShadow": 4000.0,
+    "GetThingShadow": 4000.0,
+    "DeleteThingShadow": 4000.0,
+}
 ERROR_CHOICES = ("ValidationException", "ConflictException")
 # The shapes AWS gives account ids and region names (us-east-1, eu-central-2,
 # us-gov-west-1, cn-north-1): a typo is refused when the emulator starts, not at the
@@ -33,9 +53,10 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class EmulatorSettings:
-    """rate/burst: token bucket per operation, in each (account, region) (rate None or 0:
-    no throttling; burst None: same as rate, at least 1). operations: per-operation
-    {"rate", "burst"} overrides.
+    """rate/burst: token bucket per catalog operation, in each (account, region) (rate None
+    or 0: no throttling; burst None: same as rate, at least 1). operations: per-operation
+    {"rate", "burst"} overrides, of the catalog's operations and of the fleet's (which
+    otherwise have AWS's rates, `FLEET_RATES`, whatever `rate` says).
     fail_rate: share of calls answered 500 InternalServerException before reaching the
     backend. drop_rate: share of calls applied by the backend whose connection is then
     closed with no answer (the response is lost, as when a load balancer resets).
@@ -47,8 +68,8 @@ class EmulatorSettings:
     A comma-separated string is split. session_seconds: STS sessions (AssumeRole,
     GetSessionToken) last at most this long (None: as long as the caller asks).
     places: per-(account, region) quotas, {"111111111111/us-east-1": {"rate", "burst"}}:
-    in that place every operation has these limits instead of the ones above (rate None
-    or 0: not throttled there), as one account may have a quota of its own.
+    in that place every catalog operation has these limits instead of the ones above
+    (rate None or 0: not throttled there), as one account may have a quota of its own.
     """
 
     rate: float | None = None
@@ -99,9 +120,9 @@ class EmulatorSettings:
     def check(self) -> None:
         check_limits("rate/burst", self.rate, self.burst)
         for operation, limits in self.operations.items():
-            if operation not in OPERATIONS:
+            if operation not in OPERATIONS and operation not in FLEET_RATES:
                 raise SettingsError(f"operations: unknown operation {operation!r}; "
-                                    f"known: {', '.join(OPERATIONS)}")
+                                    f"known: {', '.join((*OPERATIONS, *FLEET_RATES))}")
             extra = set(limits) - {"rate", "burst"}
             if extra:
                 raise SettingsError(f"operations.{operation}: only rate and burst can be "
@@ -150,6 +171,15 @@ class EmulatorSettings:
                    region: str | None = None) -> tuple[float, float] | None:
         """(rate, burst) of `operation`'s bucket in (account, region), or None when it is
         not throttled there."""
+        if operation in FLEET_RATES:
+            # AWS's rate unless `operations` says otherwise; `rate` and `places` are the
+            # catalog's quotas.
+            limits = self.operations.get(operation, {})
+            rate = limits.get("rate", FLEET_RATES[operation])
+            if not rate:
+                return None
+            burst = limits.get("burst")
+            return float(rate), float(burst if burst else max(1.0, rate))
         place = self.places.get(f"{account}/{region}") if self.places else None
         if place is not None:
             rate = place.get("rate")
