@@ -10,10 +10,79 @@
                                       versionName="4.2.0", action="PUBLISH")
         emu.record()["operations"]   # {"UpdatePackageVersion": {"200": 1}}
 
+    with start_emulator() as emu:                       # a fleet (issue 24)
+        emu.seed([("fw", "1.0.0"), ("fw", "2.0.0")])
+        emu.seed_fleet(1000, seed=7)                    # things + their $package shadows
+        boto3.client("iot", endpoint_url=emu.url, ...).get_buckets_aggregation(
+            indexName="AWS_Things", queryString="thingName:*",
+            aggregationField="shadow.name.$package.reported.fw.version",
+            bucketsAggregationType={"termsAggregation": {"maxBuckets": 10000}})
+        emu.fleet()          # e.g. {"fw": {"2.0.0": 597, "1.0.0": 403}}: what it must equal
+
 Modules: `catalog` (the service's rules, pure Python), `moto_glue` (the only file that
 knows moto), `bucket` (token bucket), `record` (what was received), `settings`,
 `middleware` (WSGI: throttle, faults, latency, control endpoints), `server` (cheroot,
-HTTP/1.1 keep-alive), `process` (the handle used here), `command` (`fleetrel emulator`).
+HTTP/1.1 keep-alive), `process` (the handle used here), `command` (`fleetrel emulator`);
+the fleet: `fleet` ($package shadows and their count per version), `fleetindex` (fleet
+indexing's reads), `fleetseed` (a made-up, skewed fleet).
+
+The fleet follows these AWS sources:
+- the `$package` reserved named shadow, its shape {"state": {"reported": {PACKAGE:
+  {"version": "...", "attributes": {...}}}}}, "uses only the version and attributes
+  keywords", "doesn't update with metadata": https://docs.aws.amazon.com/iot/latest/
+  developerguide/preparing-to-use-software-package-catalog.html#reserved-named-shadow;
+- the shadow service's errors and messages (400 "Invalid JSON", "Missing required node:
+  state", "State node must be an object", "Reported node must be an object", "Invalid
+  version", "Invalid clientToken" (over 64 bytes), "State contains an invalid node"; 404
+  "No shadow exists with name: NAME", "Thing not found"; 409 "Version conflict"; 413 "The
+  payload exceeds the maximum size allowed"): https://docs.aws.amazon.com/iot/latest/
+  developerguide/device-shadow-error-messages.html; codes (InvalidRequestException,
+  ResourceNotFoundException, ConflictException, RequestEntityTooLargeException, 429
+  ThrottlingException) from botocore's iot-data model;
+- fleet indexing of $package (thingIndexingMode, namedShadowIndexingMode ON, "$package"
+  in filter.namedShadowNames; queries `shadow.name.$package.reported.PACKAGE.version:V`;
+  GetBucketsAggregation on that field once it is a custom field):
+  https://docs.aws.amazon.com/iot/latest/developerguide/preparing-fleet-indexing.html;
+  "To make aggregation queries on non-managed fields, you must specify a field you
+  defined in the customFields argument": https://docs.aws.amazon.com/iot/latest/
+  developerguide/fleet-indexing-troubleshooting.html; a shadow field cannot be a custom
+  field in REGISTRY mode: https://docs.aws.amazon.com/iot/latest/developerguide/
+  managing-index.html;
+- GetBucketsAggregation (POST /indices/buckets; termsAggregation.maxBuckets 1-10000,
+  "Default to 10"; buckets "a ranked list of the number of occurrences"; totalCount "the
+  number of things that fit the query string criteria"), GetStatistics (a String field
+  answers only its count; no field: registry.version), SearchIndex ("This maximum number
+  cannot exceed 100"), their errors: botocore's iot model and
+  https://docs.aws.amazon.com/iot/latest/apireference/API_GetBucketsAggregation.html,
+  https://docs.aws.amazon.com/iot/latest/developerguide/index-aggregate.html;
+- indexing OFF: 404 ResourceNotFoundException "Index AWS_Things does not exist" (AWS's
+  answer as practitioners' code and READMEs quote it for SearchIndex and DescribeIndex;
+  AWS's pages do not print it);
+- the rates: `settings.FLEET_RATES` (AWS IoT Device Management and IoT Core quotas pages).
+
+Fleet behaviours AWS does not document, and what the emulator does:
+- Shadows need a registered thing (moto's rule): else 404 "Thing not found". $package
+  takes no `desired` (400 "State contains an invalid node: ..."); a package entry must end
+  up with a version; attribute values are strings; `null` removes a package or an
+  attribute. The $package messages beyond the shadow service's list are ours.
+- A query on the $package shadow while it is not indexed is 400 InvalidQueryException
+  (a search index would find nothing, and "no device runs it" would pass a release
+  guard); an aggregation then is InvalidAggregationException (AWS: not a custom field).
+- Queries outside the subset (OR, NOT, ranges, wildcards in values, other fields) are 400
+  InvalidQueryException naming the subset, not AWS's results; other aggregation fields
+  InvalidAggregationException. Only AWS_Things exists (another indexName: 404 "Index NAME
+  does not exist"). The index is ready at once (no IndexNotReadyException).
+- SearchIndex: things sorted by name, maxResults above 100 gives 100, nextToken is the
+  last name returned; a thing's `shadow` is {"name": {"$package": {"reported", "version",
+  "hasDelta"}}} when $package is indexed.
+- The fleet's calls spend their own buckets and are recorded, but take no injected
+  faults or latency (those are the catalog's). DeleteThing is moto's, unthrottled.
+- Seeding (`--fleet`, POST /_fleetrel/fleet, `seed_fleet`) replaces the place's fleet
+  (things it seeded before are deleted, every $package shadow forgotten) with things
+  named device-000000.., reporting the catalog's versions as `fleetseed` describes, and
+  turns on REGISTRY_AND_SHADOW, named shadows ON, "$package" in the filter and a String
+  custom field per catalog package. `reset` forgets every thing, every $package shadow and
+  the indexing configuration (back to OFF).
 
 Behaviours AWS does not document, and what the emulator does (each is a setting):
 - A refused transition (DEPRECATE of a DRAFT) is a ValidationException (400)
