@@ -443,6 +443,8 @@ def test_the_reads_answers_are_the_models_shapes(emulator: Emulator) -> None:
             check_shape(body, IOT.operation_model(operation).output_shape, operation)
     stats = raw["GetStatistics"][0][1]["statistics"]
     assert stats["count"] == 120 and stats["average"] == 1.0  # registry.version
+    assert iot.get_statistics(queryString="*", aggregationField="registry.version")[
+        "statistics"] == stats
     # Errors: a code the operation lists, at the status the model gives it.
     refused(iot.search_index, queryString="a OR b")
     refused(aggregate, iot, "nowhere")

@@ -44,6 +44,7 @@ VERSION_FIELD = re.compile(r"^shadow\.name\.\$package\.reported\.([a-zA-Z0-9\-_.
 MAX_BUCKETS = 10000          # TermsAggregation.maxBuckets: 1..10000 (botocore's model)
 DEFAULT_BUCKETS = 10         # "The number of buckets to return in the response. Default to 10."
 MAX_SEARCH_RESULTS = 100     # SearchIndex: "This maximum number cannot exceed 100."
+REGISTRY_VERSION = "registry.version"  # GetStatistics' field when none is given
 SERVED = ("*, thingName:*, thingName:NAME, shadow.name.$package.reported.PACKAGE.version:* "
           "and shadow.name.$package.reported.PACKAGE.version:VERSION, joined by AND")
 
@@ -244,7 +245,7 @@ class IndexReads:
     def statistics(self, request: dict[str, Any]) -> dict[str, Any]:
         clauses = self._query(request)
         field = request.get("aggregationField")
-        if field is not None:
+        if field is not None and field != REGISTRY_VERSION:
             # A String field: GetStatistics answers only the count of things that have it.
             package = self._aggregated_package(field)
             clauses = clauses + [Clause("has", package)]
