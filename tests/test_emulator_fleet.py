@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
-from fleetrel.emulator import Emulator
+from fleetrel.emulator import Emulator, EmulatorError
 from fleetrel.emulator.command import emulator as emulator_command
 from fleetrel.emulator.fleetindex import DEFAULT_BUCKETS, MAX_BUCKETS, parse_query
 from fleetrel.emulator.fleetseed import fleet_plan, newest_first, version_weights
@@ -245,6 +245,17 @@ def test_seeding_is_deterministic_per_seed(emulator: Emulator) -> None:
     assert aggregate(iot, "hub_agent")["totalCount"] == 500
     found = iot.search_index(queryString="thingName:device-000499")["things"]
     assert [thing["thingName"] for thing in found] == ["device-000499"]
+
+
+def test_a_fleet_seed_that_cannot_be_made_is_refused(emulator: Emulator) -> None:
+    emulator.configure(regions=[REGION])
+    for things, regions, named in ((-1, None, "things"), ("10", None, "things"),
+                                   (10, ["eu-west-1"], "eu-west-1")):
+        with pytest.raises(EmulatorError) as caught:
+            emulator.seed_fleet(things, 0, None, regions)
+        assert "400" in str(caught.value) and named in str(caught.value)
+    assert emulator.seed_fleet(3, 0, None, [REGION])["accounts"] == {ACCOUNT: {REGION: {}}}
+    assert client(emulator, "iot").list_things()["things"]  # things, running nothing
 
 
 def test_reset_forgets_the_fleet(emulator: Emulator) -> None:

@@ -91,7 +91,7 @@ class Emulator:
         return self._call("POST", "seed", {"versions": entries, "accounts": names(accounts),
                                            "regions": names(regions)})
 
-    def seed_fleet(self, things: int, seed: int = 0, *,
+    def seed_fleet(self, things: int, seed: int = 0,
                    accounts: str | Iterable[str] | None = None,
                    regions: str | Iterable[str] | None = None) -> dict[str, Any]:
         """Replace the fleet with `things` things (device-000000, ...) reporting the
@@ -108,7 +108,7 @@ class Emulator:
                                             "regions": names(regions)},
                           timeout=600.0)
 
-    def fleet(self, *, account: str | None = None,
+    def fleet(self, account: str | None = None,
               region: str | None = None) -> dict[str, dict[str, int]]:
         """The fleet index of (account, region), unthrottled: {package: {version: things
         reporting it}} (the ground truth GetBucketsAggregation must equal). Default: the
