@@ -196,6 +196,8 @@ def build_undo(path: Path, original: Any = None) -> Undo:
         plan.update(where_the_run_acted(header, original, has_targets, used, path))
         if original is not None:
             plan["limits"] = original.limits.model_dump(mode="json")
+            if original.guard.deprecate_max_devices is not None:  # an undone PUBLISH is a DEPRECATE like any other
+                plan["guard"] = original.guard.model_dump(mode="json", exclude_none=True)
         plan["versions"] = entries
         undo.plan = plan
     return undo

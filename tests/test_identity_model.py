@@ -9,7 +9,10 @@ and virtual clock, checking after every step what must always hold:
 3. at most one terminal record per step in each journal file;
 4. an undo changes only places and versions that its run changed;
 5. a run that finished complete leaves every place in the state its plan says (its
-   listed entries; what a selector matched is checked by 1 to 4 only).
+   listed entries; what a selector matched is checked by 1 to 4 only);
+6. the fleet guard (issue 24): no session of a plan with `guard: {deprecate_max_devices:
+   N}` sends a DEPRECATE of a version more than N things ran in that place when it started
+   (the devices each place's fake reports; a refused session sends nothing at all).
 
 The world is a few places (account, region), each one `FakeIoT`. A plan's `targets:`
 name places; the client mapping a run gets is built from the plan it is given (target
@@ -26,7 +29,7 @@ Every call into fleetrel is in the adapters at the top (`run_layout`, `undo_plan
 `run(plan, where=Where(...), ...)`); only they should need to change.
 
     FLEETREL_MODEL_EXAMPLES=300          examples (default 100: well under a minute when it passes)
-    FLEETREL_MODEL_INVARIANTS=1,2,2n,2r,3,4,5   the invariants checked (default: all)
+    FLEETREL_MODEL_INVARIANTS=1,2,2n,2r,3,4,5,6   the invariants checked (default: all)
     FLEETREL_MODEL_LAYOUTS=whole,subset,shard    the layouts runs take (default: all)
     FLEETREL_MODEL_STEPS=16              rules per example, at most
     FLEETREL_MODEL_RULES_OFF=add_target,add_entry   rules made no-ops (to look past a known violation)
@@ -52,6 +55,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from fleetrel import RunOptions, Stop, load_plan, run
 from fleetrel.aws import AwsSetupError
 from fleetrel.events import SESSION_STARTS, TERMINAL, Status
+from fleetrel.fleetcheck import FleetRefused
 from fleetrel.journal import JournalError
 from fleetrel.plan import ReleasePlan
 from fleetrel.plan.diagnostics import PlanError
@@ -73,7 +77,7 @@ else:  # the API before it: run(plan, client=..., journal_path=..., targets=...,
     Where, WhereError = None, ShardError
 
 #: What a layout or an undo may refuse with: allowed, and noted.
-REFUSALS = (JournalError, ShardError, AwsSetupError, UndoError, PlanError, WhereError)
+REFUSALS = (JournalError, ShardError, AwsSetupError, UndoError, PlanError, WhereError, FleetRefused)
 
 
 def clients_for(plan: ReleasePlan, world: dict[Place, FakeIoT]) -> dict[str, FakeIoT]:
@@ -142,7 +146,7 @@ KEYS = ("fw/1", "fw/2", "app/1")
 STATUSES = ("DRAFT", "PUBLISHED", "DEPRECATED", "DRAFT", "PUBLISHED", "DEPRECATED", None)
 NAMES = "abcdef"
 ACTIONS = ("PUBLISH", "DEPRECATE")
-INVARIANTS = set(os.environ.get("FLEETREL_MODEL_INVARIANTS", "1,2,2n,2r,3,4,5").split(","))
+INVARIANTS = set(os.environ.get("FLEETREL_MODEL_INVARIANTS", "1,2,2n,2r,3,4,5,6").split(","))
 #: Rules made no-ops, to look past a violation already known (e.g. add_target,add_entry,add_selector)
 RULES_OFF = set(filter(None, os.environ.get("FLEETREL_MODEL_RULES_OFF", "").split(",")))
 
@@ -293,7 +297,8 @@ class IdentityModel(RuleBasedStateMachine):
         self.changed_by: dict[str, set[tuple[Place, str]]] = {}  # run id -> (place, key) it applied
         self.applied_by: dict[tuple[Place, str | None], str] = {}  # (place, token) -> the key it applied
         self.undone: set[tuple[Place, str]] = set()  # changed by an undo or by hand: invariant 5 leaves them
-        self.violations: dict[str, list[str]] = {name: [] for name in ("2n", "4", "5")}
+        self.violations: dict[str, list[str]] = {name: [] for name in ("2n", "4", "5", "6")}
+        self.guard: int | None = None  # the plan's guard.deprecate_max_devices
 
     def teardown(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -301,8 +306,11 @@ class IdentityModel(RuleBasedStateMachine):
     # -- the plan ------------------------------------------------------------------------
 
     def plan_data(self) -> dict[str, Any]:
-        return {"plan": "org", "limits": {"rate": 100, "burst": 10, "concurrency": 2},
+        data = {"plan": "org", "limits": {"rate": 100, "burst": 10, "concurrency": 2},
                 "targets": [dict(t) for t in self.targets], "versions": [dict(e) for e in self.entries]}
+        if self.guard is not None:
+            data["guard"] = {"deprecate_max_devices": self.guard}
+        return data
 
     def write_plan(self) -> ReleasePlan | None:
         """Write the plan file; None (and the file left as it was) if fleetrel refuses it."""
@@ -329,7 +337,7 @@ class IdentityModel(RuleBasedStateMachine):
         statuses = iter(seed)
         for account, region in PLACES:
             versions = {key: status for key in KEYS if (status := next(statuses)) is not None}
-            self.world[(account, region)] = PlaceIoT(versions, account=account, region=region,
+            self.world[(account, region)] = PlaceIoT(versions, account=account, region=region, devices={},
                                                      endpoint_url=f"https://iot.{region}.fake.invalid")
         self.targets = [{"name": NAMES[i], "region": PLACES[p][1], "account": PLACES[p][0]}
                         for i, p in enumerate(places)]
@@ -412,6 +420,39 @@ class IdentityModel(RuleBasedStateMachine):
         self.undone.add((PLACES[place], KEYS[key]))
         _note(f"  by hand: {KEYS[key]} is {status} at {PLACES[place]}")
 
+    @rule(limit=st.none() | st.integers(0, 1))
+    def set_guard(self, limit: int | None) -> None:
+        """The plan's guard: refuse a DEPRECATE of a version more than `limit` things run."""
+        if "set_guard" in RULES_OFF:
+            return
+        before = self.guard
+        self.guard = limit
+        if self.write_plan() is None:
+            self.guard = before
+
+    @rule(place=st.integers(0, len(PLACES) - 1), key=st.integers(0, len(KEYS) - 1), things=st.integers(0, 2))
+    def change_fleet(self, place: int, key: int, things: int) -> None:
+        """Devices in a place start or stop running a version (its `$package` shadow)."""
+        if "change_fleet" in RULES_OFF:
+            return
+        self.world[PLACES[place]].devices[KEYS[key]] = things
+        _note(f"  fleet: {things} thing(s) run {KEYS[key]} at {PLACES[place]}")
+
+    @rule(limit=st.integers(0, 1), things=st.integers(0, 2), pick=st.integers(0, 7), layout=LAYOUTS,
+          fault=FAULTS)
+    def busy_then_run(self, limit: int, things: int, pick: int, layout: Whole | Subset | ShardOf,
+                      fault: Fault | None) -> None:
+        """The guard's hazard as one rule, so that sequences meet it often: a version an
+        entry deprecates runs on `things` devices in one target's place, the plan guards
+        at most `limit`, then the same command (in any layout)."""
+        deprecating = [e for e in self.entries if e.get("action") == "DEPRECATE" and "package" in e]
+        if deprecating:
+            entry = deprecating[pick % len(deprecating)]
+            target = self.targets[pick % len(self.targets)]
+            self.world[(target["account"], target["region"])].devices[f"{entry['package']}/{entry['version']}"] = things
+        self.set_guard(limit)
+        self.run_plan(layout, False, fault)
+
     # -- runs ----------------------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, bytes]:
@@ -434,6 +475,8 @@ class IdentityModel(RuleBasedStateMachine):
         clients = clients_for(plan, self.world)
         target_at = {(fake.account, fake.meta.region_name): name for name, fake in clients.items()}
         marks = {place: len(fake.log) for place, fake in self.world.items()}
+        fleet = {place: dict(fake.devices or {}) for place, fake in self.world.items()}  # as the session starts
+        limit = plan.guard.deprecate_max_devices
         stop, snapshot = Stop(), {}
         trip = Trip(fault, stop, lambda: snapshot.update(self._snapshot()))
         for fake in self.world.values():
@@ -475,6 +518,11 @@ class IdentityModel(RuleBasedStateMachine):
                 # carried (a new run's, or a resend's) had applied under that token before
                 if call["applied"] and call["token"]:
                     self.applied_by[(place, call["token"])] = call["key"]
+                devices = fleet[place].get(call["key"], 0)
+                if limit is not None and call["request"].get("action") == "DEPRECATE" and devices > limit:
+                    self.violations["6"].append(
+                        f"rule {self.rules}: {plan.plan} guards at most {limit} device(s), yet sent a DEPRECATE of "
+                        f"{call['key']} to {place}, which {devices} thing(s) ran")
                 if run_id is not None and (call["applied"] or (place, call["token"]) in self.applied_by):
                     self.changed_by.setdefault(run_id, set()).add((place, call["key"]))
         shown = outcome if isinstance(outcome, str) else (
@@ -633,6 +681,11 @@ class IdentityModel(RuleBasedStateMachine):
         if "5" in INVARIANTS:
             assert not self.violations["5"], "invariant 5: " + "; ".join(self.violations["5"][:3])
 
+    @invariant()
+    def the_guard_holds_in_every_layout(self) -> None:
+        if "6" in INVARIANTS:
+            assert not self.violations["6"], "invariant 6: " + "; ".join(self.violations["6"][:3])
+
 
 EXAMPLES = int(os.environ.get("FLEETREL_MODEL_EXAMPLES", "100"))
 
@@ -661,7 +714,8 @@ def replay_rules(places: list[int], entries: list[tuple[int, str]], *rules: tupl
             getattr(model, name)(**arguments)
         for check in (model.one_token_per_run_and_step, model.calls_land_where_the_journal_says,
                       model.one_terminal_record_per_step_per_journal,
-                      model.undo_changes_only_what_the_run_changed, model.a_complete_run_leaves_its_plan_done):
+                      model.undo_changes_only_what_the_run_changed, model.a_complete_run_leaves_its_plan_done,
+                      model.the_guard_holds_in_every_layout):
             check()
     finally:
         model.teardown()
