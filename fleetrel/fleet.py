@@ -35,7 +35,8 @@ QUERY = "thingName:*"  # every indexed thing; the buckets then count those repor
 MAX_BUCKETS = 10_000  # model: TermsAggregation maxBuckets, 1-10000
 OPERATION = "get_buckets_aggregation"
 # The read bucket for the aggregation: AWS throttles fleet-indexing reads apart from the
-# catalog's, and lower. ours: 5/s, below the documented quota, shared with nobody here.
+# catalog's, and lower: 5 GetBucketsAggregation a second per account and region (AWS IoT
+# Device Management quotas, as the emulator's settings.FLEET_RATES note), paced one at a time.
 FLEET_READ_RATE = 5.0
 FLEET_READ_BURST = 1
 
@@ -82,11 +83,21 @@ class Distribution:
         return out
 
 
-def unavailable_message(where: str, failure: ReadError) -> str:
-    return (f"{where}cannot read the fleet's package versions: GetBucketsAggregation answered "
-            f"{failure.code}: {failure.message}. Fleet indexing must be on with the $package named "
-            f"shadow indexed (AWS IoT console: Settings, Manage indexing, Add named shadows, Add device "
-            f"software packages and versions)")
+def unavailable_message(where: str, package: str, failure: ReadError) -> str:
+    """What went wrong and what turns the counts on, by AWS's error code."""
+    said = f"{where}cannot count the devices on {package}'s versions: GetBucketsAggregation answered " \
+           f"{failure.code}: {failure.message}"
+    if failure.code == "InvalidAggregationException":
+        how = (f"fleet indexing must index the $package named shadow and have {version_field(package)} as a "
+               "String custom field (aws iot update-indexing-configuration; docs/fleet.md)")
+    elif failure.code in ("ResourceNotFoundException", "IndexNotReadyException"):
+        how = ("turn fleet indexing on with the $package named shadow (AWS IoT console: Settings, Manage "
+               "indexing, Add named shadows, Add device software packages and versions; docs/fleet.md)")
+    elif failure.code in ("AccessDeniedException", "UnauthorizedException"):
+        how = "the credentials need iot:GetBucketsAggregation"
+    else:
+        how = "try again later"
+    return f"{said}. To count them, {how}"
 
 
 async def distribution(client: Any, limiter: Any, package: str, *, target: str | None = None) -> Distribution:
@@ -95,7 +106,7 @@ async def distribution(client: Any, limiter: Any, package: str, *, target: str |
                         aggregationField=version_field(package),
                         bucketsAggregationType={"termsAggregation": {"maxBuckets": MAX_BUCKETS}})
     if isinstance(answer, ReadError):
-        raise FleetUnavailable(unavailable_message(f"target {target}: " if target else "", answer))
+        raise FleetUnavailable(unavailable_message(f"target {target}: " if target else "", package, answer))
     buckets = answer.get("buckets") or []
     counts = {str(b["keyValue"]): int(b["count"]) for b in buckets if b.get("keyValue") is not None}
     return Distribution(package, counts, complete=len(buckets) < MAX_BUCKETS)

@@ -48,7 +48,7 @@ def test_an_answer_cut_at_the_bucket_limit_leaves_the_rest_unknown():
 
 
 def test_indexing_off_says_how_to_turn_it_on():
-    with pytest.raises(FleetUnavailable, match=r"ResourceNotFoundException.*\$package named shadow"):
+    with pytest.raises(FleetUnavailable, match=r"ResourceNotFoundException.*turn fleet indexing on with the \$package named shadow"):
         anyio.run(lambda: distributions(FakeIoT(VERSIONS), ["fw"]))
 
 

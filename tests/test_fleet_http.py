@@ -118,11 +118,12 @@ def test_indexing_switched_off_gives_awss_message_and_no_fleet_check_goes_on(emu
                  guard={"deprecate_max_devices": 0})
     out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "-y")
     assert out.returncode == ExitCode.INVALID and updates(emulator) == 0
-    assert "cannot read the fleet's package versions" in out.stderr and "--no-fleet-check" in out.stderr
+    assert "cannot count the devices on thermostat-fw's versions" in out.stderr and "--no-fleet-check" in out.stderr
     # a preview without a guard still works, and says why it shows no counts
     bare = write(tmp_path / "bare.yaml", [{"package": PKG, "version": "1.0.0", "action": "DEPRECATE"}])
     preview = fleetrel("plan", str(bare), "--endpoint-url", emulator.url)
     assert preview.returncode == ExitCode.OK and "note: device counts not shown" in preview.stdout
+    assert "Index AWS_Things does not exist" in " ".join(preview.stdout.split())  # AWS's message, as the emulator gives it
     went_on = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "-y", "--no-fleet-check")
     assert went_on.returncode == ExitCode.OK, went_on.stderr
     assert journal_records(tmp_path / "p.journal.jsonl")[0]["fleet_check"]["skipped"] is True
