@@ -95,9 +95,10 @@ async def run(plan: ReleasePlan, where: Where | None = None, *, options: RunOpti
             async with target_clients_for([d for d in in_scope if d.name in needed], where, client,
                                           run_name=plan.plan, concurrency=concurrency) as (clients, identities):
                 check_identity(session, session_identity(identities))
+                counts: dict = {}  # the fleet's, read once for the selection and the guard
                 await select_for_run(plan, clients, frozen=frozen is not None, notice=notice,  # only to say what changed
-                                     fleet_check=options.fleet_check)
-                session.fleet_check = await guard_fleet(plan, session.todo, clients, options)
+                                     fleet_check=options.fleet_check, counts=counts)
+                session.fleet_check = await guard_fleet(plan, session.todo, clients, options, counts)
                 return await executing(session, clients)
     # A new run: every target of its scope set up and its account checked before the
     # journal is touched (a plan to expand: every target, since its selection is frozen
@@ -105,27 +106,28 @@ async def run(plan: ReleasePlan, where: Where | None = None, *, options: RunOpti
     setting_up = everywhere if plan.needs_expansion and where.shard is None else in_scope
     async with target_clients_for(setting_up, where, client, run_name=plan.plan,
                                   concurrency=concurrency) as (clients, identities):
+        counts: dict = {}  # the fleet's, read once for the selection and the guard
         plan = await select_for_run(plan, clients, frozen=frozen is not None, notice=notice,
-                                    fleet_check=options.fleet_check)
+                                    fleet_check=options.fleet_check, counts=counts)
         if only is not None:
             identities = {name: place for name, place in identities.items() if name in only}
         # the guard counts what this session sends: its targets' steps
         fleet_check = await guard_fleet(plan, [s for s in plan.steps() if only is None or s.target in only],
-                                        clients, options)
+                                        clients, options, counts)
         with session_for(plan, session_identity(identities)) as session:
             session.fleet_check = fleet_check
             return await executing(session, clients)
 
 
 async def guard_fleet(plan: ReleasePlan, steps: list[Any], clients: Mapping[str | None, Any],
-                      options: RunOptions) -> dict[str, Any] | None:
+                      options: RunOptions, counts: dict | None = None) -> dict[str, Any] | None:
     """The fleet guard before anything is sent (`fleetrel.fleetcheck`): FleetRefused when a
     DEPRECATE of a version in use is not allowed; else what to journal in the session's
     first record (None: nothing was checked or skipped)."""
     from fleetrel.fleetcheck import FleetRefused, check_fleet, fleet_record, guard_limit
 
     check = await check_fleet(steps, clients, limit=guard_limit(plan, options.guard_max_devices),
-                              allow_in_use=options.allow_in_use, fleet_check=options.fleet_check)
+                              allow_in_use=options.allow_in_use, fleet_check=options.fleet_check, known=counts)
     if check is not None and check.refused:
         raise FleetRefused(check.message())
     return fleet_record(plan, check, fleet_check=options.fleet_check)

@@ -250,17 +250,18 @@ def _preview_and_exit(plan, endpoint_url: str | None, region: str | None, profil
     from fleetrel.state import read_preview
 
     chosen = set(targets) or None
+    counts: dict = {}  # the fleet's, read once for the selectors and the preview
     try:
         if plan.needs_expansion:
             plan = anyio.run(lambda: expand_plan(plan, endpoint_url=endpoint_url, region=region, profile=profile,
-                                                 targets=chosen, fleet_check=fleet_check))
+                                                 targets=chosen, fleet_check=fleet_check, counts=counts))
             problems = selection_problems(plan)
             if problems:
                 fail("\n".join(f"{plan.source or plan.plan}: {p}" for p in problems))
         limit = guard_limit(plan, guard) if fleet_check else None
         preview = anyio.run(lambda: read_preview(plan, endpoint_url=endpoint_url, region=region, profile=profile,
                                                  targets=chosen, fleet_check=fleet_check, guard=limit,
-                                                 allow_in_use=allow_in_use))
+                                                 allow_in_use=allow_in_use, known=counts))
     except (AwsSetupError, FleetUnavailable) as exc:
         fail(str(exc))
     except ExpansionError as exc:

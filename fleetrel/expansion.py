@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, NoReturn
 import anyio
 
 from fleetrel.fleet import OPERATION as FLEET_OPERATION
-from fleetrel.fleet import Distribution, FleetUnavailable, distribution, fleet_buckets
+from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distribution, fleet_buckets
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.rules import plural
 from fleetrel.plan.selectors import (
@@ -47,18 +47,22 @@ class ExpansionError(Exception):
 
 
 async def expand(plan: ReleasePlan, clients: Mapping[str | None, Any], *, rate: float = 10.0, burst: int = 1,
-                 concurrency: int = 16, fleet_check: bool = True) -> Selection:
+                 concurrency: int = 16, fleet_check: bool = True, counts: FleetCounts | None = None) -> Selection:
     """What every selector of `plan` matches, per target in `clients` (the key None for a
     plan without `targets:`). Targets are read at once, each through its own bucket.
 
     A `devices:` filter reads the package's fleet distribution (`fleetrel.fleet`, one
     aggregation per target and package); FleetUnavailable when it cannot. With
     `fleet_check` False nothing is read from the fleet, and a `devices:` filter matches no
-    version (an unknown count is never within bounds)."""
+    version (an unknown count is never within bounds). The distributions read are left in
+    `counts` ({target: {package: Distribution}}), so that a preview or the guard after it
+    reads each (target, package) once."""
+    counts = {} if counts is None else counts
     matches: dict[tuple[int, str | None], SelectorMatch] = {}
 
     async def expand_target(target: str | None, client: Any) -> None:
-        reader = _Reader(client, ReadBuckets(rate=rate, burst=burst), target, concurrency, fleet_check)
+        reader = _Reader(client, ReadBuckets(rate=rate, burst=burst), target, concurrency, fleet_check,
+                         counts.setdefault(target, {}))
         for index, entry in plan.selectors():
             if target is not None and entry.targets is not None and target not in entry.targets:
                 continue
@@ -87,12 +91,13 @@ class _Reader:
     preview's reads are."""
 
     def __init__(self, client: Any, buckets: ReadBuckets, target: str | None, concurrency: int,
-                 fleet_check: bool = True) -> None:
+                 fleet_check: bool = True, distributions: dict[str, Distribution] | None = None) -> None:
         self.client, self.buckets, self.target, self.concurrency = client, buckets, target, concurrency
         self.fleet_check = fleet_check
         self.fleet_buckets = fleet_buckets()
         self._package_names: list[str] | None = None
-        self._distributions: dict[str, Distribution] = {}  # one aggregation per package, whatever the selectors
+        # one aggregation per package, whatever the selectors (shared with the caller's preview or guard)
+        self._distributions = {} if distributions is None else distributions
 
     async def _call(self, call: str, **request: Any) -> dict[str, Any] | None:
         """The answer, or None when what was asked for does not exist."""
@@ -160,14 +165,14 @@ class _Reader:
 
 async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, region: str | None = None,
                       profile: str | None = None, targets: set[str] | None = None,
-                      fleet_check: bool = True) -> ReleasePlan:
+                      fleet_check: bool = True, counts: FleetCounts | None = None) -> ReleasePlan:
     """`plan` with its selectors expanded afresh (as `fleetrel plan` does), through clients
     built as the preview builds them (a plan with `targets:`: those in `targets`, or all)."""
     from fleetrel.aws import iot_client, target_settings
 
     limits = plan.limits
     reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency),
-             "fleet_check": fleet_check}
+             "fleet_check": fleet_check, "counts": counts}
     specs = plan.target_specs()
     if not specs:
         async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
@@ -182,7 +187,8 @@ async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, reg
 
 
 async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *, frozen: bool,
-                         notice: Callable[[str], None] | None = None, fleet_check: bool = True) -> ReleasePlan:
+                         notice: Callable[[str], None] | None = None, fleet_check: bool = True,
+                         counts: FleetCounts | None = None) -> ReleasePlan:
     """At a run's start: `plan` expanded through `clients` (PlanError when the result
     names a version twice or its waves do not fit), or, when its selection was `frozen` in
     the journal, the plan as it is, the catalog listed again only to tell `notice` what
@@ -190,7 +196,7 @@ async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *
     tell = notice or (lambda line: None)
     limits = plan.limits
     reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency),
-             "fleet_check": fleet_check}
+             "fleet_check": fleet_check, "counts": counts}
     if plan.needs_expansion:
         expanded = plan.expanded(await expand(plan, clients, **reads))
         problems = selection_problems(expanded)

@@ -113,16 +113,25 @@ async def distribution(client: Any, limiter: Any, package: str, *, target: str |
 
 
 async def distributions(client: Any, packages: Iterable[str], *, target: str | None = None,
-                        buckets: ReadBuckets | None = None, concurrency: int = 4) -> dict[str, Distribution]:
-    """Each package's distribution, one aggregation each, through the fleet read bucket."""
+                        buckets: ReadBuckets | None = None, concurrency: int = 4,
+                        known: dict[str, Distribution] | None = None) -> dict[str, Distribution]:
+    """Each package's distribution, one aggregation each, through the fleet read bucket;
+    those in `known` (read earlier in this command) are not read again."""
     limiter = (buckets or fleet_buckets())[OPERATION]
-    found: dict[str, Distribution] = {}
+    wanted = set(packages)
+    found: dict[str, Distribution] = {name: known[name] for name in wanted if known and name in known}
+    packages = wanted - set(found)
 
     async def one(package: str) -> None:
         found[package] = await distribution(client, limiter, package, target=target)
 
     await bounded(sorted(set(packages)), concurrency, one)
     return found
+
+
+#: Distributions already read, {target: {package: Distribution}}: passed from a plan's
+#: expansion to its preview or guard, so each (target, package) costs one aggregation.
+FleetCounts = dict  # dict[str | None, dict[str, Distribution]]
 
 
 def fleet_buckets() -> ReadBuckets:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import anyio
 
-from fleetrel.fleet import Distribution, FleetUnavailable, distributions
+from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distributions
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.reads import first_error
 
@@ -95,10 +95,12 @@ def deprecations(steps: Iterable[Step]) -> list[Step]:
 
 
 async def check_fleet(steps: Iterable[Step], clients: Mapping[str | None, Any], *, limit: int | None,
-                      allow_in_use: bool = False, fleet_check: bool = True) -> FleetCheck | None:
+                      allow_in_use: bool = False, fleet_check: bool = True,
+                      known: FleetCounts | None = None) -> FleetCheck | None:
     """Count the things on each version `steps` deprecate, through each target's client,
     against `limit`. None when there is no limit (nothing read). Raises FleetUnavailable
-    (with the way on) when the counts cannot be read."""
+    (with the way on) when the counts cannot be read. `known`: distributions the run's
+    expansion already read (not read again)."""
     if limit is None:
         return None
     if not fleet_check:
@@ -111,7 +113,8 @@ async def check_fleet(steps: Iterable[Step], clients: Mapping[str | None, Any], 
 
     async def count_target(target: str | None) -> None:
         try:
-            counts[target] = await distributions(clients[target], by_target[target], target=target)
+            counts[target] = await distributions(clients[target], by_target[target], target=target,
+                                                 known=(known or {}).get(target))
         except FleetUnavailable as exc:
             raise FleetUnavailable(f"{exc}; {NO_FLEET_CHECK_HINT}") from None
 

@@ -276,8 +276,8 @@ def _limits(plan: Any) -> dict[str, Any]:
 
 
 async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, profile: str | None,
-                     targets: set[str] | None, *, warn_default: bool = True, fleet: bool = False
-                     ) -> tuple[list[Step], dict[str, VersionState | ReadError], set[tuple], Any]:
+                     targets: set[str] | None, *, warn_default: bool = True, fleet: bool = False,
+                     known: dict | None = None) -> tuple[list[Step], dict[str, VersionState | ReadError], set[tuple], Any]:
     """Every planned version as it is, the (target, package) pairs found missing, and with
     `fleet` the things on each version ({target: {package: Distribution}}, one aggregation
     per target and package, and the FleetUnavailable that said why not, if one did). A plan with
@@ -294,7 +294,8 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
         if not fleet:
             return
         try:
-            counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name)
+            counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name,
+                                               known=(known or {}).get(name))
         except FleetUnavailable as exc:
             unavailable.append(exc)
 
@@ -329,7 +330,7 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
 
 async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
                        profile: str | None = None, targets: set[str] | None = None, fleet_check: bool = True,
-                       guard: int | None = None, allow_in_use: bool = False) -> Preview:
+                       guard: int | None = None, allow_in_use: bool = False, known: dict | None = None) -> Preview:
     """Read every planned version and say what the plan would do to it. Sends no update.
 
         preview = await read_preview(load_plan("plans/demo.yaml"), endpoint_url=url)
@@ -339,12 +340,13 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     version (`devices`, fleet indexing: one aggregation per target and package). When the
     counts cannot be read the preview says why (`fleet_note`), unless a `guard` limit needs
     them: then FleetUnavailable. A DEPRECATE of a version more than `guard` things run is
-    blocked (`in-use`), or, with `allow_in_use`, a warning.
+    blocked (`in-use`), or, with `allow_in_use`, a warning. `known`: distributions the
+    plan's expansion read ({target: {package: Distribution}}), not read again.
     """
     from fleetrel.fleet import FleetUnavailable
 
     steps, found, missing, (counts, unavailable) = await _read_plan(plan, endpoint_url, region, profile, targets,
-                                                                    fleet=fleet_check)
+                                                                    fleet=fleet_check, known=known)
     if unavailable is not None and guard is not None:
         from fleetrel.fleetcheck import NO_FLEET_CHECK_HINT
 

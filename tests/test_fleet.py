@@ -179,3 +179,12 @@ def test_status_says_what_the_guard_saw_and_what_overrode_it(tmp_path):
     assert check["in_use"][0]["version"] == "2.0"
     line = fleet_check_line(check)
     assert "2 DEPRECATE step(s) counted, at most 0 devices" in line and "with --allow-in-use: fw/2.0 (40)" in line
+
+
+def test_a_devices_selector_and_the_guard_read_each_package_once(tmp_path):
+    iot = FakeIoT(VERSIONS, devices=DEVICES)
+    plan = plan_of({"guard": {"deprecate_max_devices": 0},
+                    "versions": [{"select": {"package": "fw", "below": "2.0", "devices": {"max": 0}}, "action": "DEPRECATE"},
+                                 {"package": "fw", "version": "2.1", "action": "PUBLISH"}]})
+    result = anyio.run(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
+    assert result.succeeded == 2 and iot.aggregations == {"fw": 1}

@@ -83,6 +83,10 @@ def test_a_devices_max_0_selector_deprecates_exactly_the_versions_no_thing_runs(
     assert unused and len(unused) < len(VERSIONS)
     plan = write(tmp_path / "p.yaml", [{"select": {"package": PKG, "status": "PUBLISHED", "devices": {"max": 0}},
                                         "action": "DEPRECATE"}])
+    emulator.reset_record()
+    preview = fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json")
+    assert [s["key"] for s in json.loads(preview.stdout)["steps"]] == [f"{PKG}/{v}" for v in unused]
+    assert aggregations(emulator) == 1  # the selector's counts serve the preview too
     out = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "-y")
     assert out.returncode == ExitCode.OK, out.stderr
     statuses = {v: emulator.state(PKG, v)["status"] for v in VERSIONS}
