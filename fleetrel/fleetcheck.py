@@ -72,6 +72,10 @@ class FleetCheck:
         if not self.skipped:
             out["in_use"] = [item.to_json() for item in self.in_use]
             out["checked"] = self.checked
+            # the distributions seen ({target or "": {package: {version: things}}}, versions on no
+            # thing left out): what `fleetrel report --format html` draws
+            out["counts"] = {target or "": {package: dict(dist.counts) for package, dist in packages.items()}
+                             for target, packages in self.counts.items()}
         return out
 
     def message(self) -> str:

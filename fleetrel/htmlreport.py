@@ -10,6 +10,8 @@ network), from the journal alone:
   and gate decisions (dashed lines);
 - progress per target (succeeded, skipped, failed, unfinished);
 - failures by error code;
+- devices per version (when the run read the fleet: its guard or a `devices:` selector),
+  the versions it deprecated marked;
 - the step table (the same rows as `--format csv`; past `MAX_ROWS`, failed and unfinished
   steps first and the rest counted).
 
@@ -32,7 +34,8 @@ from fleetrel.replay import JournalLines, collector_paused, open_journal
 MAX_ROWS = 5000
 MAX_BARS = 600  # timeline buckets at most: a two-hour run gets 12-second bars
 COLOURS = {"succeeded": "#2e7d32", "skipped": "#90a4ae", "failed": "#c62828", "unfinished": "#eeeeee",
-           "admitted": "#66bb6a", "throttled": "#ffa726", "rate": "#1565c0", "wave": "#555555"}
+           "admitted": "#66bb6a", "throttled": "#ffa726", "rate": "#1565c0", "wave": "#555555",
+           "devices": "#78909c", "deprecated": "#c62828"}
 _TERMINAL = frozenset(str(e) for e in TERMINAL)
 _SESSION_STARTS = frozenset(str(e) for e in SESSION_STARTS)
 
@@ -225,6 +228,48 @@ def failures_svg(by_code: dict[str, int], *, width: int = 960) -> str:
     return _svg("failures", width, max(1, len(by_code)) * (bar_h + gap) + 8, body, "failed steps by error code")
 
 
+def fleet_counts(path: Path) -> dict[str, dict[str, dict[str, int | None]]]:
+    """{"target: package" (or package): {version: things}} the run saw: the guard's counts
+    (`fleet_check`) and a `devices:` selector's (the frozen selection), the first session's."""
+    seen: dict[str, dict[str, dict[str, int | None]]] = {}
+    with open_journal(path) as file, collector_paused():
+        for record in JournalLines(path, file):
+            if record.get("event") not in _SESSION_STARTS:
+                continue
+            for found in record.get("selection") or ():
+                for package in found.get("packages", ()):
+                    if package.get("devices") is not None:
+                        name = f"{found['target']}: {package['package']}" if found.get("target") else package["package"]
+                        seen.setdefault(name, dict(package["devices"]))
+            for target, packages in ((record.get("fleet_check") or {}).get("counts") or {}).items():
+                for package, counts in packages.items():
+                    seen.setdefault(f"{target}: {package}" if target else package, dict(counts))
+    return seen
+
+
+def fleet_svg(name: str, counts: dict[str, int | None], deprecated: set[str], *, width: int = 960) -> str:
+    """One bar per version, newest first: the things that reported it when the run started;
+    the versions the run deprecated in their own colour."""
+    from fleetrel.plan.selectors import sort_key
+
+    label_w, bar_h, gap = 160, 14, 4
+    versions = sorted(counts, key=sort_key, reverse=True)
+    top = max([n for n in counts.values() if n] or [1])
+    w = width - label_w - 80
+    body = []
+    for i, version in enumerate(versions):
+        y = i * (bar_h + gap) + 4
+        n = counts[version]
+        kind = "deprecated" if version in deprecated else "devices"
+        body.append(f'<text x="{label_w - 8}" y="{y + 11}" text-anchor="end" class="label">{escape(version)}</text>'
+                    f'<rect class="{kind}" x="{label_w}" y="{y}" width="{w * (n or 0) / top:.1f}" height="{bar_h}" '
+                    f'fill="{COLOURS[kind]}"><title>{escape(version)}: {"?" if n is None else n} things</title></rect>'
+                    f'<text x="{label_w + w * (n or 0) / top + 6:.1f}" y="{y + 11}" class="label">'
+                    f'{"?" if n is None else n}</text>')
+    return _svg("fleet-" + "".join(c if c.isalnum() else "-" for c in name), width,
+                max(1, len(versions)) * (bar_h + gap) + 8, body, f"{name}: things per version")
+
+
 # -- the page ------------------------------------------------------------------------------
 
 _CSS = """
@@ -270,6 +315,15 @@ def write_html(path: Path, out: IO[str]) -> dict[str, Any]:
                                  "steps per target by outcome") + "\n")
     out.write("<h2>Failures by code</h2>\n"
               + (failures_svg(by_code) if by_code else '<p class="note" id="no-failures">No step failed.</p>') + "\n")
+    fleet = fleet_counts(path)
+    if fleet:  # what the devices ran when the run started (fleet indexing): the evidence of its choices
+        deprecated = {(c["target"] or "", c["package"], c["version"]) for c in cells
+                      if c["action"] == "DEPRECATE" and c["outcome"] in ("succeeded", "skipped")}
+        out.write("<h2>Devices per version</h2>\n<p class=\"note\">Things reporting each version in the $package "
+                  "shadow when the run started; red: deprecated by this run.</p>\n")
+        for name, counts in fleet.items():
+            target, _, package = name.rpartition(": ")
+            out.write(fleet_svg(name, counts, {v for t, p, v in deprecated if t == target and p == package}) + "\n")
     out.write("<h2>Steps</h2>\n")
     shown = cells
     if len(cells) > MAX_ROWS:

@@ -188,3 +188,23 @@ def test_a_devices_selector_and_the_guard_read_each_package_once(tmp_path):
                                  {"package": "fw", "version": "2.1", "action": "PUBLISH"}]})
     result = anyio.run(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     assert result.succeeded == 2 and iot.aggregations == {"fw": 1}
+
+
+def test_the_html_report_draws_the_devices_per_version_and_marks_what_was_deprecated(tmp_path):
+    import io
+
+    from fleetrel.htmlreport import write_html
+
+    iot = FakeIoT(VERSIONS, devices=DEVICES)
+    journal = tmp_path / "j.jsonl"
+    plan = plan_of({"guard": {"deprecate_max_devices": 5},
+                    "versions": [{"select": {"package": "fw", "below": "2.0", "devices": {"max": 0}}, "action": "DEPRECATE"},
+                                 {"package": "fw", "version": "1.1", "action": "DEPRECATE"}]})
+    anyio.run(lambda: run(plan, Where(journal_path=journal), client=iot))
+    page = io.StringIO()
+    write_html(journal, page)
+    html = page.getvalue()
+    assert '<svg id="fleet-fw"' in html
+    deprecated = [line for line in html.split("<rect") if 'class="deprecated"' in line]
+    assert sorted(part.split("<title>")[1].split(":")[0] for part in deprecated) == ["1.0", "1.1", "1.2"]
+    assert html.count('class="devices"') == 2  # 2.0 and 2.1, left alone
