@@ -1,6 +1,7 @@
 """The benchmark's arithmetic: ideal times (piecewise when the quota changes) and E.
 
-No timing here: these are the pure pieces the figures are computed with.
+No timing here: these are the pure pieces the figures are computed with, and
+benchmarks/fleet.py at a small scale, whose call counts (never its times) are asserted.
 """
 import math
 
@@ -112,3 +113,26 @@ def test_recovery_is_the_first_second_at_ninety_percent_after_the_stop():
     # (22.8, 23.8] holds the last slow call and eight fast ones: nine, 90 % of 10/s
     assert recovery(slow + fast, stopped=20.0, rate=10) == pytest.approx(3.8)
     assert recovery(slow, stopped=20.0, rate=10) == float("inf")
+
+
+@pytest.fixture(scope="module")
+def fleet_bench():
+    """benchmarks/fleet.py at a small scale: 3 packages x 4 versions, 300 things, 1 and 2 targets."""
+    from benchmarks.fleet import measure
+
+    return measure(things=300, packages=3, versions=4, naive=False, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("plan", ["listed", "selector"])
+def test_the_fleet_preview_makes_one_aggregation_per_target_and_package(fleet_bench, plan):
+    """Counts, not times: one GetBucketsAggregation per (target, package), whatever the
+    versions and targets, as the emulator recorded them (and none with --no-fleet-check)."""
+    rows = [row for row in fleet_bench["runs"] if row["plan"].startswith(plan)]
+    assert [row["targets"] for row in rows] == [1, 2]
+    for row in rows:
+        names = ["main", "second"][:row["targets"]]
+        assert row["with_counts"]["exit"] == 0
+        assert row["with_counts"]["aggregations_per_target"] == {name: 3 for name in names}
+        assert row["no_fleet_check"]["aggregations_per_target"] == {name: 0 for name in names}
+        if plan == "listed":  # every version in every target, counted
+            assert row["with_counts"]["steps"] == 12 * row["targets"]
