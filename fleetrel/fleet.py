@@ -114,16 +114,24 @@ async def distribution(client: Any, limiter: Any, package: str, *, target: str |
 
 async def distributions(client: Any, packages: Iterable[str], *, target: str | None = None,
                         buckets: ReadBuckets | None = None, concurrency: int = 4,
-                        known: dict[str, Distribution] | None = None) -> dict[str, Distribution]:
+                        known: dict[str, Distribution] | None = None,
+                        failures: list[FleetUnavailable] | None = None) -> dict[str, Distribution]:
     """Each package's distribution, one aggregation each, through the fleet read bucket;
-    those in `known` (read earlier in this command) are not read again."""
+    those in `known` (read earlier in this command) are not read again. With `failures`, a
+    package that cannot be counted is left out and its FleetUnavailable added there;
+    without, the first one is raised."""
     limiter = (buckets or fleet_buckets())[OPERATION]
     wanted = set(packages)
     found: dict[str, Distribution] = {name: known[name] for name in wanted if known and name in known}
     packages = wanted - set(found)
 
     async def one(package: str) -> None:
-        found[package] = await distribution(client, limiter, package, target=target)
+        try:
+            found[package] = await distribution(client, limiter, package, target=target)
+        except FleetUnavailable as exc:
+            if failures is None:
+                raise
+            failures.append(exc)
 
     await bounded(sorted(set(packages)), concurrency, one)
     return found

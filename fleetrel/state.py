@@ -286,18 +286,16 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
     limits = _limits(plan)
     specs = plan.target_specs()
     counts: dict[str | None, Any] = {}
-    unavailable: list[Exception] = []
+    unavailable: list[Any] = []  # FleetUnavailable, one per (target, package) not counted
 
     async def read_fleet(name: str | None, client: Any, steps: list[Step]) -> None:
-        from fleetrel.fleet import FleetUnavailable, distributions
+        from fleetrel.fleet import distributions
 
         if not fleet:
             return
-        try:
-            counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name,
-                                               known=(known or {}).get(name))
-        except FleetUnavailable as exc:
-            unavailable.append(exc)
+        # a package fleet indexing cannot count (no custom field for it yet) leaves the others' counts
+        counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name,
+                                           known=(known or {}).get(name), failures=unavailable)
 
     if not specs:
         steps = plan.steps()
@@ -356,7 +354,7 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     for s in steps:
         step = diff_step(s, found[s.key], package_exists=(s.target, s.package) not in missing,
                          default_handled=(s.target, s.package) in handled)
-        if not s.is_default and s.target in counts:
+        if not s.is_default and s.package in counts.get(s.target, {}):
             step.devices = counts[s.target][s.package].count(s.version)
             if guard is not None and s.action == "DEPRECATE" and step.outcome == APPLY:
                 in_use(step, guard, allow_in_use)
@@ -365,8 +363,8 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     if not fleet_check:
         note = "device counts not read (--no-fleet-check)"
     elif unavailable is not None:
-        note = f"device counts not shown: {unavailable}"
-    return Preview(plan.plan, previews, fleet=bool(counts), fleet_note=note)
+        note = f"device counts not shown{'' if not any(counts.values()) else ' for some packages'}: {unavailable}"
+    return Preview(plan.plan, previews, fleet=any(counts.values()), fleet_note=note)
 
 
 def in_use(step: StepPreview, limit: int, allow: bool) -> None:

@@ -131,3 +131,18 @@ def test_indexing_switched_off_gives_awss_message_and_no_fleet_check_goes_on(emu
     went_on = fleetrel("run", str(plan), "--endpoint-url", emulator.url, "-y", "--no-fleet-check")
     assert went_on.returncode == ExitCode.OK, went_on.stderr
     assert journal_records(tmp_path / "p.journal.jsonl")[0]["fleet_check"]["skipped"] is True
+
+
+def test_a_package_fleet_indexing_cannot_count_leaves_the_others_counts(emulator, tmp_path):
+    truth = seeded(emulator, packages=(PKG,))
+    emulator.seed([{"package": "new-app", "version": "1.0", "status": "PUBLISHED"}])  # after the index: no custom field
+    plan = write(tmp_path / "p.yaml", [{"package": PKG, "version": "3.1.0", "action": "DEPRECATE"},
+                                       {"package": "new-app", "version": "1.0", "action": "DEPRECATE"}])
+    doc = json.loads(fleetrel("plan", str(plan), "--endpoint-url", emulator.url, "--json").stdout)
+    assert {s["key"]: s["devices"] for s in doc["steps"]} == {f"{PKG}/3.1.0": truth[PKG]["3.1.0"], "new-app/1.0": None}
+    assert "for some packages" in doc["fleet_note"] and "new-app" in doc["fleet_note"]
+    guarded = write(tmp_path / "g.yaml", [{"package": "new-app", "version": "1.0", "action": "DEPRECATE"}],
+                    guard={"deprecate_max_devices": 0})
+    refused = fleetrel("run", str(guarded), "--endpoint-url", emulator.url, "-y")
+    assert refused.returncode == ExitCode.INVALID and "String custom field" in refused.stderr
+    assert updates(emulator) == 0
