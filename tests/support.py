@@ -17,6 +17,19 @@ from fleetrel.events import Event
 from fleetrel.testing import FakeClock  # noqa: F401  (re-exported for the tests)
 
 
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`fleetrel ARGS` in a process of its own, as a user runs it (no terminal on stdin)."""
+    return subprocess.run([sys.executable, "-m", "fleetrel", *args], capture_output=True, text=True, timeout=300,
+                          env=env, stdin=subprocess.DEVNULL)
+
+
+def plan_file(path: Path, name: str, versions: list, *, rate: float, burst: int, **top: Any) -> Path:
+    """A plan file named `name` with these `versions:` entries and other top-level keys."""
+    path.write_text(yaml.safe_dump({"plan": name, "limits": {"rate": rate, "burst": burst}, **top,
+                                    "versions": versions}, sort_keys=False))
+    return path
+
+
 def write_plan(path: Path, versions: list[str] | list[dict], *, package: str = "thermostat-fw",
                name: str = "test-plan", rate: float = 100, burst: int = 5, concurrency: int = 4,
                abort: dict | None = None, waves: list | None = None) -> Path:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
 from fleetrel.events import ExitCode
-from support import journal_records
+from support import cli, journal_records, plan_file
 
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
@@ -21,14 +18,11 @@ VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "2.0.0", "2.1.0", "2.2.0", "3.0.0", "3.1.
 
 
 def fleetrel(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleetrel", *args], capture_output=True, text=True, timeout=300,
-                          env=ENV, stdin=subprocess.DEVNULL)
+    return cli(*args, env=ENV)
 
 
 def write(path: Path, versions: list, **top) -> Path:
-    path.write_text(yaml.safe_dump({"plan": "fleet-test", "limits": {"rate": 100, "burst": 10}, **top,
-                                    "versions": versions}, sort_keys=False))
-    return path
+    return plan_file(path, "fleet-test", versions, rate=100, burst=10, **top)
 
 
 def seeded(emulator, things: int = 600, packages: tuple[str, ...] = (PKG, "door-app")) -> dict[str, dict[str, int]]:

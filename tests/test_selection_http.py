@@ -5,28 +5,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
-import yaml
 
 from fleetrel.events import Event, ExitCode
-from support import journal_records, kill_after_successes
+from support import cli, journal_records, plan_file, kill_after_successes
 
 PKG = "thermostat-fw"
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 def fleetrel(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleetrel", *args], capture_output=True, text=True, timeout=300,
-                          env=ENV, stdin=subprocess.DEVNULL)
+    return cli(*args, env=ENV)
 
 
 def write(path: Path, versions: list, **top) -> Path:
-    path.write_text(yaml.safe_dump({"plan": "sel-test", "limits": {"rate": 200, "burst": 20}, **top,
-                                    "versions": versions}, sort_keys=False))
-    return path
+    return plan_file(path, "sel-test", versions, rate=200, burst=20, **top)
 
 
 def sent(emulator) -> list[str]:

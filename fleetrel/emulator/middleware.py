@@ -285,17 +285,9 @@ class EmulatorApp:
         if delay_ms > 0:
             # Sleeps in this request's own thread: other requests are not held up.
             time.sleep(delay_ms / 1000.0)
-        # Who is calling is settled before the quota: a refused call spends no token.
-        refusal = self.access.refusal(access_key, account, region)
-        if refusal is not None:
-            record.answered(operation, 403, place=place, refused=refusal.code)
-            return aws_error(start_response, "403 Forbidden", refusal.code,
-                             json.dumps({"__type": refusal.code, "message": refusal.message}))
-        bucket = self.bucket(account, region, operation)
-        if bucket is not None and not bucket.take():
-            record.answered(operation, 400, place=place, throttled=True)
-            return aws_error(start_response, "400 Bad Request", "ThrottlingException",
-                             THROTTLE_BODY)
+        refused = self.admit(start_response, operation, access_key, place)
+        if refused is not None:
+            return refused
         roll = dice.random() if (settings.fail_rate or settings.drop_rate) else 1.0
         if roll < settings.fail_rate:
             record.answered(operation, 500, place=place, injected="500")
@@ -323,6 +315,24 @@ class EmulatorApp:
                         ("x-amzn-RequestId", str(uuid.uuid4()))])
         return [data]
 
+    def admit(self, start_response: Callable[..., Any], operation: str, access_key: str | None,
+              place: tuple[str, str], throttle_status: int = 400) -> Any:
+        """None when the call may go on; else the answer already started: 403 for a caller
+        not emulated or expired (settled before the quota: a refused call spends no token),
+        `throttle_status` ThrottlingException when the operation's bucket is empty."""
+        account, region = place
+        refusal = self.access.refusal(access_key, account, region)
+        if refusal is not None:
+            self.record.answered(operation, 403, place=place, refused=refusal.code)
+            return aws_error(start_response, "403 Forbidden", refusal.code,
+                             json.dumps({"__type": refusal.code, "message": refusal.message}))
+        bucket = self.bucket(account, region, operation)
+        if bucket is not None and not bucket.take():
+            self.record.answered(operation, throttle_status, place=place, throttled=True)
+            return aws_error(start_response, f"{throttle_status} {HTTPStatus(throttle_status).phrase}",
+                             "ThrottlingException", THROTTLE_BODY)
+        return None
+
     def fleet_call(self, environ: dict[str, Any], start_response: Callable[..., Any],
                    operation: str, thing: str | None) -> Any:
         """A fleet call: the caller check and the operation's own bucket (AWS's rate, not
@@ -335,17 +345,10 @@ class EmulatorApp:
             return self.moto_call(environ, start_response, on_success=functools.partial(
                 moto_glue.forget_thing, account, region, thing or ""))
         place, record = (account, region), self.record
-        refusal = self.access.refusal(access_key, account, region)
-        if refusal is not None:
-            record.answered(operation, 403, place=place, refused=refusal.code)
-            return aws_error(start_response, "403 Forbidden", refusal.code,
-                             json.dumps({"__type": refusal.code, "message": refusal.message}))
-        bucket = self.bucket(account, region, operation)
-        if bucket is not None and not bucket.take():
-            status = 429 if operation in DATA_PLANE else 400
-            record.answered(operation, status, place=place, throttled=True)
-            return aws_error(start_response, f"{status} {HTTPStatus(status).phrase}",
-                             "ThrottlingException", THROTTLE_BODY)
+        refused = self.admit(start_response, operation, access_key, place,
+                             throttle_status=429 if operation in DATA_PLANE else 400)
+        if refused is not None:
+            return refused
         shadow = parse_qs(environ.get("QUERY_STRING", "")).get("name", [None])[0]
         if operation in moto_glue.FLEET_READS or (operation in DATA_PLANE
                                                    and shadow == PACKAGE_SHADOW):

@@ -79,20 +79,23 @@ _moto_assume_role = STSBackend.assume_role
 _ROLE_ACCOUNT = re.compile(ARN_PARTITION_REGEX + r":iam::([0-9]+).+")
 
 
-def catalog_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> PackageCatalog:
-    """The catalog kept on moto's IoT backend for (account, region), created on first use.
-
-    Stored on the backend object so moto's own reset (which rebuilds backends) clears it.
-    """
+def _kept_on_backend(account: str, region: str, name: str, make: Callable[[], Any]) -> Any:
+    """An object kept on moto's IoT backend of (account, region) under `name`, made on first
+    use. Stored on the backend object so moto's own reset (which rebuilds backends) clears it."""
     backend: IoTBackend = iot_backends[account][region]
-    catalog = backend.__dict__.get("_fleetrel_catalog")
-    if catalog is None:
+    kept = backend.__dict__.get(name)
+    if kept is None:
         with _catalogs_lock:
-            catalog = backend.__dict__.get("_fleetrel_catalog")
-            if catalog is None:
-                catalog = PackageCatalog(region=region, account=account, rules=_rules)
-                backend.__dict__["_fleetrel_catalog"] = catalog
-    return catalog
+            kept = backend.__dict__.get(name)
+            if kept is None:
+                kept = backend.__dict__[name] = make()
+    return kept
+
+
+def catalog_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> PackageCatalog:
+    """The catalog kept on moto's IoT backend for (account, region), created on first use."""
+    return _kept_on_backend(account, region, "_fleetrel_catalog",
+                            lambda: PackageCatalog(region=region, account=account, rules=_rules))
 
 
 def reset_catalogs() -> None:
@@ -168,14 +171,7 @@ SHADOW_CALLS = {"UpdateThingShadow": "update", "GetThingShadow": "get",
 def fleet_for(account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> Fleet:
     """The `$package` shadows of (account, region), kept on moto's IoT backend beside
     its things (moto's own reset rebuilds both)."""
-    backend: IoTBackend = iot_backends[account][region]
-    fleet = backend.__dict__.get("_fleetrel_fleet")
-    if fleet is None:
-        with _catalogs_lock:
-            fleet = backend.__dict__.get("_fleetrel_fleet")
-            if fleet is None:
-                fleet = backend.__dict__["_fleetrel_fleet"] = Fleet()
-    return fleet
+    return _kept_on_backend(account, region, "_fleetrel_fleet", Fleet)
 
 
 class RegistryThings:
