@@ -221,7 +221,7 @@ class RateController:
         self.tuning = tuning
         self.on_rate_change = on_rate_change
         self._clock = clock
-        self._estimator = QuotaEstimator(ceiling=rate, floor=floor, tuning=tuning)
+        self._estimator = QuotaEstimator(ceiling=rate, floor=floor, burst=burst, tuning=tuning)
         self._limiter = bucket(rate, burst)
         self._reported = float(rate)
         self._waited_at = -math.inf

@@ -155,6 +155,53 @@ def test_a_touch_after_a_quiet_spell_uses_the_accepted_rate_since_the_last_episo
     assert run(12.0) == pytest.approx(61 / 5)
 
 
+def test_with_a_burst_of_one_a_bound_made_by_lost_slots_is_not_a_measurement():
+    """Scenario e (R=20, B=1): a bucket of one fills in any gap longer than 1/R, so a slot
+    lost to a throttle lets it overflow, and (accepted + 1) / span counts our gaps:
+    seven slots at 19/s, two of them throttled, read 16.3/s. Calls admitted 1/19 s apart
+    say the service refills at 19/s or more, so that is a touch, not an overload."""
+
+    def run(burst: int | None) -> float | None:
+        estimator = QuotaEstimator(ceiling=20.0, floor=0.5, burst=burst, tuning=tuned(cooldown=0.1))
+        gap = 1 / 19
+        estimator.throttled(0.0)  # slot 0: an anchor
+        for slot in (1, 2, 4, 5, 6):  # slot 3 throttled too, and lost
+            estimator.accepted(slot * gap)
+        estimator.throttled(3 * gap)
+        estimator.throttled(7 * gap)
+        return estimator.estimate
+
+    assert run(burst=None) == pytest.approx(6 / (7 / 19))  # the count alone: an overload
+    assert run(burst=1) == pytest.approx(20.0 * 0.95 * 0.95)  # a touch: the margin again
+
+
+def test_with_a_burst_of_ten_the_same_bound_stands():
+    """Where the bucket cannot fill between two throttles nothing changes: a quota that
+    dropped to 12/s under a burst of 10 is measured as before."""
+    estimator = QuotaEstimator(ceiling=50.0, floor=0.5, burst=10, tuning=tuned(cooldown=0.1, episode=10.0))
+    estimator.throttled(100.0)
+    now = accept(estimator, 100.0, rate=12.0, seconds=5.0)
+    estimator.throttled(now)
+    assert estimator.estimate == pytest.approx(61 / 5)
+
+
+def test_a_burst_of_one_still_measures_a_quota_that_dropped():
+    """Every other call throttled at 20/s against 10/s: the calls admitted are 1/10 s
+    apart, which says 10/s, under the bound: a measurement, with the burst told or not."""
+
+    def run(burst: int | None) -> float | None:
+        estimator = QuotaEstimator(ceiling=20.0, floor=0.5, burst=burst, tuning=tuned(cooldown=10.0))
+        now = 0.0
+        estimator.throttled(now)
+        for _ in range(20):
+            estimator.accepted(now + 0.05)
+            now += 0.1
+            estimator.throttled(now)
+        return estimator.estimate
+
+    assert run(burst=1) == run(burst=None) == pytest.approx(10.0, rel=0.08)
+
+
 def test_cooldown_ignores_a_storm_of_throttles_from_calls_already_in_flight():
     estimator = QuotaEstimator(ceiling=10.0, floor=0.5, tuning=tuned(cooldown=1.0))
     now = accept(estimator, 100.0, rate=10.0, seconds=3.0)
