@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, NoReturn
 import anyio
 
 from fleetrel.fleet import OPERATION as FLEET_OPERATION
-from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distribution, fleet_buckets
+from fleetrel.fleet import (NO_FLEET_CHECK_HINT, Distribution, FleetCounts, FleetUnavailable, distribution,
+                            fleet_buckets)
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.rules import plural
 from fleetrel.plan.selectors import (
@@ -158,8 +159,12 @@ class _Reader:
 
     async def distribution(self, package: str) -> Distribution:
         if package not in self._distributions:
-            self._distributions[package] = await distribution(
-                self.client, self.fleet_buckets[FLEET_OPERATION], package, target=self.target)
+            try:
+                self._distributions[package] = await distribution(
+                    self.client, self.fleet_buckets[FLEET_OPERATION], package, target=self.target)
+            except FleetUnavailable as exc:  # a devices: filter needs them
+                raise FleetUnavailable(f"{exc}; a devices: filter needs them: {NO_FLEET_CHECK_HINT}", code=exc.code,
+                                       detail=exc.detail, package=exc.package) from None
         return self._distributions[package]
 
 
@@ -308,7 +313,7 @@ def selection_lines(plan: ReleasePlan) -> list[str]:
                 outside = [f"{name} ({'?' if devices.get(name) is None else devices.get(name)})"
                            for name in package.get("outside_devices", [])]
                 if outside:
-                    line += f"; in use, left alone: {', '.join(outside[:10])}" + (
+                    line += f"; not selected, in use: {', '.join(outside[:10])}" + (
                         f", … {len(outside) - 10} more" if len(outside) > 10 else "")
             lines.append(line)
     return lines

@@ -46,9 +46,27 @@ def version_field(package: str) -> str:
     return f"shadow.name.{PACKAGE_SHADOW}.reported.{package}.version"
 
 
+#: How a run goes on without the fleet's counts: said wherever they are needed and missing.
+NO_FLEET_CHECK_HINT = ("pass --no-fleet-check to go on without the fleet's counts (the guard is then not "
+                       "applied, a devices: filter matches nothing, and the run's journal says so)")
+#: AWS's codes for an index that is not there at all (fleet indexing off), not one package's field.
+INDEX_OFF = ("ResourceNotFoundException", "IndexNotReadyException")
+
+
 class FleetUnavailable(Exception):
     """The fleet's counts cannot be read: indexing off, `$package` not indexed, no
-    permission, or the reads failed. The message says which and how to go on."""
+    permission, or the reads failed. The message says which and how to go on; `code`,
+    `detail` (AWS's) and `package` say it for a one-line summary (`short`)."""
+
+    def __init__(self, message: str, *, code: str = "", detail: str = "", package: str = "") -> None:
+        super().__init__(message)
+        self.code, self.detail, self.package = code, detail, package
+
+    def short(self) -> str:
+        """One line: fleet indexing is off, or which package cannot be counted and why."""
+        if self.code in INDEX_OFF:
+            return "fleet indexing is off (see docs/fleet.md)"
+        return f"{self.package}: {self.code}: {self.detail}; docs/fleet.md"
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,7 @@ def unavailable_message(where: str, package: str, failure: ReadError) -> str:
     if failure.code == "InvalidAggregationException":
         how = (f"fleet indexing must index the $package named shadow and have {version_field(package)} as a "
                "String custom field (aws iot update-indexing-configuration; docs/fleet.md)")
-    elif failure.code in ("ResourceNotFoundException", "IndexNotReadyException"):
+    elif failure.code in INDEX_OFF:
         how = ("turn fleet indexing on with the $package named shadow (AWS IoT console: Settings, Manage "
                "indexing, Add named shadows, Add device software packages and versions; docs/fleet.md)")
     elif failure.code in ("AccessDeniedException", "UnauthorizedException"):
@@ -106,7 +124,8 @@ async def distribution(client: Any, limiter: Any, package: str, *, target: str |
                         aggregationField=version_field(package),
                         bucketsAggregationType={"termsAggregation": {"maxBuckets": MAX_BUCKETS}})
     if isinstance(answer, ReadError):
-        raise FleetUnavailable(unavailable_message(f"target {target}: " if target else "", package, answer))
+        raise FleetUnavailable(unavailable_message(f"target {target}: " if target else "", package, answer),
+                               code=answer.code, detail=answer.message, package=package)
     buckets = answer.get("buckets") or []
     counts = {str(b["keyValue"]): int(b["count"]) for b in buckets if b.get("keyValue") is not None}
     return Distribution(package, counts, complete=len(buckets) < MAX_BUCKETS)

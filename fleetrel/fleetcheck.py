@@ -20,12 +20,10 @@ from typing import Any, Iterable, Mapping
 
 import anyio
 
-from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distributions
+from fleetrel.fleet import NO_FLEET_CHECK_HINT, Distribution, FleetCounts, FleetUnavailable, distributions
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.reads import first_error
 
-NO_FLEET_CHECK_HINT = ("pass --no-fleet-check to go on without the fleet's counts (the guard is then not "
-                       "applied, a devices: filter matches nothing, and the run's journal says so)")
 
 
 class FleetRefused(Exception):
@@ -72,10 +70,10 @@ class FleetCheck:
         if not self.skipped:
             out["in_use"] = [item.to_json() for item in self.in_use]
             out["checked"] = self.checked
-            # the distributions seen ({target or "": {package: {version: things}}}, versions on no
-            # thing left out): what `fleetrel report --format html` draws
-            out["counts"] = {target or "": {package: dict(dist.counts) for package, dist in packages.items()}
-                             for target, packages in self.counts.items()}
+            # the distributions seen (versions on no thing left out): what `fleetrel report
+            # --format html` draws
+            out["counts"] = [{"target": target, "package": package, "counts": dict(dist.counts)}
+                             for target, packages in self.counts.items() for package, dist in packages.items()]
         return out
 
     def message(self) -> str:
@@ -120,7 +118,8 @@ async def check_fleet(steps: Iterable[Step], clients: Mapping[str | None, Any], 
             counts[target] = await distributions(clients[target], by_target[target], target=target,
                                                  known=(known or {}).get(target))
         except FleetUnavailable as exc:
-            raise FleetUnavailable(f"{exc}; {NO_FLEET_CHECK_HINT}") from None
+            raise FleetUnavailable(f"{exc}; {NO_FLEET_CHECK_HINT}", code=exc.code, detail=exc.detail,
+                                   package=exc.package) from None
 
     with first_error():
         async with anyio.create_task_group() as tg:

@@ -241,9 +241,9 @@ def fleet_counts(path: Path) -> dict[str, dict[str, dict[str, int | None]]]:
                     if package.get("devices") is not None:
                         name = f"{found['target']}: {package['package']}" if found.get("target") else package["package"]
                         seen.setdefault(name, dict(package["devices"]))
-            for target, packages in ((record.get("fleet_check") or {}).get("counts") or {}).items():
-                for package, counts in packages.items():
-                    seen.setdefault(f"{target}: {package}" if target else package, dict(counts))
+            for found in (record.get("fleet_check") or {}).get("counts") or ():
+                target, package = found.get("target"), found["package"]
+                seen.setdefault(f"{target}: {package}" if target else package, dict(found["counts"]))
     return seen
 
 

@@ -235,8 +235,11 @@ def preview_totals(preview: Preview) -> list[str]:
              f"(will be skipped), {totals['blocked']} blocked"]
     for reason, count in sorted(totals["blocked_by_reason"].items()):
         lines.append(f"  blocked ({reason}): {count}")
-    if totals["blocked"]:
+    in_use = totals["blocked_by_reason"].get("in-use", 0)
+    if totals["blocked"] > in_use:
         lines.append("blocked steps will fail if run: fix the plan or the versions first")
+    if in_use:
+        lines.append("the fleet guard refuses to run this plan: leave the versions in use out, or pass --allow-in-use")
     return lines
 
 
@@ -275,7 +278,7 @@ def fleet_table(fleet: PackageFleet) -> Table:
     table.add_column("devices", justify="right", no_wrap=True)
     table.add_column("share", justify="right", no_wrap=True)
     text_column(table, "status")
-    table.add_column("", no_wrap=True)  # the bar: share of the most-run version
+    table.add_column("distribution", no_wrap=True)  # a bar: devices against the most-run version's
     most = max((row.devices or 0 for row in fleet.rows), default=0)
     for row in fleet.rows:
         devices = "?" if row.devices is None else str(row.devices)
@@ -289,7 +292,7 @@ def fleet_table(fleet: PackageFleet) -> Table:
 def print_fleet(fleets: Sequence[PackageFleet], console: Console | None = None) -> None:
     console = _console(console)
     for fleet in fleets:
-        console.print(Fitted(fleet_table(fleet), drop=("",)))
+        console.print(Fitted(fleet_table(fleet), drop=("distribution",)))
         if not fleet.complete:
             from fleetrel.fleet import MAX_BUCKETS
 
@@ -407,11 +410,11 @@ def fleet_check_line(check: dict[str, Any]) -> str:
     if check.get("skipped"):
         return f"fleet: not read (--no-fleet-check){at}: the guard (at most {check.get('limit')} devices) was not applied"
     in_use = check.get("in_use") or []
-    line = f"fleet guard{at}: {check.get('checked', 0)} DEPRECATE step(s) counted, at most {check.get('limit')} devices"
+    line = f"fleet guard{at}: {check.get('checked', 0)} DEPRECATE step(s) counted against at most {check.get('limit')} devices"
     if in_use:
         named = ", ".join(f"{(i['target'] + ': ') if i.get('target') else ''}{i['package']}/{i['version']} "
                           f"({'?' if i.get('devices') is None else i['devices']})" for i in in_use[:5])
-        line += f"; deprecated in use with --allow-in-use: {named}" + (f" … {len(in_use) - 5} more" if len(in_use) > 5 else "")
+        line += f", let through by --allow-in-use: {named}" + (f" … {len(in_use) - 5} more" if len(in_use) > 5 else "")
     return line
 
 

@@ -346,7 +346,7 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     steps, found, missing, (counts, unavailable) = await _read_plan(plan, endpoint_url, region, profile, targets,
                                                                     fleet=fleet_check, known=known)
     if unavailable is not None and guard is not None:
-        from fleetrel.fleetcheck import NO_FLEET_CHECK_HINT
+        from fleetrel.fleet import NO_FLEET_CHECK_HINT
 
         raise FleetUnavailable(f"{unavailable}; the guard needs them: {NO_FLEET_CHECK_HINT}")
     handled = {(s.target, s.package) for s in steps if s.is_default}
@@ -361,9 +361,9 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
         previews.append(step)
     note = None
     if not fleet_check:
-        note = "device counts not read (--no-fleet-check)"
-    elif unavailable is not None:
-        note = f"device counts not shown{'' if not any(counts.values()) else ' for some packages'}: {unavailable}"
+        note = "no device counts (--no-fleet-check)"
+    elif unavailable is not None:  # one line: the whole story is one `fleetrel fleet` away
+        note = f"no device counts{'' if not any(counts.values()) else ' for some packages'}: {unavailable.short()}"
     return Preview(plan.plan, previews, fleet=any(counts.values()), fleet_note=note)
 
 
@@ -372,7 +372,7 @@ def in_use(step: StepPreview, limit: int, allow: bool) -> None:
     if step.devices is not None and step.devices <= limit:
         return
     count = "an unknown number of" if step.devices is None else str(step.devices)
-    why = f"{count} device(s) run it, more than the guard's {limit}"
+    why = f"run by {count} device{'' if step.devices == 1 else 's'}, more than the guard's {limit}"
     if allow:
         step.warning = f"{why} (--allow-in-use)"
     else:

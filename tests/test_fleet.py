@@ -123,9 +123,11 @@ def test_indexing_off_stops_a_guarded_run_and_no_fleet_check_goes_on_journalled(
     with pytest.raises(FleetUnavailable, match="--no-fleet-check"):
         anyio.run(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=iot))
     assert sum(iot.calls.values()) == 0
-    journal = tmp_path / "k.jsonl"
-    result = anyio.run(lambda: run(plan, Where(journal_path=journal), client=iot, options=RunOptions(fleet_check=False)))
+    journal, told = tmp_path / "k.jsonl", []
+    result = anyio.run(lambda: run(plan, Where(journal_path=journal), client=iot, notice=told.append,
+                                   options=RunOptions(fleet_check=False)))
     assert result.succeeded == 1 and iot.aggregations == {"fw": 1}  # the one refused read above, none since
+    assert told == ["--no-fleet-check: the fleet guard (at most 0 devices) is not applied to this run's DEPRECATE steps"]
     assert header(journal)["fleet_check"] == {"limit": 0, "allow_in_use": False, "skipped": True}
 
 
@@ -178,7 +180,7 @@ def test_status_says_what_the_guard_saw_and_what_overrode_it(tmp_path):
     [check] = journal_status(replay(journal))["fleet_checks"]
     assert check["in_use"][0]["version"] == "2.0"
     line = fleet_check_line(check)
-    assert "2 DEPRECATE step(s) counted, at most 0 devices" in line and "with --allow-in-use: fw/2.0 (40)" in line
+    assert "2 DEPRECATE step(s) counted against at most 0 devices" in line and "by --allow-in-use: fw/2.0 (40)" in line
 
 
 def test_a_devices_selector_and_the_guard_read_each_package_once(tmp_path):
