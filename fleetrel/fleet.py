@@ -144,13 +144,19 @@ async def distributions(client: Any, packages: Iterable[str], *, target: str | N
     found: dict[str, Distribution] = {name: known[name] for name in wanted if known and name in known}
     packages = wanted - set(found)
 
+    index_off: list[FleetUnavailable] = []
+
     async def one(package: str) -> None:
+        if index_off:  # no index at all: no other package can be counted either, so ask no more
+            return
         try:
             found[package] = await distribution(client, limiter, package, target=target)
         except FleetUnavailable as exc:
             if failures is None:
                 raise
             failures.append(exc)
+            if exc.code in INDEX_OFF:
+                index_off.append(exc)
 
     await bounded(sorted(set(packages)), concurrency, one)
     return found

@@ -210,3 +210,13 @@ def test_the_html_report_draws_the_devices_per_version_and_marks_what_was_deprec
     deprecated = [line for line in html.split("<rect") if 'class="deprecated"' in line]
     assert sorted(part.split("<title>")[1].split(":")[0] for part in deprecated) == ["1.0", "1.1", "1.2"]
     assert html.count('class="devices"') == 2  # 2.0 and 2.1, left alone
+
+
+def test_with_indexing_off_a_preview_asks_once_per_target_not_once_per_package():
+    from fleetrel.fleet import FleetUnavailable
+
+    iot = FakeIoT({**VERSIONS, "app/1.0": "PUBLISHED", "cam/1.0": "PUBLISHED"})  # indexing off
+    failures: list[FleetUnavailable] = []
+    found = anyio.run(lambda: distributions(iot, ["fw", "app", "cam"], failures=failures, concurrency=1))
+    assert found == {} and len(failures) == 1 and sum(iot.aggregations.values()) == 1
+    assert failures[0].short() == "fleet indexing is off (see docs/fleet.md)"
