@@ -132,10 +132,12 @@ async def distribution(client: Any, limiter: Any, package: str, *, target: str |
 
 
 async def distributions(client: Any, packages: Iterable[str], *, target: str | None = None,
-                        buckets: ReadBuckets | None = None, concurrency: int = 4,
+                        buckets: ReadBuckets | None = None, concurrency: int = 2,
                         known: dict[str, Distribution] | None = None,
                         failures: list[FleetUnavailable] | None = None) -> dict[str, Distribution]:
-    """Each package's distribution, one aggregation each, through the fleet read bucket;
+    """Each package's distribution, one aggregation each, through the fleet read bucket (two
+    in flight: the bucket paces them at 5/s anyway, and an index that is not there costs
+    at most two failed calls);
     those in `known` (read earlier in this command) are not read again. With `failures`, a
     package that cannot be counted is left out and its FleetUnavailable added there;
     without, the first one is raised."""
