@@ -287,7 +287,7 @@ def test_every_bundled_plan_is_in_the_list_below():
 
 
 BUNDLED_PLANS = ["deprecate-old.yaml", "migration.yaml", "org-release.yaml", "retire-old-firmware.yaml",
-                 "cleanup.yaml"]
+                 "cleanup.yaml", "fleet-catalog.yaml", "cleanup-by-usage.yaml"]
 
 
 @pytest.mark.parametrize("path", [DEMO_PLAN, *(PLANS / name for name in BUNDLED_PLANS)], ids=lambda path: path.name)
