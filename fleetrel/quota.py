@@ -172,6 +172,7 @@ class QuotaEstimator:
     __slots__ = (
         "_accepted",
         "_anchors",
+        "_answers",
         "_cooldown_until",
         "_first_answer",
         "_first_burst",
@@ -185,6 +186,7 @@ class QuotaEstimator:
         "_climbing",
         "_dropped_at",
         "_hold_until",
+        "_paced_from",
         "burst_bound",
         "burst",
         "ceiling",
@@ -222,11 +224,16 @@ class QuotaEstimator:
         self._climbing = False  # climbing towards the scale until the next throttle
         self._hold_until = -math.inf  # the start share holds until then
         self._dropped_at = -math.inf  # when a throttle last cut the estimate by a third or more
+        self._answers = 0  # accepted answers so far
+        self._paced_from: float | None = None  # when the first `burst` of them had come
 
     def accepted(self, now: float) -> None:
         """An answer that reached the service's bucket and used a token (anything but a
         throttle: 200, 409, 400, 5xx). A lost connection is not one."""
         self._accepted.append(now)
+        self._answers += 1
+        if self._paced_from is None and self.burst is not None and self._answers >= self.burst:
+            self._paced_from = now  # the first burst's answers are in
         self._forget_before(now - self.tuning.window)
         if self._first_answer is None:
             self._first_answer = now
@@ -500,14 +507,17 @@ class QuotaEstimator:
         a young anchor between them, 14/s; the run sat there for 12 s while the probe
         climbed back (simulate.py e, jitter 5 ms: E 1.24). Calls 1/19 s apart say 19/s or
         more. Up to `Tuning.dense` gaps: one of 50 ms moves by 10 % with 5 ms of jitter,
-        four by 2-3 %. With a burst of 10 at 10/s, 11 to 14 calls take a second or more
-        and say 1-3/s, under any bound that matters: nothing changes there (simulate.py,
-        every other scenario, identical). A burst told smaller than the service's reads
-        high here and keeps bounds out; touches then step the rate down by the margin."""
-        if self.burst is None:
+        four by 2-3 %. Not the run's first burst: admitted at once from what the service
+        had saved, it says the service's rate, not the share of it left to this run once
+        another caller comes (simulate.py f, 0.5 s apart, 5 ms: the earlier run's bound
+        of 7.8/s at 2 s was its share). Past it, with a burst of 10 at 10/s, 11 to 14
+        calls take a second or more and say 1-3/s, under any bound that matters. A burst
+        told smaller than the service's reads high here and keeps bounds out; touches
+        then step the rate down by the margin instead."""
+        if self.burst is None or self._paced_from is None:
             return 0.0
-        times = list(itertools.islice(self._accepted, bisect.bisect_right(self._accepted, now - self.tuning.episode),
-                                      None))
+        start = max(now - self.tuning.episode, self._paced_from)
+        times = list(itertools.islice(self._accepted, bisect.bisect_right(self._accepted, start), None))
         least = 0.0
         for k in range(1, self.tuning.dense + 1):
             apart = self.burst + k - 1  # index distance of B + k calls

@@ -185,6 +185,24 @@ def test_with_a_burst_of_ten_the_same_bound_stands():
     assert estimator.estimate == pytest.approx(61 / 5)
 
 
+def test_a_first_burst_is_no_evidence_against_a_share():
+    """Scenario f, the second run 0.5 s later: the first run's burst of 10 and its next
+    calls came in 0.5 s, the service's whole rate; then it shares the quota, and its
+    bound is its share, to be taken as it is, with the burst told or not."""
+
+    def run(burst: int | None) -> float | None:
+        estimator = QuotaEstimator(ceiling=10.0, floor=0.5, burst=burst, tuning=tuned(cooldown=0.1))
+        for _ in range(10):
+            estimator.accepted(0.05)  # the burst, admitted at once
+        now = accept(estimator, 0.05, rate=10.0, seconds=0.5)
+        estimator.throttled(0.6)  # the other run has come
+        now = accept(estimator, 0.6, rate=5.0, seconds=1.4)
+        estimator.throttled(now)
+        return estimator.estimate
+
+    assert run(burst=10) == run(burst=None) == pytest.approx((7 + 1) / 1.4)
+
+
 def test_a_burst_of_one_still_measures_a_quota_that_dropped():
     """Every other call throttled at 20/s against 10/s: the calls admitted are 1/10 s
     apart, which says 10/s, under the bound: a measurement, with the burst told or not."""
