@@ -109,7 +109,7 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     from fleetrel.expansion import ExpansionError
     from fleetrel.fleet import FleetUnavailable
     from fleetrel.fleetcheck import FleetRefused
-    from fleetrel.interrupts import ask, with_signals
+    from fleetrel.interrupts import ask, ask_now, with_signals
     from fleetrel.journal import JournalError
     from fleetrel.plan import PlanError
     from fleetrel.report import echo_json, plain_console, print_drift, print_summary
@@ -149,8 +149,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     if interactive and not yes and (plan.needs_expansion or plan.step_count() > 20):
         where = endpoint_url or plan.target.endpoint_url or region or plan.target.region or "the default region"
         count = "the" if plan.needs_expansion else f"{plan.step_count()}"
-        if not click.confirm(f"Apply {count} steps of plan {plan.plan} ({plan.summary()}) to {where}?",
-                             err=json_output):
+        if not ask_now(lambda: click.confirm(f"Apply {count} steps of plan {plan.plan} ({plan.summary()}) to {where}?",
+                                             err=json_output)):
             fail("not confirmed: nothing sent")
     ends = None if plan.needs_expansion else plan.wave_ends()
 

@@ -2,6 +2,7 @@
 
     result = anyio.run(lambda: with_signals(lambda stop: run(plan, stop=stop)))
     answer = await ask(lambda: click.confirm("Start wave 2?"))    # None on Ctrl-C/Ctrl-D
+    if ask_now(lambda: click.confirm("Apply 25 steps?")): ...     # before a run: Ctrl-C is 130
 
 The first SIGINT or SIGTERM asks the engine to stop (`Stop.request`): no new attempt
 starts and the run ends as soon as the calls in flight are answered, which is at once
@@ -54,6 +55,24 @@ async def ask(question: Callable[[], T]) -> T | None:
     """`question()` (a blocking prompt) in a daemon thread; None if it was interrupted
     (EOF, click's Abort) — and if the run stops meanwhile, the caller's cancellation
     leaves the thread behind without keeping the process alive, as a worker thread would."""
+    return (await _asked(question)).get("value")
+
+
+def ask_now(question: Callable[[], T]) -> T:
+    """`question()` (a blocking prompt) before any run, answered or raising as it would,
+    but with Ctrl-C honoured at every moment: asked in a thread while this one waits in an
+    event loop, which a signal always wakes. (Asked here directly, a SIGINT that lands
+    after the prompt is printed and before its read() begins is lost: the process sits in
+    read() until Enter.) Ctrl-C raises KeyboardInterrupt here; EOF and click's Abort are
+    raised as the prompt raised them."""
+    outcome = anyio.run(_asked, question)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def _asked(question: Callable[[], T]) -> dict[str, Any]:
+    """{"value": the answer} or {"error": what the prompt raised}, the prompt in a daemon thread."""
     done = anyio.Event()
     token = anyio.lowlevel.current_token()
     outcome: dict[str, Any] = {}
@@ -70,4 +89,4 @@ async def ask(question: Callable[[], T]) -> T | None:
 
     threading.Thread(target=target, name="fleetrel-prompt", daemon=True).start()
     await done.wait()
-    return outcome.get("value")
+    return outcome
