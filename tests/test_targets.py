@@ -231,3 +231,26 @@ def test_an_advisory_refresh_that_aws_refuses_is_one_line_and_a_bug_keeps_its_tr
     for period in ("mandatory", "advisory"):
         bug = record(period, TypeError("a bug"))
         assert quiet.filter(bug) is True and bug.exc_info is not None and bug.getMessage() == REFRESH_FAILED % period
+
+
+def test_a_roles_account_is_read_from_assume_roles_answer_and_is_what_get_caller_identity_says(emulator, monkeypatch):
+    """Issue 25, item 5: a target with a role resolves its account from AssumeRole's
+    AssumedRoleUser ARN (no GetCallerIdentity call); that is the account STS itself names
+    for those credentials."""
+    import anyio
+
+    from fleetrel.credentials import caller_account, target_session
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+    async def both() -> tuple[str, str, str | None]:
+        session = await target_session(region="eu-west-1", role_arn="arn:aws:iam::222233334444:role/release",
+                                       endpoint_url=emulator.url)
+        from_assume_role = await caller_account(session, region="eu-west-1", endpoint_url=emulator.url)
+        async with session.create_client("sts", region_name="eu-west-1", endpoint_url=emulator.url) as sts:
+            asked = (await sts.get_caller_identity())["Account"]
+        return from_assume_role, asked, session._fleetrel_role.account
+
+    from_assume_role, asked, kept = anyio.run(both)
+    assert from_assume_role == asked == kept == "222233334444"
