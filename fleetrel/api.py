@@ -27,6 +27,7 @@ from fleetrel.aws import AwsSetupError, client_identity
 from fleetrel.engine import BeforeWave, RunOptions, Stop, execute
 from fleetrel.events import Listener
 from fleetrel.expansion import frozen_selection, select_for_run
+from fleetrel.fleetcheck import guard
 from fleetrel.journal import default_journal_path
 from fleetrel.plan import ReleasePlan
 from fleetrel.result import RunResult
@@ -98,7 +99,7 @@ async def run(plan: ReleasePlan, where: Where | None = None, *, options: RunOpti
                 counts: dict = {}  # the fleet's, read once for the selection and the guard
                 await select_for_run(plan, clients, frozen=frozen is not None, notice=notice,  # only to say what changed
                                      fleet_check=options.fleet_check, counts=counts)
-                session.fleet_check = await guard_fleet(plan, session.todo, clients, options, counts, notice)
+                session.fleet_check = await guard(plan, session.todo, clients, options, counts, notice)
                 return await executing(session, clients)
     # A new run: every target of its scope set up and its account checked before the
     # journal is touched (a plan to expand: every target, since its selection is frozen
@@ -112,33 +113,11 @@ async def run(plan: ReleasePlan, where: Where | None = None, *, options: RunOpti
         if only is not None:
             identities = {name: place for name, place in identities.items() if name in only}
         # the guard counts what this session sends: its targets' steps
-        fleet_check = await guard_fleet(plan, [s for s in plan.steps() if only is None or s.target in only],
-                                        clients, options, counts, notice)
+        fleet_check = await guard(plan, [s for s in plan.steps() if only is None or s.target in only],
+                                  clients, options, counts, notice)
         with session_for(plan, session_identity(identities)) as session:
             session.fleet_check = fleet_check
             return await executing(session, clients)
-
-
-async def guard_fleet(plan: ReleasePlan, steps: list[Any], clients: Mapping[str | None, Any],
-                      options: RunOptions, counts: dict | None = None,
-                      notice: Callable[[str], None] | None = None) -> dict[str, Any] | None:
-    """The fleet guard before anything is sent (`fleetrel.fleetcheck`): FleetRefused when a
-    DEPRECATE of a version in use is not allowed; else what to journal in the session's
-    first record (None: nothing was checked or skipped). `notice` hears what was let through."""
-    from fleetrel.fleetcheck import FleetRefused, check_fleet, fleet_record, guard_limit
-
-    check = await check_fleet(steps, clients, limit=guard_limit(plan, options.guard_max_devices),
-                              allow_in_use=options.allow_in_use, fleet_check=options.fleet_check, known=counts)
-    if check is not None and check.refused:
-        raise FleetRefused(check.message())
-    if check is not None and notice is not None:
-        if check.skipped and any(s.action == "DEPRECATE" for s in steps):
-            notice(f"--no-fleet-check: the fleet guard (at most {check.limit} devices) is not applied to this "
-                   "run's DEPRECATE steps")
-        elif check.in_use:
-            notice(f"--allow-in-use: {len(check.in_use)} DEPRECATE step(s) of versions in use go ahead: "
-                   + ", ".join(item.describe() for item in check.in_use[:5]))
-    return fleet_record(plan, check, fleet_check=options.fleet_check)
 
 
 @asynccontextmanager

@@ -424,6 +424,7 @@ async def _read_fleets(plan, packages: tuple[str, ...], endpoint_url: str | None
     import anyio
 
     from fleetrel.aws import iot_client, target_settings
+    from fleetrel.credentials import plan_clients
     from fleetrel.fleet import package_fleets
     from fleetrel.plan import Target
     from fleetrel.plan.selectors import is_glob, packages_matching
@@ -443,21 +444,17 @@ async def _read_fleets(plan, packages: tuple[str, ...], endpoint_url: str | None
                     wanted |= set(packages_matching(pattern, names))
         return await package_fleets(client, wanted, target=name)
 
-    specs = plan.target_specs() if plan is not None else []
-    if not specs:
-        target = plan.target if plan is not None else Target()
-        async with iot_client(**target_settings(target, endpoint_url, region, profile)) as client:
+    if plan is None:  # --package alone: the command line's (or the AWS configuration's) target
+        async with iot_client(**target_settings(Target(), endpoint_url, region, profile)) as client:
             return await for_target(None, client)
-    from fleetrel.credentials import target_clients
-
-    chosen = [spec for spec in specs if not targets or spec.name in targets]
-    found: dict[str, list] = {}
-    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url) as (clients, _):
-        async def one(name: str) -> None:
+    found: dict[str | None, list] = {}
+    async with plan_clients(plan, endpoint_url=endpoint_url, region=region, profile=profile,
+                            targets=targets) as clients:
+        async def one(name: str | None) -> None:
             found[name] = await for_target(name, clients[name])
 
         with first_error():
             async with anyio.create_task_group() as tg:
                 for name in clients:
                     tg.start_soon(one, name)
-    return [fleet for spec in chosen for fleet in found.get(spec.name, [])]
+    return [fleet for name in clients for fleet in found[name]]

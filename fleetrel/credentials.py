@@ -101,7 +101,7 @@ async def target_session(*, region: str, profile: str | None = None, role_arn: s
     extra = {"RoleSessionName": session_name[:64]}
     if external_id:
         extra["ExternalId"] = external_id
-    fetcher = _RoleFetcher(
+    fetcher = _role_fetcher_class()(
         client_creator=functools.partial(base.create_client, region_name=region, endpoint_url=endpoint_url,
                                          config=client_config(1), **no_tls(endpoint_url)),
         source_credentials=source, role_arn=role_arn, extra_args=extra, cache={},
@@ -124,7 +124,9 @@ def _sharing(session: Any, loader: Any) -> Any:
     return session
 
 
+@functools.lru_cache(maxsize=None)
 def _role_fetcher_class() -> Any:
+    """Made on first use: aiobotocore is imported only when a client is built."""
     from aiobotocore.credentials import AioAssumeRoleCredentialFetcher
 
     class RoleFetcher(AioAssumeRoleCredentialFetcher):
@@ -143,10 +145,6 @@ def _role_fetcher_class() -> Any:
             return response
 
     return RoleFetcher
-
-
-def _RoleFetcher(**kwargs: Any) -> Any:
-    return _role_fetcher_class()(**kwargs)
 
 
 async def caller_account(session: Any, *, region: str, endpoint_url: str | None = None) -> str:
@@ -225,6 +223,28 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
             raise AwsSetupError("; ".join(_problem(name, why) for name, why in sorted(problems.items(), key=_by_name))
                                 + ". Nothing was sent to any target.")
         yield {spec.name: clients[spec.name] for spec in specs}, identities
+
+
+@asynccontextmanager
+async def plan_clients(plan: Any, *, endpoint_url: str | None = None, region: str | None = None,
+                       profile: str | None = None, targets: set[str] | None = None,
+                       concurrency: int = 16) -> AsyncIterator[dict[str | None, Any]]:
+    """The clients a command that only reads uses for `plan` ({target name: client}): for a
+    plan without `targets:`, {None: a client} for its `target:` under the command line's
+    endpoint, region and profile; else one per target in `targets` (or all), its role
+    assumed and its account checked (`target_clients`; only the endpoint is overridden)."""
+    specs = plan.target_specs()
+    if not specs:
+        from fleetrel.aws import iot_client, target_settings
+
+        async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
+                              concurrency=concurrency) as client:
+            yield {None: client}
+        return
+    chosen = [spec for spec in specs if not targets or spec.name in targets]
+    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
+                              concurrency=concurrency) as (clients, _):
+        yield clients
 
 
 def _by_name(item: tuple[str | None, str]) -> str:

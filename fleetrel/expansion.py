@@ -25,8 +25,8 @@ from typing import Any, Callable, Mapping, NoReturn
 import anyio
 
 from fleetrel.fleet import OPERATION as FLEET_OPERATION
-from fleetrel.fleet import (NO_FLEET_CHECK_HINT, Distribution, FleetCounts, FleetUnavailable, distribution,
-                            fleet_buckets)
+from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distribution, fleet_buckets
+from fleetrel.fleetcheck import devices_filtered
 from fleetrel.plan import PlanError, ReleasePlan
 from fleetrel.plan.rules import plural
 from fleetrel.plan.selectors import (
@@ -162,9 +162,8 @@ class _Reader:
             try:
                 self._distributions[package] = await distribution(
                     self.client, self.fleet_buckets[FLEET_OPERATION], package, target=self.target)
-            except FleetUnavailable as exc:  # a devices: filter needs them
-                raise FleetUnavailable(f"{exc}; a devices: filter needs them: {NO_FLEET_CHECK_HINT}", code=exc.code,
-                                       detail=exc.detail, package=exc.package) from None
+            except FleetUnavailable as exc:
+                raise exc.needed_for("a devices: filter needs them") from None
         return self._distributions[package]
 
 
@@ -173,21 +172,13 @@ async def expand_plan(plan: ReleasePlan, *, endpoint_url: str | None = None, reg
                       fleet_check: bool = True, counts: FleetCounts | None = None) -> ReleasePlan:
     """`plan` with its selectors expanded afresh (as `fleetrel plan` does), through clients
     built as the preview builds them (a plan with `targets:`: those in `targets`, or all)."""
-    from fleetrel.aws import iot_client, target_settings
+    from fleetrel.credentials import plan_clients
 
     limits = plan.limits
     reads = {"rate": float(limits.rate), "burst": int(limits.burst), "concurrency": int(limits.concurrency),
              "fleet_check": fleet_check, "counts": counts}
-    specs = plan.target_specs()
-    if not specs:
-        async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
-                              concurrency=reads["concurrency"]) as client:
-            return plan.expanded(await expand(plan, {None: client}, **reads))
-    from fleetrel.credentials import target_clients
-
-    chosen = [spec for spec in specs if not targets or spec.name in targets]
-    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
-                              concurrency=reads["concurrency"]) as (clients, _):
+    async with plan_clients(plan, endpoint_url=endpoint_url, region=region, profile=profile, targets=targets,
+                            concurrency=reads["concurrency"]) as clients:
         return plan.expanded(await expand(plan, clients, **reads))
 
 
@@ -210,7 +201,7 @@ async def select_for_run(plan: ReleasePlan, clients: Mapping[str | None, Any], *
             raise PlanError(where, [f"{where}: {problem}" for problem in problems])
         for line in empty_warnings(expanded):
             tell(line)
-        if not fleet_check and any(entry.select.devices is not None for _, entry in plan.selectors()):
+        if not fleet_check and devices_filtered(plan):
             tell("--no-fleet-check: a devices: filter matched no version (the fleet's counts were not read)")
         return expanded
     if not frozen or plan.selection is None:

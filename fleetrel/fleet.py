@@ -62,6 +62,11 @@ class FleetUnavailable(Exception):
         super().__init__(message)
         self.code, self.detail, self.package = code, detail, package
 
+    def needed_for(self, why: str) -> FleetUnavailable:
+        """The same failure, saying what needed the counts and how to go on without them."""
+        return FleetUnavailable(f"{self}; {why}: {NO_FLEET_CHECK_HINT}", code=self.code, detail=self.detail,
+                                package=self.package)
+
     def short(self) -> str:
         """One line: fleet indexing is off, or which package cannot be counted and why."""
         if self.code in INDEX_OFF:
@@ -93,12 +98,6 @@ class Distribution:
         if count is None or not self.total:
             return None if count is None else 0.0
         return count / self.total
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"package": self.package, "counts": dict(self.counts), "things": self.total}
-        if not self.complete:
-            out["complete"] = False
-        return out
 
 
 def unavailable_message(where: str, package: str, failure: ReadError) -> str:
@@ -137,8 +136,8 @@ async def distributions(client: Any, packages: Iterable[str], *, target: str | N
                         failures: list[FleetUnavailable] | None = None) -> dict[str, Distribution]:
     """Each package's distribution, one aggregation each, through the fleet read bucket (two
     in flight: the bucket paces them at 5/s anyway, and an index that is not there costs
-    at most two failed calls);
-    those in `known` (read earlier in this command) are not read again. With `failures`, a
+    at most two failed calls); those in `known` (read earlier in this command) are not
+    read again. With `failures`, a
     package that cannot be counted is left out and its FleetUnavailable added there;
     without, the first one is raised."""
     limiter = (buckets or fleet_buckets())[OPERATION]
@@ -160,7 +159,7 @@ async def distributions(client: Any, packages: Iterable[str], *, target: str | N
             if exc.code in INDEX_OFF:
                 index_off.append(exc)
 
-    await bounded(sorted(set(packages)), concurrency, one)
+    await bounded(sorted(packages), concurrency, one)
     return found
 
 

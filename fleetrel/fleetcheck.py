@@ -16,14 +16,13 @@ the evidence of what the run was told. Without a limit, a run reads nothing from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import anyio
 
-from fleetrel.fleet import NO_FLEET_CHECK_HINT, Distribution, FleetCounts, FleetUnavailable, distributions
+from fleetrel.fleet import Distribution, FleetCounts, FleetUnavailable, distributions
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.reads import first_error
-
 
 
 class FleetRefused(Exception):
@@ -41,8 +40,7 @@ class InUse:
 
     def describe(self) -> str:
         where = f"{self.target}: " if self.target else ""
-        count = "an unknown number of" if self.devices is None else f"{self.devices}"
-        return f"{where}{self.package}/{self.version} is run by {count} device{'' if self.devices == 1 else 's'}"
+        return f"{where}{self.package}/{self.version} is {run_by(self.devices)}"
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "package": self.package, "version": self.version, "devices": self.devices}
@@ -87,6 +85,22 @@ class FleetCheck:
         return "\n".join(lines)
 
 
+def over_limit(devices: int | None, limit: int) -> bool:
+    """The guard's rule: more things than `limit` run it, or nobody can say how many."""
+    return devices is None or devices > limit
+
+
+def run_by(devices: int | None) -> str:
+    """'run by 3 devices', as every message of the guard says it."""
+    count = "an unknown number of" if devices is None else str(devices)
+    return f"run by {count} device{'' if devices == 1 else 's'}"
+
+
+def devices_filtered(plan: ReleasePlan) -> bool:
+    """Whether a `select:` entry of `plan` filters by the devices that run a version."""
+    return any(entry.select.devices is not None for _, entry in plan.selectors())
+
+
 def guard_limit(plan: ReleasePlan, override: int | None) -> int | None:
     """The limit in force: the command line's over the plan's; None: no guard."""
     return override if override is not None else plan.guard.deprecate_max_devices
@@ -118,8 +132,7 @@ async def check_fleet(steps: Iterable[Step], clients: Mapping[str | None, Any], 
             counts[target] = await distributions(clients[target], by_target[target], target=target,
                                                  known=(known or {}).get(target))
         except FleetUnavailable as exc:
-            raise FleetUnavailable(f"{exc}; {NO_FLEET_CHECK_HINT}", code=exc.code, detail=exc.detail,
-                                   package=exc.package) from None
+            raise exc.needed_for("the guard needs them") from None
 
     with first_error():
         async with anyio.create_task_group() as tg:
@@ -128,7 +141,7 @@ async def check_fleet(steps: Iterable[Step], clients: Mapping[str | None, Any], 
     in_use = []
     for step in wanted:
         devices = counts[step.target][step.package].count(step.version)
-        if devices is None or devices > limit:
+        if over_limit(devices, limit):
             in_use.append(InUse(step.target, step.package, step.version, devices))
     return FleetCheck(limit, allow_in_use, counts=counts, in_use=in_use, checked=len(wanted))
 
@@ -137,6 +150,27 @@ def fleet_record(plan: ReleasePlan, check: FleetCheck | None, *, fleet_check: bo
     """What a session's first record says of the fleet (None: nothing to say): the guard's
     decision and counts, and that a `devices:` filter went without counts (--no-fleet-check)."""
     out = check.record() if check is not None else None
-    if not fleet_check and any(entry.select.devices is not None for _, entry in plan.selectors()):
+    if not fleet_check and devices_filtered(plan):
         out = {**(out or {"skipped": True}), "devices_filter_unread": True}
     return out
+
+
+async def guard(plan: ReleasePlan, steps: list[Step], clients: Mapping[str | None, Any], options: Any,
+                counts: FleetCounts | None = None,
+                notice: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The guard before a session sends `steps` (its DEPRECATE steps counted through
+    `clients`, `options` a `RunOptions`): FleetRefused when one of a version in use is not
+    allowed; else what the session's first record says of the fleet (None: nothing).
+    `notice` hears what was let through."""
+    check = await check_fleet(steps, clients, limit=guard_limit(plan, options.guard_max_devices),
+                              allow_in_use=options.allow_in_use, fleet_check=options.fleet_check, known=counts)
+    if check is not None and check.refused:
+        raise FleetRefused(check.message())
+    if check is not None and notice is not None:
+        if check.skipped and deprecations(steps):
+            notice(f"--no-fleet-check: the fleet guard (at most {check.limit} devices) is not applied to this "
+                   "run's DEPRECATE steps")
+        elif check.in_use:
+            notice(f"--allow-in-use: {len(check.in_use)} DEPRECATE step(s) of versions in use go ahead: "
+                   + ", ".join(item.describe() for item in check.in_use[:5]))
+    return fleet_record(plan, check, fleet_check=options.fleet_check)

@@ -20,7 +20,6 @@ from typing import Any
 
 import anyio
 
-from fleetrel.aws import iot_client, target_settings
 from fleetrel.plan import Step, digest
 from fleetrel.reads import PackageState, ReadError, VersionState, first_error, read_versions
 # The lifecycle (what each action leaves a version in, the transitions allowed, the
@@ -283,8 +282,9 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
     per target and package, and the FleetUnavailable that said why not, if one did). A plan with
     `targets:` is read target by target, all at once, each through its own client (its
     role, its account checked) and its own read bucket."""
+    from fleetrel.credentials import plan_clients
+
     limits = _limits(plan)
-    specs = plan.target_specs()
     counts: dict[str | None, Any] = {}
     unavailable: list[Any] = []  # FleetUnavailable, one per (target, package) not counted
 
@@ -297,22 +297,12 @@ async def _read_plan(plan: Any, endpoint_url: str | None, region: str | None, pr
         counts[name] = await distributions(client, {s.package for s in steps if not s.is_default}, target=name,
                                            known=(known or {}).get(name), failures=unavailable)
 
-    if not specs:
-        steps = plan.steps()
-        async with iot_client(**target_settings(plan.target, endpoint_url, region, profile),
-                              concurrency=limits["concurrency"]) as client:
-            found, missing = await read_versions(client, steps, warn_default=warn_default, **limits)
-            await read_fleet(None, client, steps)
-        return steps, found, {(None, name) for name in missing}, (counts, unavailable[0] if unavailable else None)
-    from fleetrel.credentials import target_clients
-
-    steps = [s for s in plan.steps() if not targets or s.target in targets]
+    steps = [s for s in plan.steps() if not targets or not plan.target_specs() or s.target in targets]
     found: dict[str, VersionState | ReadError] = {}
     missing_pairs: set[tuple] = set()
-    chosen = [spec for spec in specs if not targets or spec.name in targets]
-    async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
-                              concurrency=limits["concurrency"]) as (clients, _):
-        async def read_target(name: str) -> None:
+    async with plan_clients(plan, endpoint_url=endpoint_url, region=region, profile=profile, targets=targets,
+                            concurrency=limits["concurrency"]) as clients:
+        async def read_target(name: str | None) -> None:
             mine = [s for s in steps if s.target == name]
             got, missing = await read_versions(clients[name], mine, warn_default=warn_default, **limits)
             found.update(got)
@@ -341,14 +331,10 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
     blocked (`in-use`), or, with `allow_in_use`, a warning. `known`: distributions the
     plan's expansion read ({target: {package: Distribution}}), not read again.
     """
-    from fleetrel.fleet import FleetUnavailable
-
     steps, found, missing, (counts, unavailable) = await _read_plan(plan, endpoint_url, region, profile, targets,
                                                                     fleet=fleet_check, known=known)
     if unavailable is not None and guard is not None:
-        from fleetrel.fleet import NO_FLEET_CHECK_HINT
-
-        raise FleetUnavailable(f"{unavailable}; the guard needs them: {NO_FLEET_CHECK_HINT}")
+        raise unavailable.needed_for("the guard needs them")
     handled = {(s.target, s.package) for s in steps if s.is_default}
     previews = []
     for s in steps:
@@ -369,10 +355,11 @@ async def read_preview(plan: Any, *, endpoint_url: str | None = None, region: st
 
 def in_use(step: StepPreview, limit: int, allow: bool) -> None:
     """Apply the fleet guard to a DEPRECATE step that would otherwise apply."""
-    if step.devices is not None and step.devices <= limit:
+    from fleetrel.fleetcheck import over_limit, run_by
+
+    if not over_limit(step.devices, limit):
         return
-    count = "an unknown number of" if step.devices is None else str(step.devices)
-    why = f"run by {count} device{'' if step.devices == 1 else 's'}, more than the guard's {limit}"
+    why = f"{run_by(step.devices)}, more than the guard's {limit}"
     if allow:
         step.warning = f"{why} (--allow-in-use)"
     else:
