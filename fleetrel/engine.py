@@ -418,9 +418,7 @@ class _View:
         lanes = self._execution.lanes
         if len(lanes) == 1 and None in lanes:
             return {}
-        to_do: dict[str, int] = {}
-        for step in self._execution.session.todo:
-            to_do[step.target or ""] = to_do.get(step.target or "", 0) + 1
+        to_do = self._execution.session.todo_by_target
         return {str(t): (to_do.get(str(t), 0), lane.controller.rate, lane.controller.ceiling)
                 for t, lane in lanes.items()}
 

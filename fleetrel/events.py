@@ -69,6 +69,11 @@ class Outcome(enum.StrEnum):
         return cls(str(event).removeprefix("step_"))
 
 
+#: A terminal record's outcome by its event name (a journal line's `event` string), for
+#: the readers that go over records one by one.
+OUTCOME_OF: Mapping[str, str] = MappingProxyType({str(e): Outcome.of(e).value for e in TERMINAL})
+
+
 def terminal_event(outcome: Outcome) -> Event:
     return Event(f"step_{outcome.value}")
 

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 
-from fleetrel.events import TERMINAL, Event, Outcome, Record
+from fleetrel.events import OUTCOME_OF, Event, Record
 
 SCHEMA_VERSION = 1
 #: Records held for a slow reader before new ones are dropped (a few seconds of a fast run).
@@ -68,7 +68,6 @@ REQUIRED = {"run_started": ["run_id", "plan", "resumed"], "run_ended": ["ending"
 
 _ENDINGS = {Event.RUN_FINISHED: "finished", Event.RUN_ABORTED: "aborted", Event.RUN_INTERRUPTED: "interrupted"}
 _STEP_STARTED, _ATTEMPT_FAILED = str(Event.STEP_STARTED), str(Event.ATTEMPT_FAILED)
-_OUTCOMES = {str(e): Outcome.of(e).value for e in TERMINAL}
 _COPY = {Event.WAVE_STOPPED: ("wave_stopped", ("wave", "waves", "failed")),
          Event.WAVE_GATE: ("gate_decided", ("wave", "waves", "decision", "by", "who", "exit_code", "timed_out",
                                             "reason")),
@@ -170,8 +169,8 @@ class EventStream:
         event, get = str(record.event), record.fields.get  # plain str: a StrEnum's == is slow
         if event == _STEP_STARTED:
             yield "step_started", _present(step=get("step"), target=get("target"), attempt=get("attempt"))
-        elif event in _OUTCOMES:
-            outcome = _OUTCOMES[event]
+        elif event in OUTCOME_OF:
+            outcome = OUTCOME_OF[event]
             if self._wave is not None:
                 self._wave[outcome] += 1
             yield "step_finished", _present(step=get("step"), target=get("target"), outcome=outcome,

@@ -137,6 +137,7 @@ class WaveGates:
         self.facts: dict[str, Any] = {"journal": str(self.journal)}
         self.counts = {o.value: 0 for o in Outcome if o is not Outcome.UNFINISHED}
         self.throttles = 0
+        self._live: Any = None  # the journal as read so far (a gate command's facts)
 
     # -- as a listener: the facts -----------------------------------------------------
 
@@ -179,12 +180,15 @@ class WaveGates:
 
     async def _run_so_far(self) -> dict[str, Any]:
         """The whole run's counts from its journal (every session's: the record, not this
-        session's listener), read in a worker thread (a second per 100k steps, once a wave)."""
+        session's listener), read in a worker thread: the whole journal before the first
+        gate, then only what was appended since (`fleetrel.watch.LiveJournal`)."""
         from fleetrel.journal import JournalError
-        from fleetrel.replay import replay
+        from fleetrel.watch import LiveJournal
 
+        if self._live is None:
+            self._live = LiveJournal(self.journal)
         try:
-            state = await anyio.to_thread.run_sync(replay, self.journal)
+            state = await anyio.to_thread.run_sync(self._live.refresh)
         except JournalError:  # not where we were told: this session's own counts
             return {**self.counts, "throttles": self.throttles}
         return {**state.counts(), "throttles": state.throttles, "session_" + Outcome.SUCCEEDED.value:

@@ -41,7 +41,7 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_liv
       75   still running: a fleetrel run holds the journal now (ask again later)
       130  interrupted or killed; a sharded run with a shard missing
     """
-    from fleetrel.journal import JournalError
+    from fleetrel.journal import JournalError, is_locked
     from fleetrel.replay import replay
     from fleetrel.report import echo_json, journal_status, print_status
     from fleetrel.shardreport import find_shard_journals, print_sharded_status, sharded_status
@@ -58,11 +58,14 @@ def status_command(journal_paths: tuple[Path, ...], json_output: bool, watch_liv
         found = find_shard_journals(paths[0]) if len(paths) == 1 and not paths[0].exists() else {}
         paths = list(found.values()) or paths  # a sharded run's journal (or stem): its shards beside it
         if len(paths) == 1 and not found:
-            status = journal_status(replay(paths[0]))
-            if status["status"] == "running":  # elapsed, rate, ETA, wave, pid, host, last record's age
-                from fleetrel.watch import live_fields
+            live = None
+            if is_locked(paths[0]):  # a running run: one read gives the status and its live fields
+                from fleetrel.watch import LiveJournal
 
-                status["live"] = live_fields(paths[0])
+                live = LiveJournal(paths[0])
+            status = journal_status(live.refresh() if live is not None else replay(paths[0]))
+            if live is not None and status["status"] == "running":  # elapsed, rate, ETA, wave, pid, host, last record's age
+                status["live"] = live.fields()
             from fleetrel.shards import run_journals
 
             others = [str(p) for p in run_journals(paths[0]) if p != paths[0]]
@@ -118,7 +121,7 @@ def report_command(journal_path: Path, fmt: str, output_path: Path | None, total
         html_command(journal_path, output_path, fail)
         return
     from fleetrel.completion import write_report, write_totals
-    from fleetrel.journal import JournalError
+    from fleetrel.journal import JournalError, is_locked
 
     # each file is written beside its target and renamed over it once all are whole:
     # a failed report leaves no half file, and no report without its totals
@@ -172,7 +175,7 @@ def undo_command(journal_path: Path, output_path: Path | None, plan_path: Path |
       0  the undo plan was written (or there is nothing to undo: said on stderr)
       2  the journal cannot be read, is held by a running run, or its targets are unknown
     """
-    from fleetrel.journal import JournalError
+    from fleetrel.journal import JournalError, is_locked
     from fleetrel.plan import PlanError, ReleasePlan
     from fleetrel.plan import load
     from fleetrel.undo import UndoError, build_undo

@@ -33,14 +33,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from fleetrel.events import SESSION_STARTS, TERMINAL, Event, Outcome, Record, SessionView
+from fleetrel.events import OUTCOME_OF, SESSION_STARTS, Event, Record, SessionView
 from fleetrel.plan.defaults import DEFAULT_KEY_SUFFIX
 
 DEFAULT_TARGET = "default"
 UPDATE_VERSION, UPDATE_PACKAGE = "UpdatePackageVersion", "UpdatePackage"
 _ENDINGS = frozenset({Event.RUN_FINISHED, Event.RUN_ABORTED, Event.RUN_INTERRUPTED})
 _STEP_STARTED, _ATTEMPT_FAILED = str(Event.STEP_STARTED), str(Event.ATTEMPT_FAILED)
-_OUTCOMES = {str(e): Outcome.of(e).value for e in TERMINAL}
 
 
 class RunMetrics:
@@ -80,7 +79,7 @@ class RunMetrics:
             return
         fields = record.fields
         target = fields.get("target") or DEFAULT_TARGET
-        state = _OUTCOMES.get(event)
+        state = OUTCOME_OF.get(event)
         if state is not None:
             steps = self.steps
             steps[(target, "to_do")] = steps.get((target, "to_do"), 0) - 1

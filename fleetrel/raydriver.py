@@ -112,6 +112,7 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
     except Exception as exc:  # noqa: BLE001 - Ray's own errors (connection, authentication, ...) say why
         if folder is not None:
             ray.shutdown()  # what did start of it
+        if reaper is not None:
             reaper.close()
         raise RaySetupError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     try:
@@ -202,7 +203,6 @@ async def run_on_ray(plan: ReleasePlan, *, address: str | None = None, actors: i
             session = stack.enter_context(session_for(identities))
         else:
             check_identity(session, identities)
-            session.identity = identities
         session.fleet_check = fleet
         return await _Driver(session, pool, options, list(listeners)).run(before_wave, stop)
 
@@ -221,21 +221,20 @@ async def _expanded(plan: ReleasePlan, only: set[str] | None, endpoint_url: str 
 
 async def _guarded(plan: ReleasePlan, steps: list[Any], endpoint_url: str | None,
                    options: RunOptions) -> dict[str, Any] | None:
-    """The fleet guard (`fleetrel.api.guard_fleet`) through the driver's own clients for the
+    """The fleet guard (`fleetrel.fleetcheck.guard`) through the driver's own clients for the
     targets of `steps`, built only when there are counts to read."""
-    from fleetrel.api import guard_fleet
-    from fleetrel.fleetcheck import deprecations, guard_limit
+    from fleetrel.fleetcheck import deprecations, guard, guard_limit
 
     wanted = deprecations(steps)
     if guard_limit(plan, options.guard_max_devices) is None or not options.fleet_check or not wanted:
-        return await guard_fleet(plan, wanted, {}, options)  # nothing to read: at most the record of a skip
+        return await guard(plan, wanted, {}, options)  # nothing to read: at most the record of a skip
     from fleetrel.credentials import target_clients
 
     targets = {step.target for step in wanted}
     chosen = [spec for spec in plan.target_specs() if spec.name in targets]
     async with target_clients(chosen, run_name=plan.plan, endpoint_url=endpoint_url,
                               concurrency=options.limits(plan)[2]) as (clients, _):
-        return await guard_fleet(plan, wanted, clients, options)
+        return await guard(plan, wanted, clients, options)
 
 
 def actor_name(plan: ReleasePlan, shard: int, count: int, pid: int | None = None) -> str:
@@ -496,7 +495,5 @@ class _View:
         return len(self._driver.session.todo)
 
     def targets(self) -> dict[str, tuple[int, float, float]]:
-        to_do: dict[str, int] = {}
-        for step in self._driver.session.todo:
-            to_do[step.target or ""] = to_do.get(step.target or "", 0) + 1
+        to_do = self._driver.session.todo_by_target
         return {t: (to_do.get(t, 0), rate, self._driver.ceiling) for t, rate in self._driver.rates.items()}

@@ -12,6 +12,7 @@ knows the terminal; the CLI chooses the journal's path, the engine executes.
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -91,6 +92,16 @@ class Session:
     shard: dict[str, Any] | None = None  # a shard's journal: {index, count, targets} (fleetrel.shards)
     scheme: int | None = PLACE_SCHEME  # the journal's token_scheme (fleetrel.tokens)
     fleet_check: dict[str, Any] | None = None  # what the fleet guard found and decided (fleetrel.fleetcheck)
+
+    @functools.cached_property
+    def todo_by_target(self) -> dict[str, int]:
+        """Steps this session sends, per target ("" for a single-target plan's). Counted once:
+        `todo` does not change once the session is open, and the progress display asks for
+        these four times a second (a walk of 100k steps each time)."""
+        counts: dict[str, int] = {}
+        for step in self.todo:
+            counts[step.target or ""] = counts.get(step.target or "", 0) + 1
+        return counts
 
     @property
     def in_scope(self) -> list[Step]:

@@ -115,13 +115,6 @@ class LiveJournal:
         }
 
 
-def live_fields(path: Path) -> dict[str, Any]:
-    """`fleetrel status --json`'s `live` object for a running journal."""
-    live = LiveJournal(path)
-    live.refresh()
-    return live.fields()
-
-
 def watch(paths: Path | list[Path], show: Callable[[dict[str, Any], dict[str, Any]], None], *,
           interval: float = 2.0) -> dict[str, Any]:
     """Follow the run in `paths` (one journal, or the journals of a sharded run's shards)
