@@ -4,11 +4,18 @@
     python benchmarks/run.py                                          # N=500, every scenario
     python benchmarks/run.py --full --json out.json --plot out        # N=2000; out-a.png, …
     python benchmarks/run.py --scenario a,e --contender fleetrel,aiolimiter
+    python benchmarks/run.py --scenario f --contender fleetrel,boto3-adaptive --stagger 0,0.1,0.5,1 --repeat 10
 
 One emulator process (throttling UpdatePackageVersion, 50 ms latency) serves every run,
 and every contender of a scenario runs in the same invocation, one after the other, so
 their ratios compare on the same machine state. Each contender publishes drafts seeded
 for it alone, starting against a full bucket.
+
+`--stagger S[,S...]` starts the second run of a scenario of several runs (f) S seconds
+after the first (once both processes are ready), once per S; `--repeat K` runs each
+scenario K times. Every repetition prints its own row (combined E, θ, both walls and
+fairness for (f)); with several, a summary per scenario, stagger and contender gives
+min / mean / max and how many repetitions met the targets, which hold in every one.
 """
 from __future__ import annotations
 
@@ -104,7 +111,8 @@ def run_freed(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir:
     return m
 
 
-def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path) -> Measurement:
+def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: Path,
+            stagger: float = 0.0) -> Measurement:
     deadline_s = deadline_for(scenario, scenario.ideal_s())
     if scenario.foreign_until is not None:
         measurement = run_freed(emu, scenario, name, repeat, journal_dir, deadline_s)
@@ -113,9 +121,10 @@ def run_one(emu: Any, scenario: Scenario, name: str, repeat: int, journal_dir: P
         return measurement
     if scenario.runs > 1 or scenario.foreign_rate:
         measurement = run_together(emu, scenario, name, repeat=repeat, journal_dir=journal_dir,
-                                   concurrency=CONCURRENCY, deadline_s=deadline_s)
+                                   concurrency=CONCURRENCY, deadline_s=deadline_s, stagger=stagger)
         measurement.extra["scenario"] = scenario.key
         measurement.extra["repeat"] = repeat
+        measurement.extra["stagger"] = stagger
         return measurement
     versions = seed_versions(emu, f"{scenario.key}-{name}-{repeat}", scenario.calls)
     kwargs: dict[str, Any] = {"concurrency": CONCURRENCY, "deadline_s": deadline_s}
@@ -195,6 +204,47 @@ def overhead(measurements: list[Measurement]) -> dict[str, Any] | None:
     }
 
 
+def label(key: str, m: Measurement) -> str:
+    """The scenario's key, with the stagger of its runs if they started apart: f@0.5."""
+    stagger = m.extra.get("stagger")
+    return f"{key}@{stagger:g}" if stagger else key
+
+
+def meets(scenario: Scenario, m: Measurement) -> bool:
+    """Whether one measurement meets the scenario's targets (True if it has none)."""
+    ok = m.failed == 0
+    if scenario.target is not None:
+        e_max, theta_max = scenario.target
+        ok = ok and m.efficiency <= e_max and m.throttle_ratio <= theta_max
+    if scenario.min_fairness is not None:
+        ok = ok and m.extra.get("fairness", 1.0) >= scenario.min_fairness
+    if scenario.recovery_s is not None:
+        ok = ok and m.extra.get("recovered_s", math.inf) <= scenario.recovery_s
+    return ok
+
+
+def summary(results: dict[str, list[Measurement]], scenarios: dict[str, Scenario]) -> list[str]:
+    """Per scenario, stagger and contender, over the repetitions: E, θ and fairness min /
+    mean / max, and how many repetitions met the targets (they must hold in every one)."""
+    lines = []
+    for key, ms in results.items():
+        groups: dict[tuple[float, str], list[Measurement]] = {}
+        for m in ms:
+            groups.setdefault((m.extra.get("stagger") or 0.0, m.contender), []).append(m)
+        if all(len(g) < 2 for g in groups.values()):
+            continue
+        for (stagger, contender), g in groups.items():
+            def span(values: list[float], fmt: str) -> str:
+                return f"{fmt.format(min(values))} / {fmt.format(sum(values) / len(values))} / {fmt.format(max(values))}"
+            line = (f"({label(key, g[0])}) {contender:<15} {len(g):2d} runs  E min/mean/max "
+                    f"{span([m.efficiency for m in g], '{:.3f}')}  θ % {span([100 * m.throttle_ratio for m in g], '{:.1f}')}")
+            if "fairness" in g[0].extra:
+                line += f"  fairness {span([m.extra['fairness'] for m in g], '{:.2f}')}"
+            line += f"  targets met {sum(meets(scenarios[key], m) for m in g)}/{len(g)}"
+            lines.append(line)
+    return lines
+
+
 def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, Any] | None,
              scenarios: dict[str, Scenario]) -> list[str]:
     """fleetrel's figures against the issue's targets, one line each."""
@@ -206,22 +256,19 @@ def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, A
                 continue
             if scenario.target is not None:
                 e_max, theta_max = scenario.target
-                ok = m.efficiency <= e_max and m.throttle_ratio <= theta_max and m.failed == 0
+                ok = meets(scenario, m)
                 fair = ""
                 if scenario.min_fairness is not None:
-                    fairness = m.extra.get("fairness", 1.0)
-                    ok = ok and fairness >= scenario.min_fairness
-                    fair = f", fairness {fairness:.2f} (≥ {scenario.min_fairness})"
+                    fair = f", fairness {m.extra.get('fairness', 1.0):.2f} (≥ {scenario.min_fairness})"
                 if scenario.recovery_s is not None:
                     back = m.extra.get("recovered_s", math.inf)
-                    ok = ok and back <= scenario.recovery_s
                     fair = f", back at 90 % after {back:g} s (≤ {scenario.recovery_s:g})"
                 lines.append(
-                    f"({key}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% (≤ {100 * theta_max:.0f}%)"
-                    f"{fair}, failed {m.failed}: {'met' if ok else 'MISSED'}"
+                    f"({label(key, m)}) E {m.efficiency:.3f} (≤ {e_max}), θ {100 * m.throttle_ratio:.1f}% "
+                    f"(≤ {100 * theta_max:.0f}%){fair}, failed {m.failed}: {'met' if ok else 'MISSED'}"
                 )
             ok = m.calls_per_cpu_s >= MIN_CALLS_PER_CPU_S
-            lines.append(f"({key}) {m.calls_per_cpu_s:.0f} calls/CPU-s (≥ {MIN_CALLS_PER_CPU_S:.0f}): {'met' if ok else 'MISSED'}")
+            lines.append(f"({label(key, m)}) {m.calls_per_cpu_s:.0f} calls/CPU-s (≥ {MIN_CALLS_PER_CPU_S:.0f}): {'met' if ok else 'MISSED'}")
     if overhead_figure:
         o = overhead_figure["overhead_per_call"]
         lines.append(
@@ -239,6 +286,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="N=2000")
     parser.add_argument("--scenario", default="", help="comma-separated keys among a-i and o (default: the mode's)")
     parser.add_argument("--contender", default="", help=f"comma-separated, among {','.join(CONTENDERS)} (default: all)")
+    parser.add_argument("--stagger", default="0", metavar="S[,S...]",
+                        help="in scenarios of several runs (f), run k starts k × S s after the first, once per S "
+                             "(default 0: together)")
+    parser.add_argument("--repeat", type=int, default=None, metavar="K",
+                        help="run each scenario K times (default: the scenario's own, 1 but for the overhead pair)")
     parser.add_argument("--json", metavar="OUT", help="write every figure (and completion times) here")
     parser.add_argument("--plot", metavar="PREFIX", help="write PREFIX-<scenario>.png per scenario")
     return parser.parse_args(argv)
@@ -258,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_c:
         print(f"unknown contender(s) {sorted(unknown_c)}: choose among {', '.join(CONTENDERS)}", file=sys.stderr)
         return 2
+    try:
+        staggers = [float(x) for x in args.stagger.split(",") if x.strip()] or [0.0]
+    except ValueError:
+        print(f"--stagger takes seconds, comma-separated, not {args.stagger!r}", file=sys.stderr)
+        return 2
+    if any(x < 0 for x in staggers) or (args.repeat is not None and args.repeat < 1):
+        print("--stagger must be ≥ 0 and --repeat ≥ 1", file=sys.stderr)
+        return 2
 
     from fleetrel.emulator import start_emulator
 
@@ -270,28 +330,39 @@ def main(argv: list[str] | None = None) -> int:
     with start_emulator(latency_ms=LATENCY_MS) as emu, tempfile.TemporaryDirectory(prefix="fleetrel-bench-") as tmp:
         for scenario in scenarios:
             results[scenario.key] = []
-            for repeat in range(scenario.repeats):
-                for name in scenario.contenders:
-                    if name not in chosen:
-                        continue
-                    try:
-                        m = run_one(emu, scenario, name, repeat, Path(tmp))
-                    except Exception as exc:  # one broken contender must not hide the others' figures
-                        traceback.print_exc()
-                        failures.append({"scenario": scenario.key, "contender": name, "error": repr(exc)})
-                        print(fmt((scenario.key, name, str(scenario.calls), "", "", "", "", "", "", "ALL", f"crashed: {exc!r}")), flush=True)
-                        # Calls the crashed contender left in flight are still waiting out
-                        # the emulator's latency: let them land before the next record starts.
-                        time.sleep(2.0)
-                        continue
-                    results[scenario.key].append(m)
-                    print(fmt(row(scenario.key, m)), flush=True)
+            serial = 0  # each repetition's drafts are named apart, staggers included
+            for stagger in staggers if scenario.runs > 1 else [0.0]:
+                for _ in range(args.repeat or scenario.repeats):
+                    repeat, serial = serial, serial + 1
+                    for name in scenario.contenders:
+                        if name not in chosen:
+                            continue
+                        key = f"{scenario.key}@{stagger:g}" if stagger else scenario.key
+                        try:
+                            m = run_one(emu, scenario, name, repeat, Path(tmp), stagger)
+                        except Exception as exc:  # one broken contender must not hide the others' figures
+                            traceback.print_exc()
+                            failures.append({"scenario": scenario.key, "contender": name, "error": repr(exc),
+                                             "stagger": stagger})
+                            print(fmt((key, name, str(scenario.calls), "", "", "", "", "", "", "ALL",
+                                       f"crashed: {exc!r}")), flush=True)
+                            # Calls the crashed contender left in flight are still waiting out
+                            # the emulator's latency: let them land before the next record starts.
+                            time.sleep(2.0)
+                            continue
+                        results[scenario.key].append(m)
+                        print(fmt(row(key, m)), flush=True)
 
     overhead_figure = overhead(results.get("o", []))
     print()
     by_key = {s.key: s for s in scenarios}
     for line in verdicts(results, overhead_figure, by_key):
         print(line)
+    lines = summary(results, by_key)
+    if lines:
+        print("\nover the repetitions (min / mean / max):")
+        for line in lines:
+            print(line)
     print(f"\ntotal {time.time() - started:.0f} s; load average now {os.getloadavg()[0]:.2f} "
           "(other work on this machine makes every figure noisier)")
 

@@ -6,12 +6,15 @@ steady foreign caller beside them.
 
 Each run is a process of its own (`spawn`), as two operators' runs or a CI job beside a
 run would be: its own interpreter, event loop or thread pool, and client. The processes
-import and build their clients first, then wait at a barrier, so their timed windows
-start together. The foreign caller (`foreign_rate` calls/s) is a process too: it sends
-UpdatePackageVersion on its own drafts at a steady pace, whatever the answer, from before
-the runs start until they all end.
+import what they need first, then wait at a barrier, so their timed windows start
+together; with `stagger=S`, run k starts k × S seconds after the barrier (two operators
+never press Enter at the same instant, and fairness depends on that gap). The foreign
+caller (`foreign_rate` calls/s) is a process too: it sends UpdatePackageVersion on its
+own drafts at a steady pace, whatever the answer, from before the runs start until they
+all end.
 
-The combined measurement: wall = the later finisher's, E over the ideal time of every
+The combined measurement: wall = from the first run's start to the last run's end (the
+later finisher's wall when they start together), E over the ideal time of every
 run's calls on the quota left by the foreign caller (`Scenario.ideal_s`), θ = every
 throttle the emulator answered over every attempt it received, the foreign caller's
 included; `extra["walls"]` and `extra["fairness"]` (earliest wall / latest) per run.
@@ -29,18 +32,23 @@ from fleetrel.bench import PACKAGE, Measurement, efficiency, operation_counts, p
 START_TIMEOUT_S = 120.0  # for the processes to import and build their clients
 
 
-def _run_one(url: str, name: str, versions: Sequence[str], quota: Any, kwargs: dict[str, Any],
-             barrier: Any, results: Any) -> None:
-    """One process: build the contender's arguments, wait for the others, run."""
+def _run_one(index: int, url: str, name: str, versions: Sequence[str], quota: Any, kwargs: dict[str, Any],
+             barrier: Any, results: Any, delay: float = 0.0) -> None:
+    """One process: build the contender's arguments, wait for the others, then `delay`
+    seconds, run. Puts (index, measurement, start) on `results`, start the run's
+    perf_counter() (CLOCK_MONOTONIC: one clock for every process on the machine)."""
     from benchmarks.contenders import CONTENDERS
     from fleetrel.emulator import Emulator
 
     emu = Emulator(url)
     barrier.wait(START_TIMEOUT_S)
+    if delay > 0:
+        time.sleep(delay)
+    started = time.perf_counter()
     try:
-        results.put(CONTENDERS[name](emu, versions, quota, shared=True, **kwargs))
+        results.put((index, CONTENDERS[name](emu, versions, quota, shared=True, **kwargs), started))
     except BaseException as exc:  # the parent reports it with the others' figures
-        results.put(exc)
+        results.put((index, exc, started))
         raise
 
 
@@ -66,8 +74,9 @@ def _foreign(url: str, rate: float, versions: Sequence[str], ready: Any, stop: A
 
 
 def run_together(emu: Any, scenario: Scenario, name: str, *, repeat: int, journal_dir: Path,
-                 concurrency: int, deadline_s: float) -> Measurement:
-    """`scenario.runs` processes of contender `name`, beside the foreign caller if any."""
+                 concurrency: int, deadline_s: float, stagger: float = 0.0) -> Measurement:
+    """`scenario.runs` processes of contender `name`, beside the foreign caller if any;
+    run k starts k × `stagger` seconds after the first."""
     quota = scenario.quota
     ctx = multiprocessing.get_context("spawn")
     kwargs: dict[str, Any] = {"concurrency": concurrency, "deadline_s": deadline_s}
@@ -87,15 +96,17 @@ def run_together(emu: Any, scenario: Scenario, name: str, *, repeat: int, journa
         time.sleep(1.0)  # a steady load: the run starts into it, not beside its first call
     barrier = ctx.Barrier(scenario.runs + 1)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_run_one, args=(emu.url, name, versions, quota, kwargs, barrier, results), daemon=True)
-             for versions in runs]
+    procs = [ctx.Process(target=_run_one, daemon=True,
+                         args=(k, emu.url, name, versions, quota, kwargs, barrier, results, k * stagger))
+             for k, versions in enumerate(runs)]
     try:
         for proc in procs:
             proc.start()
         emu.reset_record()  # the runs wait at the barrier: every call they make counts from here
         barrier.wait(START_TIMEOUT_S)
         started = time.perf_counter()
-        outcomes = [results.get(timeout=deadline_s + START_TIMEOUT_S) for _ in procs]
+        got = sorted((results.get(timeout=deadline_s + START_TIMEOUT_S + len(procs) * stagger) for _ in procs),
+                     key=lambda r: r[0])
         wall = time.perf_counter() - started
     finally:
         if stop is not None:
@@ -104,16 +115,22 @@ def run_together(emu: Any, scenario: Scenario, name: str, *, repeat: int, journa
             proc.join(10.0)
             if proc.is_alive():
                 proc.kill()
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    errors = [o for _, o, _ in got if isinstance(o, BaseException)]
     if errors:
         raise RuntimeError(f"{len(errors)} of {len(procs)} {name} runs crashed: {errors[0]!r}")
-    return combine(emu, scenario, name, outcomes, wall)
+    return combine(emu, scenario, name, [o for _, o, _ in got], wall, starts=[s for _, _, s in got])
 
 
-def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement], wall: float) -> Measurement:
-    """One measurement for runs that shared the quota, the emulator's record for θ."""
+def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement], wall: float,
+            starts: Sequence[float] | None = None) -> Measurement:
+    """One measurement for runs that shared the quota, the emulator's record for θ.
+    `starts`: each run's start on one clock (perf_counter, seconds); the combined wall is
+    then from the first start to the last end, else the longest run's wall."""
     attempts, throttled = operation_counts(emu.record())
     walls = [m.wall_s for m in runs]
+    first = min(starts) if starts else 0.0
+    offsets = [s - first for s in starts] if starts else [0.0] * len(walls)  # from the first run's start
+    span = max(offset + w for offset, w in zip(offsets, walls))
     ideal = scenario.ideal_s()
     succeeded = sum(m.succeeded for m in runs)
     cpu = sum(m.cpu_s for m in runs)
@@ -121,9 +138,9 @@ def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement]
         contender=name,
         calls=scenario.calls * scenario.runs,
         quota=scenario.quota,
-        wall_s=round(max(walls), 4),
+        wall_s=round(span, 4),
         ideal_s=round(ideal, 4),
-        efficiency=efficiency(max(walls), ideal),
+        efficiency=efficiency(span, ideal),
         succeeded=succeeded,
         failed=sum(m.failed for m in runs),
         attempts=attempts,
@@ -133,13 +150,14 @@ def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement]
         client_throttles=sum(m.client_throttles or 0 for m in runs) or None,
         cpu_s=round(cpu, 4),
         calls_per_cpu_s=round(succeeded / cpu, 1) if cpu > 0 else float("inf"),
-        calls_per_s=round(succeeded / max(walls), 2) if max(walls) > 0 else float("inf"),
-        completions=sorted(t for m in runs for t in m.completions),
+        calls_per_s=round(succeeded / span, 2) if span > 0 else float("inf"),
+        completions=sorted(t + offset for m, offset in zip(runs, offsets) for t in m.completions),
         extra={
             "walls": walls,
             "fairness": round(min(walls) / max(walls), 4) if max(walls) > 0 else 1.0,
             "runs_client_throttled": [m.client_throttles for m in runs],
             "parent_wall_s": round(wall, 4),
+            "started_apart_s": [round(offset, 4) for offset in offsets],
             "foreign_rate": scenario.foreign_rate,
         },
     )
