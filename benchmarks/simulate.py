@@ -3,6 +3,7 @@ emulator's token bucket on a virtual clock, in milliseconds instead of minutes.
 
     python benchmarks/simulate.py                      # every scenario, seeds 1-10
     python benchmarks/simulate.py --scenario f,g --seeds 3 --calls 500
+    python benchmarks/simulate.py --scenario f --stagger 0,0.1,0.5,1 --jitter 5
 
 This is the tuning tool: change a constant in `fleetrel.quota.Tuning`, run this, and
 only then confirm against the emulator with `benchmarks/run.py`. It shares with the
@@ -256,12 +257,16 @@ def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | Non
         fair = ""
         if scenario.runs > 1:
             fair = f"  fairness min {min(r.fairness for r in runs):.2f}"
+            if scenario.target is not None and scenario.min_fairness is not None:
+                but_theta = sum(r.efficiency <= scenario.target[0] and r.fairness >= scenario.min_fairness for r in runs)
+                fair += f" (E and fairness met {but_theta}/{len(runs)})"
         if scenario.recovery_s is not None:
             fair += f"  back at 90 % after max {max(r.recovered_s or float('inf') for r in runs):.1f} s" \
                     f" (≤ {scenario.recovery_s:g})"
         n = "+".join(map(str, uneven)) if uneven else f"{scenario.calls:<5d}"
+        key = f"{scenario.key}@{stagger:g}" if stagger and scenario.runs > 1 else scenario.key
         print(
-            f"({scenario.key}) N={n} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
+            f"({key}) N={n} E mean {sum(es) / len(es):.3f} max {max(es):.3f}"
             f"  θ mean {sum(thetas) / len(thetas):.2%} max {max(thetas):.2%} {target}{fair}"
             f"  met {met}/{len(runs)}  {scenario.title}",
             flush=True,
@@ -277,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-calls", default="", metavar="N1,N2",
                         help="each run's N in (f), when they differ: 250,100 shows how the longer run climbs "
                              "back to the whole quota once the other has finished")
-    parser.add_argument("--stagger", type=float, default=0.0, metavar="SECONDS",
-                        help="in (f), the second run starts this much after the first (the benchmark's two "
-                             "processes start within a few hundred ms of each other, not at once)")
+    parser.add_argument("--stagger", default="0", metavar="S[,S...]",
+                        help="in (f), the second run starts S seconds after the first, once per S (two "
+                             "operators never press Enter at the same instant; benchmarks/run.py --stagger)")
     parser.add_argument("--jitter", type=float, default=2.0, metavar="MS",
                         help="each call reaches the service up to this many ms after its admission (default 2; "
                              "5 reproduces what the emulator runs of (e) measure on a slow 2-core machine)")
@@ -287,8 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefghi"
     scenarios = simulated_scenarios("default", keys, args.calls)
     run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
-    return 0 if report(scenarios, range(1, args.seeds + 1), calls=run_calls, stagger=args.stagger,
-                       jitter=args.jitter / 1000) else 1
+    staggers = [float(x) for x in args.stagger.split(",") if x.strip()] or [0.0]
+    met = True
+    for k, stagger in enumerate(staggers):
+        chosen = scenarios if k == 0 else [s for s in scenarios if s.runs > 1]  # only (f) depends on it
+        met &= report(chosen, range(1, args.seeds + 1), calls=run_calls, stagger=stagger, jitter=args.jitter / 1000)
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
