@@ -74,36 +74,35 @@ def quiet_refresh_failures() -> None:
 
 async def target_session(*, region: str, profile: str | None = None, role_arn: str | None = None,
                          external_id: str | None = None, session_name: str = "fleetrel",
-                         endpoint_url: str | None = None, loader: Any = None, base: Any = None) -> Any:
+                         endpoint_url: str | None = None, loader: Any = None, base: Any = None,
+                         sts: Any = None) -> Any:
     """An aiobotocore session for one target: `profile`'s (or the environment's)
     credentials, through `role_arn` when given. `loader`: a botocore data loader to share
     between targets (it caches the parsed service models: ~0.1 s of CPU per client);
     `base`: the session of `profile` to share between targets (a botocore session costs
-    ~15 ms of CPU to make: its handlers)."""
+    ~15 ms of CPU to make: its handlers); `sts`: an open STS client of `base` in `region`
+    to assume the role with, shared between targets (a client costs ~7 ms of CPU to make),
+    or None to make one at each AssumeRole."""
     from aiobotocore.credentials import AioDeferredRefreshableCredentials
     from aiobotocore.session import AioSession
-    from botocore.exceptions import ProfileNotFound
 
-    try:
-        base = base if base is not None else _sharing(AioSession(profile=profile), loader)
-        source = await base.get_credentials()
-    except ProfileNotFound as exc:
-        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
-    if source is None:
-        if not is_loopback(endpoint_url):
-            raise AwsSetupError("no AWS credentials found: set AWS_PROFILE or the target's profile, "
-                                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`")
-        base.set_credentials(EMULATOR_CREDENTIALS["aws_access_key_id"], EMULATOR_CREDENTIALS["aws_secret_access_key"])
-        source = await base.get_credentials()
+    base = base if base is not None else _sharing(AioSession(profile=profile), loader)
+    source = await source_credentials(base, profile, endpoint_url)
     if role_arn is None:
         return base
     quiet_refresh_failures()
     extra = {"RoleSessionName": session_name[:64]}
     if external_id:
         extra["ExternalId"] = external_id
+    if sts is not None:
+        # AssumeRole signed with the base session's own credentials: the source credentials
+        # the fetcher would hand a new client, refreshed by the session if they expire
+        creator: Any = lambda *_args, **_kwargs: _Lent(sts)  # noqa: E731
+    else:
+        creator = functools.partial(base.create_client, region_name=region, endpoint_url=endpoint_url,
+                                    config=client_config(1), **no_tls(endpoint_url))
     fetcher = _role_fetcher_class()(
-        client_creator=functools.partial(base.create_client, region_name=region, endpoint_url=endpoint_url,
-                                         config=client_config(1), **no_tls(endpoint_url)),
+        client_creator=creator,
         source_credentials=source, role_arn=role_arn, extra_args=extra, cache={},
         expiry_window_seconds=EXPIRY_WINDOW_SECONDS)
     # The role's session: the base's components (its handlers, loader, config) with credentials
@@ -116,6 +115,37 @@ async def target_session(*, region: str, profile: str | None = None, role_arn: s
                                                              method="assume-role")
     assumed._fleetrel_role = fetcher  # read by `caller_account`
     return assumed
+
+
+async def source_credentials(base: Any, profile: str | None, endpoint_url: str | None) -> Any:
+    """`base`'s credentials (`profile`'s, or the environment's); any for the emulator."""
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        source = await base.get_credentials()
+    except ProfileNotFound as exc:
+        raise AwsSetupError(f"AWS profile {profile!r} not found in your AWS config") from exc
+    if source is None:
+        if not is_loopback(endpoint_url):
+            raise AwsSetupError("no AWS credentials found: set AWS_PROFILE or the target's profile, "
+                                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws configure`")
+        base.set_credentials(EMULATOR_CREDENTIALS["aws_access_key_id"], EMULATOR_CREDENTIALS["aws_secret_access_key"])
+        source = await base.get_credentials()
+    return source
+
+
+class _Lent:
+    """An open client lent where a new one is expected: `async with` gives it and leaves it
+    open for the next borrower (its owner closes it)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Any:
+        return self.client
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
 
 
 def _sharing(session: Any, loader: Any) -> Any:
@@ -178,22 +208,39 @@ async def target_clients(specs: list[Any], *, run_name: str, endpoint_url: str |
     from fleetrel import errors
     from fleetrel.aws import without_userinfo
 
-    loader = AioSession().get_component("data_loader")
+    loader: Any = None  # the first base session's, shared by every other session
     bases: dict[str | None, Any] = {}  # one session per profile: the source credentials of its targets' roles
+    # one STS client per profile, region and endpoint, for its targets' AssumeRole
+    role_clients: dict[tuple[str | None, str | None, str | None], Any] = {}
+    role_clients_made = anyio.Lock()
     clients: dict[str, Any] = {}
     identities: dict[str, dict[str, str]] = {}
     problems: dict[str, str] = {}
     async with AsyncExitStack() as stack:
+        async def role_client(base: Any, profile: str | None, region: str | None, endpoint: str | None) -> Any:
+            async with role_clients_made:  # made once, by the first of its targets to ask
+                key = (profile, region, endpoint)
+                if key not in role_clients:
+                    await source_credentials(base, profile, endpoint)
+                    role_clients[key] = await stack.enter_async_context(base.create_client(
+                        "sts", region_name=region, endpoint_url=endpoint, config=client_config(1),
+                        **no_tls(endpoint)))
+                return role_clients[key]
+
         async def set_up(spec: Any) -> None:
             endpoint = endpoint_url or spec.endpoint_url
             try:
                 check_endpoint_url(endpoint)
                 region = spec.region or configured_region(spec.profile, endpoint)
                 if spec.profile not in bases:
+                    nonlocal loader
                     bases[spec.profile] = _sharing(AioSession(profile=spec.profile), loader)
+                    loader = loader or bases[spec.profile].get_component("data_loader")
+                base = bases[spec.profile]
+                sts = await role_client(base, spec.profile, region, endpoint) if spec.role_arn else None
                 session = await target_session(region=region, profile=spec.profile, role_arn=spec.role_arn,
                                                external_id=spec.external_id, session_name=f"fleetrel-{run_name}",
-                                               endpoint_url=endpoint, loader=loader, base=bases[spec.profile])
+                                               endpoint_url=endpoint, loader=loader, base=base, sts=sts)
                 account = await caller_account(session, region=region, endpoint_url=endpoint)
             except AwsSetupError as exc:
                 problems[spec.name] = str(exc)

@@ -413,6 +413,8 @@ def _tokens_to_carry(states: list[RunState], steps: list[Step]) -> dict[str, str
     else takes it; by step key, with the request compared here, where a journal recorded
     no places. A step that finished is not carried: a later run's same request must be
     applied again, not answered from the service's idempotency cache."""
+    if not states:
+        return {}  # a run's first journal (and its digests of 100k steps are not free)
     new_digests = step_digests(steps)
     out: dict[str, str] = {}
     for state in states:
