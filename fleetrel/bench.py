@@ -341,6 +341,9 @@ async def run_fleetrel(
     from fleetrel.plan import ReleasePlan
 
     rate = ceiling if ceiling is not None else quota.rate
+    # The baselines are handed credentials; without these fleetrel's credential chain
+    # would probe the instance metadata service inside the timed window (~0.1 s).
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     # Against an unthrottled emulator there is no true burst to tell: let the first
     # wave fill every slot, as the raw loop it is compared with does.
     burst = told_burst or (quota.burst if quota.rate is not None else concurrency)

@@ -11,6 +11,7 @@ test pays ~0.5 s once per module instead of once per test.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import boto3
@@ -20,6 +21,9 @@ from botocore.config import Config
 from fleetrel.emulator import Emulator, start_emulator
 
 REGION = "us-east-1"
+# No credentials here, so botocore's chain would end at the instance metadata service:
+# a probe of ~0.1 s per run (and a CA bundle loaded for it), in every test that runs.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 # Dummy credentials: moto accepts any, and they keep a developer's real ones out of tests.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # botocore's own retries off, so every attempt a test makes is one the emulator sees.
