@@ -71,13 +71,13 @@ def test_a_run_whose_first_burst_was_throttled_is_not_arrived_upon():
 def test_sharing_a_touch_above_the_share_cuts_towards_it():
     estimator = lone_then_bound(5.0)  # sharing now, at 4.75
     now = 2.0
-    for _ in range(100):  # 10 s quiet: back to the estimate, then past it
+    for _ in range(58):  # 5.8 s quiet (under `alone`): back to the estimate, then past it
         now += 0.1
         estimator.accepted(now)
         estimator.probe(now, waited_at=now)
     above = estimator.rate
     assert above > 5.0
-    estimator.throttled(now + 3.0, first_burst=False)  # a touch, after a quiet spell
+    estimator.throttled(now + 0.1, first_burst=False)  # a touch
     # the share or 20 % less, whichever is less; less the margin
     assert estimator.estimate == pytest.approx(max(5.0, above * 0.8))
     # alone, a touch steps down by the margin (or to what it was admitted), not to 5
@@ -193,3 +193,30 @@ def test_an_overstated_burst_that_throttles_itself_is_not_sharing():
     rate = estimator.rate
     estimator.throttled(now + 3.0, first_burst=False)
     assert estimator.estimate >= min(rate, estimator.estimate) and estimator.estimate > 8.0
+
+
+def test_a_run_quiet_at_the_share_for_a_while_was_alone_and_climbs():
+    """Told 10/s against a quota of 8.8: the first bounds read like a run that arrived
+    (8.8 of 10); at the share nothing throttles it. After `alone` seconds it leaves the
+    sharing and climbs, where it used to take ~15 s to find 8.8 again."""
+    alone = Tuning().alone
+    estimator = lone_then_bound(5.0)  # "arrived": at the share
+    arrived = 2.0
+    now = arrived
+    rates = []
+    while now < arrived + alone + 2.0:
+        now += 0.1
+        estimator.accepted(now)
+        rates.append((now, estimator.probe(now, waited_at=now)))
+    before = [r for t, r in rates if t <= arrived + alone - 0.1]
+    after = [r for t, r in rates if t >= arrived + alone + 1.5]
+    assert max(before) < 5.3  # at the share while it might be sharing
+    assert min(after) > 7.5  # then climbing towards the ceiling
+    # without the rule (a wait longer than this test) it stays near the share
+    patient = lone_then_bound(5.0, Tuning(alone=60.0))
+    now = arrived
+    while now < arrived + alone + 2.0:
+        now += 0.1
+        patient.accepted(now)
+        patient.probe(now, waited_at=now)
+    assert patient.rate < 5.5
