@@ -292,3 +292,34 @@ def test_no_call_past_the_first_burst_leaves_before_the_first_answer(tmp_path):
     times = sorted(sent.values())
     assert times[:5] == pytest.approx([0.0] * 5, abs=1e-3)
     assert times[5] == pytest.approx(0.6, abs=1e-3) and times[6] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_every_target_sends_its_first_call_before_any_target_its_second(tmp_path):
+    """Workers start round-robin over the targets, a loop turn between rounds: with 20
+    targets the first burst is 200 calls of ~1.5 ms of CPU each, and started target after
+    target the last target's first call left ~0.3 s after the first one's, its quota's
+    refill unused meanwhile (issue 25, item 5)."""
+    from fleetrel.plan import ReleasePlan
+
+    names = [str(i) for i in range(6)]
+    targets = [{"name": f"t{i}", "region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{9000 + i}"}
+               for i in range(4)]
+    plan = ReleasePlan.model_validate({"plan": "four", "limits": {"rate": 10, "burst": 5, "concurrency": 3},
+                                       "targets": targets, "versions": [{"package": PKG, "versions": names,
+                                                                         "action": "PUBLISH"}]})
+    order: list[str] = []
+
+    class Noting(FakeIoT):
+        def __init__(self, name: str) -> None:
+            super().__init__(drafts(*names), latency=0.05)
+            self.name = name
+
+        async def update_package_version(self, **kwargs):
+            order.append(self.name)
+            return await super().update_package_version(**kwargs)
+
+    clients = {t["name"]: Noting(t["name"]) for t in targets}
+    result = run_virtual(lambda: run(plan, Where(journal_path=tmp_path / "j.jsonl"), client=clients))
+    assert result.status == Status.COMPLETE and len(order) == 24
+    assert order[:4] == ["t0", "t1", "t2", "t3"]
+    assert order[4:8] == ["t0", "t1", "t2", "t3"]
