@@ -22,6 +22,7 @@ from benchmarks.simulate import run_virtual
 from fleetrel.emulator.bucket import TokenBucket
 from fleetrel.quota import QuotaEstimator, Tuning
 from fleetrel.ratecontrol import RateController, RetunableLimiter, bucket
+from fleetrel.testing import VirtualTimeLoop
 
 # -- the bucket: a rate change really changes the rate ---------------------------
 
@@ -517,6 +518,53 @@ def test_after_a_throttle_the_next_acquire_waits_for_a_refill():
         return loop.time() - start
 
     assert run_virtual(main) == pytest.approx(1 / 9.5, abs=1e-5)
+
+
+class LateBucketTimer(VirtualTimeLoop):
+    """Virtual time on which the bucket's waker fires 1.5 ms late, as a real loop's timers
+    do (the epoll timeout is rounded up to a whole millisecond), while other waits do not
+    (an answer wakes a real loop through its socket, on time)."""
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        if getattr(callback, "__name__", "") == "_wake_next":
+            when += 0.0015
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_a_burst_of_one_probes_while_calls_queue_even_when_each_call_finds_room():
+    """At a burst of one, a step a little slower than an interval (50 ms of latency and its
+    journal records, against 1/19 s) finds room when it asks again before the late waker
+    hands the room to a call queued in the bucket, and takes it: the rate limits the run all
+    along, and the probe must see it. (It did not: 18.9/s of 20 for 20 s on the emulator.)"""
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        control = RateController(rate=20.0, burst=1)
+        rates = []
+
+        async def worker() -> None:
+            while loop.time() < 12.0:
+                await control.acquire()
+                await asyncio.sleep(0.0532)  # the call: 1/19 s and 0.6 ms
+                control.on_success()
+
+        async def throttle_once() -> None:
+            await asyncio.sleep(1.0)
+            control.on_throttle()  # 20 -> 19/s
+            rates.append(control.rate)
+            await asyncio.sleep(10.0)
+            rates.append(control.rate)
+
+        await asyncio.gather(throttle_once(), *(worker() for _ in range(16)))
+        return rates
+
+    loop = LateBucketTimer()
+    try:
+        after_throttle, ten_seconds_later = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert after_throttle == pytest.approx(19.0)
+    assert ten_seconds_later > 19.5  # probed back towards the ceiling, not frozen at 19
 
 
 def test_try_acquire_admits_what_the_bucket_holds_now_and_takes_nothing_when_it_would_wait():
