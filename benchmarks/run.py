@@ -45,8 +45,8 @@ CONCURRENCY = 16
 MIN_CALLS_PER_CPU_S = 500.0
 MAX_OVERHEAD = 0.10
 
-COLUMNS = ("scenario", "contender", "N", "wall s", "ideal s", "E", "θ %", "θ % client", "calls/CPU-s", "failed", "notes")
-WIDTHS = (8, 16, 6, 8, 8, 6, 7, 10, 11, 6, 0)
+COLUMNS = ("scenario", "contender", "N", "wall s", "ideal s", "E", "θ %", "θ % client", "calls/CPU-s", "sending", "failed", "notes")
+WIDTHS = (8, 16, 6, 8, 8, 6, 7, 10, 11, 8, 6, 0)
 
 
 def deadline_for(scenario: Scenario, ideal_s: float) -> float:
@@ -179,6 +179,7 @@ def row(scenario: str, m: Measurement) -> tuple[str, ...]:
         f"{100 * m.throttle_ratio:.1f}",
         client_theta,
         f"{m.calls_per_cpu_s:.0f}",
+        "" if m.calls_per_cpu_s_sending is None else f"{m.calls_per_cpu_s_sending:.0f}",
         str(m.failed),
         notes(m),
     )
@@ -268,7 +269,9 @@ def verdicts(results: dict[str, list[Measurement]], overhead_figure: dict[str, A
                     f"(≤ {100 * theta_max:.0f}%){fair}, failed {m.failed}: {'met' if ok else 'MISSED'}"
                 )
             ok = m.calls_per_cpu_s >= MIN_CALLS_PER_CPU_S
-            lines.append(f"({label(key, m)}) {m.calls_per_cpu_s:.0f} calls/CPU-s (≥ {MIN_CALLS_PER_CPU_S:.0f}): {'met' if ok else 'MISSED'}")
+            sending = "" if m.calls_per_cpu_s_sending is None else f", {m.calls_per_cpu_s_sending:.0f} from the first success on"
+            lines.append(f"({label(key, m)}) {m.calls_per_cpu_s:.0f} calls/CPU-s{sending} (≥ {MIN_CALLS_PER_CPU_S:.0f}): "
+                         f"{'met' if ok else 'MISSED'}")
     if overhead_figure:
         o = overhead_figure["overhead_per_call"]
         lines.append(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.scenarios import Scenario
-from fleetrel.bench import PACKAGE, Measurement, efficiency, operation_counts, prepare, seed_versions
+from fleetrel.bench import PACKAGE, Measurement, efficiency, operation_counts, per_cpu_second, prepare, seed_versions
 
 START_TIMEOUT_S = 120.0  # for the processes to import and build their clients
 
@@ -134,6 +134,8 @@ def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement]
     ideal = scenario.ideal_s()
     succeeded = sum(m.succeeded for m in runs)
     cpu = sum(m.cpu_s for m in runs)
+    parts = [m.cpu_sending_s for m in runs]
+    sending = None if None in parts else round(sum(p for p in parts if p is not None), 4)
     return Measurement(
         contender=name,
         calls=scenario.calls * scenario.runs,
@@ -152,6 +154,8 @@ def combine(emu: Any, scenario: Scenario, name: str, runs: Sequence[Measurement]
         calls_per_cpu_s=round(succeeded / cpu, 1) if cpu > 0 else float("inf"),
         calls_per_s=round(succeeded / span, 2) if span > 0 else float("inf"),
         completions=sorted(t + offset for m, offset in zip(runs, offsets) for t in m.completions),
+        cpu_sending_s=sending,
+        calls_per_cpu_s_sending=per_cpu_second(sum(m.succeeded - 1 for m in runs), sending),
         extra={
             "walls": walls,
             "fairness": round(min(walls) / max(walls), 4) if max(walls) > 0 else 1.0,

@@ -15,7 +15,9 @@ one per refill. The figures:
 - throttle ratio θ = throttled attempts / all attempts, as counted by the emulator (the
   truth; the client's own count is kept beside it as a cross-check);
 - calls per CPU-second of the *client* process (user + sys from getrusage(RUSAGE_SELF):
-  the emulator runs elsewhere, so none of its work is charged to the client);
+  the emulator runs elsewhere, so none of its work is charged to the client), over the
+  whole run and from its first success on (`calls_per_cpu_s_sending`: each contender's
+  fixed start, building its client, plan and journal and its first call, left out);
 - failed: calls that never succeeded. It must be 0; a contender that loses calls is
   reported as such, never hidden.
 
@@ -158,6 +160,11 @@ class Measurement:
     calls_per_s: float
     completions: list[float] = field(default_factory=list)  # seconds from start, one per success
     extra: dict[str, Any] = field(default_factory=dict)
+    # From the first success on: the successes after it per CPU-second spent after it.
+    # Each contender's fixed start (clients, plan, journal, its first call) is left out,
+    # whatever it builds inside or outside the timed window.
+    cpu_sending_s: float | None = None
+    calls_per_cpu_s_sending: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -212,11 +219,13 @@ class Trial:
         self._timers: list[threading.Timer] = []
         self._t0 = 0.0
         self._cpu0 = 0.0
+        self._cpu_first: float | None = None  # CPU seconds at the first success
 
     def start(self) -> None:
         if not self.shared:
             prepare(self.emu, self.quota)
         self._completions.clear()
+        self._cpu_first = None
         self._cpu0 = cpu_seconds()
         self._t0 = time.perf_counter()
         for change in () if self.shared else self.quota.changes:
@@ -232,7 +241,10 @@ class Trial:
 
     def completed(self, at: float | None = None) -> None:
         """One call succeeded (now, or at perf_counter() value `at`). Thread-safe:
-        list.append is atomic."""
+        list.append is atomic (two threads may both read the first success's CPU: a few
+        microseconds apart)."""
+        if self._cpu_first is None:
+            self._cpu_first = cpu_seconds()
         self._completions.append((time.perf_counter() if at is None else at) - self._t0)
 
     def finish(
@@ -245,7 +257,9 @@ class Trial:
         extra: dict[str, Any] | None = None,
     ) -> Measurement:
         wall = time.perf_counter() - self._t0
-        cpu = cpu_seconds() - self._cpu0
+        end = cpu_seconds()
+        cpu = end - self._cpu0
+        sending = None if self._cpu_first is None else end - self._cpu_first
         for timer in self._timers:
             timer.cancel()
         extra = dict(extra or {})
@@ -277,7 +291,21 @@ class Trial:
             calls_per_s=round(succeeded / wall, 2) if wall > 0 else math.inf,
             completions=sorted(round(t, 4) for t in self._completions),
             extra=extra,
+            cpu_sending_s=None if sending is None else round(sending, 4),
+            calls_per_cpu_s_sending=per_cpu_second(succeeded - 1, sending),
         )
+
+
+def per_cpu_second(calls: int, cpu_s: float | None) -> float | None:
+    """Calls per CPU-second, None when unknown (no CPU measured, or no call after the
+    first success).
+
+    >>> per_cpu_second(499, 2.0), per_cpu_second(0, 0.0), per_cpu_second(10, None)
+    (249.5, None, None)
+    """
+    if cpu_s is None or calls <= 0:
+        return None
+    return round(calls / cpu_s, 1) if cpu_s > 0 else math.inf
 
 
 def prepare(emu: Any, quota: Quota) -> None:

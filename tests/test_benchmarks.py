@@ -9,7 +9,16 @@ import pytest
 
 from benchmarks.plots import plot_path
 from benchmarks.scenarios import scenarios_for
-from fleetrel.bench import Quota, QuotaChange, delivered_ideal, efficiency, ideal_seconds, operation_counts
+from fleetrel.bench import (
+    Quota,
+    QuotaChange,
+    Trial,
+    cpu_seconds,
+    delivered_ideal,
+    efficiency,
+    ideal_seconds,
+    operation_counts,
+)
 
 DROP = (QuotaChange(5.0, 20, 20),)  # the emulator starts the new bucket full
 DROP_KEEPING_TOKENS = (QuotaChange(5.0, 20, 20, refills=False),)
@@ -86,6 +95,29 @@ def test_scenario_sets():
 def test_plot_names():
     assert str(plot_path("/tmp/bench", "a")) == "/tmp/bench-a.png"
     assert str(plot_path("/tmp/bench.png", "d")) == "/tmp/bench-d.png"
+
+
+def test_the_sending_cpu_leaves_out_the_contenders_fixed_start():
+    # A contender that burns 50 ms of CPU before its first success (its clients, plan,
+    # journal): the whole-run figure pays it, the sending one does not.
+    trial = Trial(None, contender="x", calls=3, quota=Quota(None, 0), shared=True)
+    trial.start()
+    start = cpu_seconds()
+    while cpu_seconds() - start < 0.05:
+        pass
+    for _ in range(3):
+        trial.completed()
+    m = trial.finish(succeeded=3, failed=0)
+    assert m.cpu_sending_s is not None and m.cpu_s - m.cpu_sending_s >= 0.0499
+    assert m.calls_per_cpu_s_sending is not None and m.calls_per_cpu_s_sending > m.calls_per_cpu_s
+    assert m.to_dict()["calls_per_cpu_s_sending"] == m.calls_per_cpu_s_sending
+
+
+def test_no_success_no_sending_figure():
+    trial = Trial(None, contender="x", calls=3, quota=Quota(None, 0), shared=True)
+    trial.start()
+    m = trial.finish(succeeded=0, failed=3)
+    assert m.cpu_sending_s is None and m.calls_per_cpu_s_sending is None
 
 
 def test_throttles_are_read_from_the_emulator_record():
