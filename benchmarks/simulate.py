@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="each call reaches the service up to this many ms after its admission (default 2; "
                              "5 reproduces what the emulator runs of (e) measure on a slow 2-core machine)")
     args = parser.parse_args(argv)
-    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefghi"
+    keys = [k.strip() for k in args.scenario.split(",") if k.strip()] or "abcdefghij"
     scenarios = simulated_scenarios("default", keys, args.calls)
     run_calls = tuple(int(n) for n in args.run_calls.split(",") if n.strip()) or None
     staggers = [float(x) for x in args.stagger.split(",") if x.strip()] or [0.0]

@@ -84,7 +84,7 @@ def test_efficiency_is_wall_over_ideal():
 
 def test_scenario_sets():
     assert [s.key for s in scenarios_for("quick")] == ["a", "b", "d", "f", "g", "h", "o"]
-    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "o"]
+    assert [s.key for s in scenarios_for("default")] == ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "o"]
     assert {s.calls for s in scenarios_for("full") if s.key not in "foi"} == {2000}
     (c,) = scenarios_for("default", ["c"])
     assert c.quota == Quota(10, 10) and c.fleetrel_ceiling == 100.0
