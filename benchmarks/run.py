@@ -287,7 +287,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="N=200; scenarios a, b, d, f, g, h and the overhead pair")
     size.add_argument("--full", action="store_true", help="N=2000")
-    parser.add_argument("--scenario", default="", help="comma-separated keys among a-i and o (default: the mode's)")
+    every = ",".join(s.key for s in scenarios_for("default", None))
+    parser.add_argument("--scenario", default="", help=f"comma-separated keys among {every} (default: the mode's)")
     parser.add_argument("--contender", default="", help=f"comma-separated, among {','.join(CONTENDERS)} (default: all)")
     parser.add_argument("--stagger", default="0", metavar="S[,S...]",
                         help="in scenarios of several runs (f), run k starts k × S s after the first, once per S "
