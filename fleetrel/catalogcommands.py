@@ -90,7 +90,8 @@ def run_command(plan_path: Path, journal_path: Path | None, endpoint_url: str | 
     only with --retry-failed). On a terminal it shows a live display and asks before
     a run of more than 20 steps; otherwise it logs a progress line every 5 s or 10%.
     A plan with `waves:` runs them in order and stops before the next wave when one
-    does not complete.
+    does not complete. Runs on this host that send to one account and region share
+    its rate evenly (FLEETREL_NEIGHBOURS=off: do not; docs/rate-control.md).
 
     \b
     Exit codes:

@@ -30,6 +30,8 @@ from botocore.exceptions import ClientError
 from fleetrel import defaultsteps, errors
 from fleetrel.events import Event, Listener, Outcome, Record, StartListener, terminal_event
 from fleetrel.journal import SYNC_INTERVAL, fields_for_journal
+from fleetrel.neighbours import LOOK_EVERY, Neighbours, quota_key
+from fleetrel.neighbours import directory as neighbours_directory
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController, bucket
 from fleetrel.reads import read_version
@@ -37,6 +39,7 @@ from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
 from fleetrel.sessionrecords import end_record, session_result, start_record
 from fleetrel.state import drift_of
+from fleetrel.where import place_id, place_of
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]
@@ -127,12 +130,15 @@ class _Lane:
     has its own client, rate controller and read bucket, and its own failure count: a
     target throttled hard, or failing, slows and stops itself, not the others."""
 
-    __slots__ = ("target", "client", "controller", "read_limiter", "failed", "finished", "aborted")
+    __slots__ = ("target", "client", "quota", "controller", "read_limiter", "failed", "finished", "aborted",
+                 "neighbours")
 
     def __init__(self, target: str | None, client: Any, rate: float, burst: int, adaptive: bool,
-                 on_rate_change: Callable[[str | None, float, float, str], None]) -> None:
+                 on_rate_change: Callable[[str | None, float, float, str], None], quota: str | None = None) -> None:
         self.target = target
         self.client = client
+        self.quota = quota  # its quota's name among the runs on this host (`fleetrel.neighbours`)
+        self.neighbours: Neighbours | None = None
         # its clock: the event loop's, which the bucket reads too (virtual under fleetrel.testing.run_virtual)
         self.controller = RateController(rate=rate, burst=burst, adaptive=adaptive, floor=min(0.5, rate))
         self.controller.on_rate_change = lambda old, new, reason: on_rate_change(target, old, new, reason)
@@ -140,6 +146,25 @@ class _Lane:
         self.read_limiter = bucket(rate=max(1.0, rate), burst=max(1, int(rate)))
         self.failed = self.finished = 0
         self.aborted = False
+
+    def join(self) -> None:
+        """Be counted among the runs sending to this quota from this host while the lane
+        sends, and share its ceiling with them (`fleetrel.neighbours`)."""
+        if self.quota is not None and self.controller.adaptive and self.neighbours is None:
+            self.neighbours = Neighbours.join(neighbours_directory(), self.quota)
+            self.look()
+
+    def look(self) -> None:
+        """Share the ceiling with the runs on this quota now."""
+        if self.neighbours is not None:
+            self.controller.share(self.neighbours.count())
+
+    def leave(self) -> None:
+        """Stop being counted: the wave's steps are done (a held run sends nothing). The
+        part stays until the next wave looks again."""
+        if self.neighbours is not None:
+            self.neighbours.leave()
+            self.neighbours = None
 
 
 class _Execution:
@@ -152,7 +177,8 @@ class _Execution:
         self.session = session
         self.options = options
         self.listeners = listeners
-        self.lanes = {target: _Lane(target, client, rate, burst, adaptive, self._rate_changed)
+        self.lanes = {target: _Lane(target, client, rate, burst, adaptive, self._rate_changed,
+                                    _quota_of(place_of(session.identity, target)))
                       for target, client in clients.items()}
         # calls in flight across every target; each target has `concurrency` of its own
         # fast_acquire: a free slot is taken without a trip through the event loop; the
@@ -252,10 +278,23 @@ class _Execution:
     async def execute(self, steps: list[Step]) -> None:
         """Every target's steps at once, each target with its own workers (its share of
         the concurrency) behind its own bucket: one target's throttles never hold another's.
-        Default steps go once the version steps are done: each waits for its version's."""
-        await self._execute_lanes([s for s in steps if not s.is_default])
-        if not self.stopping:
-            await self._execute_lanes([s for s in steps if s.is_default])
+        Default steps go once the version steps are done: each waits for its version's.
+        Each target with steps in the wave is counted among the runs on its quota
+        (`_Lane.join`) while the wave lasts, not while a held run waits between waves."""
+        sending = list(dict.fromkeys(self.lanes[s.target] for s in steps))
+        try:
+            for lane in sending:
+                lane.join()
+            async with anyio.create_task_group() as looking:
+                if any(lane.neighbours is not None for lane in sending):
+                    looking.start_soon(_look, sending)
+                await self._execute_lanes([s for s in steps if not s.is_default])
+                if not self.stopping:
+                    await self._execute_lanes([s for s in steps if s.is_default])
+                looking.cancel_scope.cancel()
+        finally:
+            for lane in sending:
+                lane.leave()
 
     async def _execute_lanes(self, steps: list[Step]) -> None:
         by_target: dict[str | None, list[Step]] = {}
@@ -473,6 +512,26 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     if closing is not None:
         execution.emit(closing[0], **closing[1])
     return result
+
+
+async def _look(lanes: list[_Lane]) -> None:
+    """Every LOOK_EVERY seconds, each lane shares its ceiling with the runs on its quota.
+    One task for every lane, not a look before each call: calls queued in a bucket at a
+    part's pace look at nothing, so a run's last 16 steps, queued at half the quota, would
+    not see the other run end (simulate.py f: 3 s at half where the whole was free)."""
+    while True:
+        await anyio.sleep(LOOK_EVERY)
+        for lane in lanes:
+            lane.look()
+
+
+def _quota_of(place: Mapping[str, Any]) -> str | None:
+    """The name of a target's quota among the runs on this host: its account, region
+    and endpoint (`fleetrel.neighbours.quota_key`); None if its account is not known
+    (a fake client's, an actor's of `--ray`), since two accounts' runs share nothing."""
+    if not place.get("account") or not place.get("region"):
+        return None
+    return quota_key(place_id(place), place.get("endpoint"))
 
 
 def _target(target: str | None) -> dict[str, str]:

@@ -49,6 +49,10 @@ quota: what to send at now. Four things keep a shared quota shared well:
   small estimate;
 - a throttle empties our saved burst (`ratecontrol`), so our burst never lands on a
   bucket another caller has just emptied.
+
+Runs on one host need none of the guessing: they count each other
+(`fleetrel.neighbours`), and each takes its part of the ceiling (`share`), under which
+these rules still read what callers elsewhere take.
 """
 
 from __future__ import annotations
@@ -245,6 +249,7 @@ class QuotaEstimator:
         "_dropped_at",
         "_hold_until",
         "_paced_from",
+        "_told",
         "burst_bound",
         "burst",
         "ceiling",
@@ -258,6 +263,7 @@ class QuotaEstimator:
 
     def __init__(self, *, ceiling: float, floor: float, burst: int | None = None, tuning: Tuning = Tuning()) -> None:
         self.ceiling = float(ceiling)
+        self._told = self.ceiling  # the ceiling as told; `ceiling` is this run's part of it (`share`)
         self.burst = burst  # the service's burst as the user told it (`limits.burst`); None: unknown
         self.floor = float(floor)
         self.tuning = tuning
@@ -423,6 +429,33 @@ class QuotaEstimator:
         self._peak = max(self._peak, self._accepted_between(now - 1.0, now))
         self._last_probe = now
         return self._set(estimate * (1 - t.margin))
+
+    def share(self, count: int) -> float:
+        """`count` runs on this host (this one included, `fleetrel.neighbours`) send to
+        this quota now: this run's ceiling is the told one over `count`, each run's alike.
+        Returns the rate to send at.
+
+        What the throttles said of other callers is then known, not guessed: the sharing
+        rules (`_share`, `Tuning.arrival`) start over from the new ceiling, and still read
+        what runs elsewhere take. A part that shrank caps the rate at once (the newcomer
+        starts at its part, with no burst: `RateController.share`); one that grew (a
+        neighbour left) is taken at once, as it is the neighbour's rate, freed."""
+        part = self._told / max(1, count)
+        if part == self.ceiling:
+            return self.rate
+        grew = part > self.ceiling
+        self.ceiling = part
+        self._sharing = self._shared_start = self._climbing = False
+        self._arrived = None
+        self._hold_until = -math.inf
+        if grew:
+            # bounds measured at the smaller part would pull the run back under it
+            self._anchors.clear()
+            self.estimate = None
+            return self._set(part)
+        if self.estimate is not None:
+            self.estimate = min(self.estimate, part)
+        return self._set(min(self.rate, part))
 
     def first_wave_answered(self, now: float) -> float:
         """Every call of the run's first wave (those sent before its first answer) has

@@ -28,7 +28,7 @@ from aiolimiter import AsyncLimiter
 
 from fleetrel.quota import QuotaEstimator, Tuning
 
-#: ``hook(old_rate, new_rate, reason)``; reason is "throttle" or "probe".
+#: ``hook(old_rate, new_rate, reason)``; reason is "throttle", "probe" or "neighbours".
 RateHook = Callable[[float, float, str], None]
 
 # The longest a call waits for the answers to the run's first wave (see
@@ -180,7 +180,7 @@ class RateController:
     :param clock: monotonic seconds for the estimator. Default: the running event
         loop's clock, the one the bucket waits on (a virtual loop in simulations).
     :param on_rate_change: ``hook(old, new, reason)``, called synchronously; reason
-        is "throttle" or "probe".
+        is "throttle", "probe" or "neighbours".
     """
 
     __slots__ = (
@@ -189,6 +189,7 @@ class RateController:
         "_estimator",
         "_first_burst_size",
         "_limiter",
+        "_count",
         "_open",
         "_reported",
         "_waited_at",
@@ -237,6 +238,7 @@ class RateController:
         self._wave: int | None = None  # calls admitted when the first answer came
         self._answers = 0  # answers while the gate was shut
         self._wave_answered: asyncio.Event | None = None
+        self._count = 1  # runs sharing the ceiling, this one included
         self.admitted = 0  # calls admitted so far
         self.throttles = 0
         self.decreases = 0
@@ -272,6 +274,38 @@ class RateController:
         if not self.try_acquire():
             await self._limiter.acquire()
             self.admitted += 1
+
+    def share(self, count: int) -> None:
+        """`count` runs (this one included) send to this quota from this host
+        (`fleetrel.neighbours`, which the engine looks at every LOOK_EVERY seconds): each
+        at its ceiling over `count` (`QuotaEstimator.share`), and, beside another, with no
+        burst.
+
+        Another run keeps the service's bucket empty, so a burst of ours would only be
+        throttled: a run that gains a neighbour, or starts beside one, holds no burst and
+        waits an interval of its part before its next call, by when the other has looked
+        and slowed down too. A run that starts so has no first wave to wait for
+        (`_first_wave_or_timeout`): its calls are paced from the first. Alone again, its
+        burst is the told one, saved from then on: the larger bucket starts empty, or the
+        calls queued at the part's pace would leave at once, into the service's empty
+        bucket (simulate.py f: 7 throttles of 8 at the end)."""
+        if count == self._count or not self.adaptive:
+            return
+        more = count > self._count
+        self._count = count
+        if count > 1:
+            if self.admitted == 0:
+                self._first_burst_size = 1
+                self._open_gate()
+            self._limiter.resize(1)
+            if more:
+                self._limiter.empty()
+        else:
+            told = self._estimator.burst or self._first_burst_size
+            bound = self._estimator.burst_bound
+            self._limiter.resize(max(1, min(told, bound) if bound is not None else told))
+            self._limiter.empty()  # the bucket the neighbour kept empty has saved nothing for us
+        self._apply(self._estimator.share(count), "neighbours")
 
     def _shut(self) -> bool:
         """While the gate is not open (callers read `_open` first: the per-call path pays

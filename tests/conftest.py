@@ -12,6 +12,7 @@ test pays ~0.5 s once per module instead of once per test.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import boto3
@@ -28,6 +29,15 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # botocore's own retries off, so every attempt a test makes is one the emulator sees.
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def own_neighbours(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own directory of quota locks (`fleetrel.neighbours`): the runs of one
+    test see each other, as runs on one host do, and nothing else on this machine."""
+    folder = tmp_path_factory.mktemp("quotas")
+    monkeypatch.setenv("FLEETREL_NEIGHBOURS", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
