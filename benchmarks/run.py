@@ -5,6 +5,7 @@
     python benchmarks/run.py --full --json out.json --plot out        # N=2000; out-a.png, …
     python benchmarks/run.py --scenario a,e --contender fleetrel,aiolimiter
     python benchmarks/run.py --scenario f --contender fleetrel,boto3-adaptive --stagger 0,0.1,0.5,1 --repeat 10
+    python benchmarks/run.py --scenario f --stagger 0,0.1,0.5,1 --repeat 10 --apart   # as if on two hosts
 
 One emulator process (throttling UpdatePackageVersion, 50 ms latency) serves every run,
 and every contender of a scenario runs in the same invocation, one after the other, so
@@ -295,6 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default 0: together)")
     parser.add_argument("--repeat", type=int, default=None, metavar="K",
                         help="run each scenario K times (default: the scenario's own, 1 but for the overhead pair)")
+    parser.add_argument("--apart", action="store_true",
+                        help="fleetrel's runs of (f) do not see each other (FLEETREL_NEIGHBOURS=off), as runs on "
+                             "two hosts: they learn of each other from throttles only")
     parser.add_argument("--json", metavar="OUT", help="write every figure (and completion times) here")
     parser.add_argument("--plot", metavar="PREFIX", help="write PREFIX-<scenario>.png per scenario")
     return parser.parse_args(argv)
@@ -323,13 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         print("--stagger must be ≥ 0 and --repeat ≥ 1", file=sys.stderr)
         return 2
 
+    if args.apart:
+        os.environ["FLEETREL_NEIGHBOURS"] = "off"  # every run's process inherits it
     from fleetrel.emulator import start_emulator
 
     started = time.time()
     results: dict[str, list[Measurement]] = {}
     failures: list[dict[str, Any]] = []
     print(f"fleetrel benchmark, mode {mode}, latency {LATENCY_MS:g} ms, {CONCURRENCY} in flight; "
-          f"CPU: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}", flush=True)
+          f"CPU: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+          f"{'; runs apart (they do not see each other)' if args.apart else ''}", flush=True)
     print(fmt(COLUMNS), flush=True)
     with start_emulator(latency_ms=LATENCY_MS) as emu, tempfile.TemporaryDirectory(prefix="fleetrel-bench-") as tmp:
         for scenario in scenarios:

@@ -4,6 +4,7 @@ emulator's token bucket on a virtual clock, in milliseconds instead of minutes.
     python benchmarks/simulate.py                      # every scenario, seeds 1-10
     python benchmarks/simulate.py --scenario f,g --seeds 3 --calls 500
     python benchmarks/simulate.py --scenario f --stagger 0,0.1,0.5,1 --jitter 5
+    python benchmarks/simulate.py --scenario f --stagger 0,0.1,0.5,1 --apart   # runs on two hosts
 
 This is the tuning tool: change a constant in `fleetrel.quota.Tuning`, run this, and
 only then confirm against the emulator with `benchmarks/run.py`. It shares with the
@@ -38,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetre
 from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
 from fleetrel.emulator.bucket import TokenBucket  # noqa: E402
 from fleetrel.errors import RetryPolicy, backoff  # noqa: E402
+from fleetrel.neighbours import LOOK_EVERY  # noqa: E402
 from fleetrel.ratecontrol import RateController  # noqa: E402
 from fleetrel.testing import VirtualTimeLoop  # noqa: E402
 
@@ -144,12 +146,15 @@ def simulate(
     concurrency: int = CONCURRENCY,
     calls: tuple[int, ...] | None = None,
     stagger: float = 0.0,
+    apart: bool = False,
     **controller: Any,
 ) -> Outcome:
     """Run `scenario` against the simulated service; `controller` goes to every
     `RateController` (a `tuning=` to try, say). `calls`: each run's N, when the runs
     differ (default: the scenario's N for each). `stagger`: run k starts k × stagger
-    seconds after the first (two operators never press Enter at the same instant)."""
+    seconds after the first (two operators never press Enter at the same instant).
+    `apart`: the runs are on different hosts and see each other only through throttles;
+    by default they see each other (`fleetrel.neighbours`), as `benchmarks/run.py`'s do."""
     rng = random.Random(seed)
     policy = RetryPolicy()
     quota = scenario.quota
@@ -162,6 +167,11 @@ def simulate(
         await asyncio.sleep(delay)
         started = loop.time()
         control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
+        member = object()
+        looking = None
+        if not apart:
+            live.append(member)
+            looking = asyncio.ensure_future(look(control))  # as the engine's lanes do
         todo = list(range(n))
         finished = 0.0
         accepted: list[float] = []
@@ -189,7 +199,18 @@ def simulate(
                     await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+        if looking is not None:
+            live.remove(member)
+            looking.cancel()
         return finished - started, finished, control
+
+    live: list[object] = []  # the runs on this (simulated) host, while they send
+
+    async def look(control: RateController) -> None:
+        # `fleetrel.neighbours` on one host: the runs sending now, counted every LOOK_EVERY s
+        while True:
+            control.share(len(live))
+            await asyncio.sleep(LOOK_EVERY)
 
     accepted_by_run: list[list[float]] = []
     foreign_admitted: list[float] = []
@@ -240,14 +261,14 @@ def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | No
 
 
 def report(scenarios: list[Scenario], seeds: range, calls: tuple[int, ...] | None = None, stagger: float = 0.0,
-           jitter: float = 0.002, **controller: Any) -> bool:
+           jitter: float = 0.002, apart: bool = False, **controller: Any) -> bool:
     """Print E, θ and fairness per scenario over `seeds`; True if every seed met its targets.
     `calls`: each run's N in the scenarios of several runs (see `simulate`)."""
     all_met = True
     for scenario in scenarios:
         uneven = calls if calls and scenario.runs == len(calls) else None
         runs = [simulate(scenario, seed=s, calls=uneven, stagger=stagger if scenario.runs > 1 else 0.0,
-                         jitter=jitter, **controller)
+                         jitter=jitter, apart=apart, **controller)
                 for s in seeds]
         es = [r.efficiency for r in runs]
         thetas = [r.throttled_fraction for r in runs]
@@ -285,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stagger", default="0", metavar="S[,S...]",
                         help="in (f), the second run starts S seconds after the first, once per S (two "
                              "operators never press Enter at the same instant; benchmarks/run.py --stagger)")
+    parser.add_argument("--apart", action="store_true",
+                        help="the runs of (f) are on different hosts: they learn of each other only from "
+                             "throttles (by default they see each other, as runs on one host do: "
+                             "fleetrel.neighbours)")
     parser.add_argument("--jitter", type=float, default=2.0, metavar="MS",
                         help="each call reaches the service up to this many ms after its admission (default 2; "
                              "5 reproduces what the emulator runs of (e) measure on a slow 2-core machine)")
@@ -296,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     met = True
     for k, stagger in enumerate(staggers):
         chosen = scenarios if k == 0 else [s for s in scenarios if s.runs > 1]  # only (f) depends on it
-        met &= report(chosen, range(1, args.seeds + 1), calls=run_calls, stagger=stagger, jitter=args.jitter / 1000)
+        met &= report(chosen, range(1, args.seeds + 1), calls=run_calls, stagger=stagger, jitter=args.jitter / 1000,
+                      apart=args.apart)
     return 0 if met else 1
 
 

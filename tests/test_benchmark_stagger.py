@@ -58,3 +58,4 @@ def test_stagger_and_repeat_options():
     args = parse_args(["--scenario", "f", "--stagger", "0,0.1,0.5,1", "--repeat", "10"])
     assert args.stagger == "0,0.1,0.5,1" and args.repeat == 10
     assert parse_args([]).stagger == "0" and parse_args([]).repeat is None
+    assert parse_args(["--apart"]).apart is True and parse_args([]).apart is False
