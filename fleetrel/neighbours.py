@@ -87,19 +87,25 @@ class Neighbours:
         if base is None:
             return None
         folder = base / key
-        try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            name = f"{os.getpid()}-{secrets.token_hex(6)}"
-            hidden = folder / f".{name}"
-            fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        hidden = folder / f".{name}"
+        for _ in range(3):  # the last run of the quota may remove the folder meanwhile (`leave`)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-                os.rename(hidden, folder / name)
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                break
+            except FileNotFoundError:
+                continue
             except OSError:
-                os.close(fd)
-                hidden.unlink(missing_ok=True)
-                raise
+                return None
+        else:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+            os.rename(hidden, folder / name)
         except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
             return None
         member = cls(folder, fd, name)
         member.count(force=True)
@@ -155,3 +161,7 @@ class Neighbours:
         (self.folder / self._name).unlink(missing_ok=True)
         os.close(self._fd)  # releases the lock
         self._fd = None
+        try:
+            self.folder.rmdir()  # the last run of this quota: leave no folder behind (a
+        except OSError:          # port of an emulator's endpoint names a new one each time)
+            pass

@@ -11,7 +11,10 @@ test pays ~0.5 s once per module instead of once per test.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +28,13 @@ REGION = "us-east-1"
 # No credentials here, so botocore's chain would end at the instance metadata service:
 # a probe of ~0.1 s per run (and a CA bundle loaded for it), in every test that runs.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+# Runs on this host that share a quota see each other through a directory
+# (fleetrel.neighbours): the suite's own, so that no test sees a real run of this
+# machine, or leaves anything in this user's. Set before the test modules import, as
+# several copy the environment for their commands then; `own_neighbours` gives each
+# test a directory of its own on top.
+os.environ["FLEETREL_NEIGHBOURS"] = tempfile.mkdtemp(prefix="fleetrel-test-quotas-")
+atexit.register(shutil.rmtree, os.environ["FLEETREL_NEIGHBOURS"], ignore_errors=True)
 # Dummy credentials: moto accepts any, and they keep a developer's real ones out of tests.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # botocore's own retries off, so every attempt a test makes is one the emulator sees.
