@@ -39,7 +39,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `fleetre
 from benchmarks.scenarios import Scenario, scenarios_for  # noqa: E402
 from fleetrel.emulator.bucket import TokenBucket  # noqa: E402
 from fleetrel.errors import RetryPolicy, backoff  # noqa: E402
-from fleetrel.neighbours import LOOK_EVERY  # noqa: E402
 from fleetrel.ratecontrol import RateController  # noqa: E402
 from fleetrel.testing import VirtualTimeLoop  # noqa: E402
 
@@ -168,10 +167,9 @@ def simulate(
         started = loop.time()
         control = RateController(rate=rate, burst=burst, floor=min(0.5, rate), clock=loop.time, **controller)
         member = object()
-        looking = None
         if not apart:
             live.append(member)
-            looking = asyncio.ensure_future(look(control))  # as the engine's lanes do
+            control.watch(_Neighbours(live))  # as the engine's lanes do
         todo = list(range(n))
         finished = 0.0
         accepted: list[float] = []
@@ -199,18 +197,12 @@ def simulate(
                     await asyncio.sleep(backoff(attempt, base=policy.base, cap=policy.cap, rng=rng))
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
-        if looking is not None:
+        if not apart:
             live.remove(member)
-            looking.cancel()
+            control.watch(None)
         return finished - started, finished, control
 
     live: list[object] = []  # the runs on this (simulated) host, while they send
-
-    async def look(control: RateController) -> None:
-        # `fleetrel.neighbours` on one host: the runs sending now, counted every LOOK_EVERY s
-        while True:
-            control.share(len(live))
-            await asyncio.sleep(LOOK_EVERY)
 
     accepted_by_run: list[list[float]] = []
     foreign_admitted: list[float] = []
@@ -252,6 +244,16 @@ def simulate(
         )
 
     return run_virtual(main)
+
+
+class _Neighbours:
+    """`fleetrel.neighbours.Neighbours` in one process: the runs sending now."""
+
+    def __init__(self, live: list[object]) -> None:
+        self.live = live
+
+    def count(self) -> int:
+        return max(1, len(self.live))
 
 
 def simulated_scenarios(mode: str = "default", keys: Any = None, calls: int | None = None) -> list[Scenario]:

@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from fleetrel import defaultsteps, errors
 from fleetrel.events import Event, Listener, Outcome, Record, StartListener, terminal_event
 from fleetrel.journal import SYNC_INTERVAL, fields_for_journal
-from fleetrel.neighbours import LOOK_EVERY, Neighbours, quota_key
+from fleetrel.neighbours import Neighbours, quota_key
 from fleetrel.neighbours import directory as neighbours_directory
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController, bucket
@@ -152,17 +152,13 @@ class _Lane:
         sends, and share its ceiling with them (`fleetrel.neighbours`)."""
         if self.quota is not None and self.controller.adaptive and self.neighbours is None:
             self.neighbours = Neighbours.join(neighbours_directory(), self.quota)
-            self.look()
-
-    def look(self) -> None:
-        """Share the ceiling with the runs on this quota now."""
-        if self.neighbours is not None:
-            self.controller.share(self.neighbours.count())
+            self.controller.watch(self.neighbours)
 
     def leave(self) -> None:
         """Stop being counted: the wave's steps are done (a held run sends nothing). The
         part stays until the next wave looks again."""
         if self.neighbours is not None:
+            self.controller.watch(None)
             self.neighbours.leave()
             self.neighbours = None
 
@@ -285,13 +281,9 @@ class _Execution:
         try:
             for lane in sending:
                 lane.join()
-            async with anyio.create_task_group() as looking:
-                if any(lane.neighbours is not None for lane in sending):
-                    looking.start_soon(_look, sending)
-                await self._execute_lanes([s for s in steps if not s.is_default])
-                if not self.stopping:
-                    await self._execute_lanes([s for s in steps if s.is_default])
-                looking.cancel_scope.cancel()
+            await self._execute_lanes([s for s in steps if not s.is_default])
+            if not self.stopping:
+                await self._execute_lanes([s for s in steps if s.is_default])
         finally:
             for lane in sending:
                 lane.leave()
@@ -512,17 +504,6 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     if closing is not None:
         execution.emit(closing[0], **closing[1])
     return result
-
-
-async def _look(lanes: list[_Lane]) -> None:
-    """Every LOOK_EVERY seconds, each lane shares its ceiling with the runs on its quota.
-    One task for every lane, not a look before each call: calls queued in a bucket at a
-    part's pace look at nothing, so a run's last 16 steps, queued at half the quota, would
-    not see the other run end (simulate.py f: 3 s at half where the whole was free)."""
-    while True:
-        await anyio.sleep(LOOK_EVERY)
-        for lane in lanes:
-            lane.look()
 
 
 def _quota_of(place: Mapping[str, Any]) -> str | None:

@@ -39,10 +39,11 @@ from pathlib import Path
 
 #: Environment variable: the directory of quota locks, or "off" to neither look nor be seen.
 ENV = "FLEETREL_NEIGHBOURS"
-#: Seconds between two looks at the runs on a quota (the engine's, for every target that
-#: sends): a run notices a neighbour this late, at most. simulate.py (f, ten seeds at each
-#: stagger) with runs told of each other 0.1-0.25 s late: every seed meets E <= 1.05,
-#: θ <= 3 % and fairness >= 0.9; 0.5 s late, 3 of 10 at 0.25 s apart. One look is a `stat`.
+#: Seconds between two looks at the runs on a quota (`RateController.watch`, at its
+#: admissions): a run sending notices a neighbour about this late. simulate.py (f, ten
+#: seeds at each stagger) with runs told of each other 0.1-0.25 s late: every seed meets
+#: E <= 1.05, θ <= 3 % and fairness >= 0.9; 0.5 s late, 3 of 10 at 0.25 s apart. One
+#: look is a `stat`.
 LOOK_EVERY = 0.1
 #: Seconds between two full counts even if the directory did not change: a run killed
 #: with SIGKILL leaves its file (unlocked) and changes nothing the directory's time shows.

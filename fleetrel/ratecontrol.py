@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
 
+from fleetrel.neighbours import LOOK_EVERY
 from fleetrel.quota import QuotaEstimator, Tuning
 
 #: ``hook(old_rate, new_rate, reason)``; reason is "throttle", "probe" or "neighbours".
@@ -149,6 +150,13 @@ class RetunableLimiter(AsyncLimiter):
             self._wake_next()
 
 
+class Counter(Protocol):
+    """How many runs send to this run's quota from this host, this one included
+    (`fleetrel.neighbours.Neighbours`; a simulation's own in `benchmarks/simulate.py`)."""
+
+    def count(self) -> int: ...
+
+
 def bucket(rate: float, burst: int) -> RetunableLimiter:
     """A bucket of `burst` calls refilled at `rate` calls/s: the one way fleetrel builds one.
 
@@ -189,6 +197,8 @@ class RateController:
         "_estimator",
         "_first_burst_size",
         "_limiter",
+        "_neighbours",
+        "_look_at",
         "_count",
         "_open",
         "_reported",
@@ -239,6 +249,8 @@ class RateController:
         self._answers = 0  # answers while the gate was shut
         self._wave_answered: asyncio.Event | None = None
         self._count = 1  # runs sharing the ceiling, this one included
+        self._neighbours: Counter | None = None  # counts them (`watch`)
+        self._look_at = -math.inf  # ... next at an admission from then on
         self.admitted = 0  # calls admitted so far
         self.throttles = 0
         self.decreases = 0
@@ -274,10 +286,32 @@ class RateController:
         if not self.try_acquire():
             await self._limiter.acquire()
             self.admitted += 1
+            if self._neighbours is not None:
+                self._look(self._now())
+
+    def watch(self, neighbours: Counter | None) -> None:
+        """Share the ceiling with the runs `neighbours.count()` says send to this quota
+        from this host (`fleetrel.neighbours.Neighbours`): counted now, then at an
+        admission every LOOK_EVERY seconds at most. None: stop looking (between waves,
+        at the end); the part stays until the next look.
+
+        At admissions, queued ones included, and not on a timer of its own: a task waking
+        ten times a second cost a lone run at 10/s 6-10 % of its calls per CPU-second
+        (benchmarks/run.py a and f, interleaved); a run that admits nothing has nothing
+        to pace, and its lock is what the others see."""
+        self._neighbours = neighbours
+        self._look_at = -math.inf
+        if neighbours is not None:
+            self._look(self._now())
+
+    def _look(self, now: float) -> None:
+        if now >= self._look_at:
+            self._look_at = now + LOOK_EVERY
+            self.share(self._neighbours.count())
 
     def share(self, count: int) -> None:
         """`count` runs (this one included) send to this quota from this host
-        (`fleetrel.neighbours`, which the engine looks at every LOOK_EVERY seconds): each
+        (`fleetrel.neighbours`, `watch`): each
         at its ceiling over `count` (`QuotaEstimator.share`), and, beside another, with no
         burst.
 
@@ -348,6 +382,8 @@ class RateController:
         if not self._open and self._shut():
             return False  # `acquire` waits for the first wave's answers
         now = self._now()
+        if self._neighbours is not None:
+            self._look(now)
         room = self._limiter.has_capacity()
         if not room or self._limiter.waiting():
             # We are about to wait, or other calls are: the rate, not concurrency, is what

@@ -133,6 +133,35 @@ def test_a_run_takes_a_neighbours_part_when_it_leaves_and_gives_it_when_it_comes
     run_virtual(main)
 
 
+class Count:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def count(self) -> int:
+        return self.n
+
+
+def test_calls_queued_at_a_part_see_the_neighbour_leave():
+    """The run looks at its admissions, queued ones included: a run whose last calls all
+    wait in its bucket at half the quota takes the whole once the other run has gone."""
+    async def main():
+        control = RateController(rate=10.0, burst=10)
+        neighbours = Count(2)
+        control.watch(neighbours)
+        assert control.rate == 5.0
+        waiting = [asyncio.ensure_future(control.acquire()) for _ in range(8)]
+        await waiting[0]
+        neighbours.n = 1
+        await asyncio.gather(*waiting)
+        assert control.rate == 10.0
+        control.watch(None)
+        neighbours.n = 3
+        await control.acquire()
+        assert control.rate == 10.0  # no longer looking
+
+    run_virtual(main)
+
+
 def test_a_fixed_rate_is_not_shared():
     control = RateController(rate=10.0, burst=10, adaptive=False)
     control.share(2)
