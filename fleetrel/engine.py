@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from fleetrel import defaultsteps, errors
 from fleetrel.events import Event, Listener, Outcome, Record, StartListener, terminal_event
 from fleetrel.journal import SYNC_INTERVAL, fields_for_journal
-from fleetrel.neighbours import Neighbours, quota_key
+from fleetrel.neighbours import Neighbours, quota_of
 from fleetrel.neighbours import directory as neighbours_directory
 from fleetrel.plan import ReleasePlan, Step
 from fleetrel.ratecontrol import RateController, bucket
@@ -39,7 +39,7 @@ from fleetrel.result import RunResult, StepOutcome
 from fleetrel.session import Session
 from fleetrel.sessionrecords import end_record, session_result, start_record
 from fleetrel.state import drift_of
-from fleetrel.where import place_id, place_of
+from fleetrel.where import place_of
 
 #: `await before_wave(wave, waves)` between waves: True to go on, False to stop (interrupted).
 BeforeWave = Callable[[int, int], Awaitable[bool]]
@@ -174,7 +174,7 @@ class _Execution:
         self.options = options
         self.listeners = listeners
         self.lanes = {target: _Lane(target, client, rate, burst, adaptive, self._rate_changed,
-                                    _quota_of(place_of(session.identity, target)))
+                                    quota_of(place_of(session.identity, target)))
                       for target, client in clients.items()}
         # calls in flight across every target; each target has `concurrency` of its own
         # fast_acquire: a free slot is taken without a trip through the event loop; the
@@ -504,15 +504,6 @@ async def execute(session: Session, client: Any, options: RunOptions | None = No
     if closing is not None:
         execution.emit(closing[0], **closing[1])
     return result
-
-
-def _quota_of(place: Mapping[str, Any]) -> str | None:
-    """The name of a target's quota among the runs on this host: its account, region
-    and endpoint (`fleetrel.neighbours.quota_key`); None if its account is not known
-    (a fake client's, an actor's of `--ray`), since two accounts' runs share nothing."""
-    if not place.get("account") or not place.get("region"):
-        return None
-    return quota_key(place_id(place), place.get("endpoint"))
 
 
 def _target(target: str | None) -> dict[str, str]:

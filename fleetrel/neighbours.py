@@ -1,6 +1,6 @@
 """Runs on this host that send to one quota: how many there are now.
 
-    neighbours = Neighbours.join(directory(), quota_key("123456789012|eu-west-1", None))
+    neighbours = Neighbours.join(directory(), quota_of({"account": "123456789012", "region": "eu-west-1"}))
     neighbours.count()       # runs live on this quota, this one included (one stat if nothing changed)
     neighbours.leave()
 
@@ -36,6 +36,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 #: Environment variable: the directory of quota locks, or "off" to neither look nor be seen.
 ENV = "FLEETREL_NEIGHBOURS"
@@ -62,11 +63,15 @@ def directory() -> Path | None:
     return Path(base) / f"fleetrel-{os.getuid()}" / "quotas"
 
 
-def quota_key(place: str, endpoint: str | None) -> str:
-    """The name of a quota's directory: a digest of where the calls go (`place`, as
-    `fleetrel.where.place_id`: account and region) and the endpoint (an emulator's
-    account 123456789012 is not AWS's)."""
-    return hashlib.sha256(f"{endpoint or 'aws'}\n{place}".encode()).hexdigest()[:24]
+def quota_of(place: Mapping[str, Any]) -> str | None:
+    """The name of a target's quota directory: a digest of its endpoint (an emulator's
+    account 123456789012 is not AWS's), account and region, as a run's journal records
+    them (`fleetrel.where`). None if its account is not known (a fake client's, an actor's
+    of `--ray`): two accounts' runs share nothing, so no guess."""
+    if not place.get("account") or not place.get("region"):
+        return None
+    where = f"{place.get('endpoint') or 'aws'}\n{place['account']}|{place['region']}"
+    return hashlib.sha256(where.encode()).hexdigest()[:24]
 
 
 class Neighbours:

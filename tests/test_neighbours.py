@@ -15,20 +15,19 @@ from pathlib import Path
 import pytest
 
 from fleetrel import load_plan, run
-from fleetrel.engine import _quota_of
-from fleetrel.neighbours import ENV, Neighbours, directory, quota_key
+from fleetrel.neighbours import ENV, Neighbours, directory, quota_of
 from fleetrel.ratecontrol import RateController
 from fleetrel.testing import FakeIoT, run_virtual
 from fleetrel.where import Where
 from support import journal_records, write_plan
 
-KEY = quota_key("123456789012|eu-west-1", "https://iot.eu-west-1.amazonaws.com")
+KEY = quota_of({"account": "123456789012", "region": "eu-west-1", "endpoint": "https://iot.eu-west-1.amazonaws.com"})
 
 
 def test_members_of_one_quota_count_each_other_and_stop_when_they_leave(tmp_path):
     first = Neighbours.join(tmp_path, KEY)
     second = Neighbours.join(tmp_path, KEY)
-    elsewhere = Neighbours.join(tmp_path, quota_key("123456789012|us-east-1", None))
+    elsewhere = Neighbours.join(tmp_path, quota_of({"account": "123456789012", "region": "us-east-1"}))
     assert first is not None and second is not None and elsewhere is not None
     assert (first.count(force=True), second.count(force=True), elsewhere.count(force=True)) == (2, 2, 1)
     second.leave()
@@ -88,11 +87,11 @@ def test_switched_off_or_unusable_means_no_neighbours(tmp_path, monkeypatch):
 
 
 def test_only_a_target_whose_account_is_known_has_a_quota_to_share():
-    assert _quota_of({"account": "123456789012", "region": "eu-west-1",
-                      "endpoint": "https://iot.eu-west-1.amazonaws.com"}) == KEY
-    assert _quota_of({"region": "eu-west-1", "endpoint": "https://iot.eu-west-1.amazonaws.com"}) is None
+    assert quota_of({"account": "123456789012", "region": "us-east-1",
+                     "endpoint": "https://iot.eu-west-1.amazonaws.com"}) != KEY  # another region's
+    assert quota_of({"region": "eu-west-1", "endpoint": "https://iot.eu-west-1.amazonaws.com"}) is None
     # an emulator's account is not AWS's
-    assert _quota_of({"account": "123456789012", "region": "eu-west-1", "endpoint": "http://127.0.0.1:5000"}) != KEY
+    assert quota_of({"account": "123456789012", "region": "eu-west-1", "endpoint": "http://127.0.0.1:5000"}) != KEY
 
 
 def test_a_run_that_starts_beside_another_sends_at_its_part_with_no_burst():
